@@ -718,6 +718,58 @@ impl<T: Copy> Book<T> {
         self.level_count -= 1;
     }
 
+    /// Move a resting order to a new price and/or quantity. It loses its place in the
+    /// queue and is matched again as an incoming GTC order (it may trade). Checked
+    /// first: nothing changes when it is refused.
+    pub fn replace(
+        &mut self,
+        id: OrderId,
+        price: PriceTicks,
+        qty: QtyLots,
+        events: &mut Vec<BookEvent<T>>,
+    ) -> Result<Placed, BookReject> {
+        let slot = self.slot_of(id).ok_or(BookReject::UnknownOrder)?;
+        let node = self.nodes[slot as usize];
+        if qty.is_zero() {
+            return Err(BookReject::ZeroQuantity);
+        }
+        if node.post_only && self.crosses(node.side, price.get()) {
+            return Err(BookReject::PostOnlyWouldTake);
+        }
+        // Room at the new price; the order's own removal frees its current place.
+        let own_level = &self.levels[node.level as usize];
+        let map = match node.side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        };
+        match map.get(&price.get()) {
+            Some(&l)
+                if l != node.level
+                    && self.levels[l as usize].count >= self.limits.orders_per_level_max =>
+            {
+                return Err(BookReject::LevelFull)
+            }
+            None if self.level_count >= self.limits.levels_max && own_level.count > 1 => {
+                return Err(BookReject::TooManyLevels)
+            }
+            _ => {}
+        }
+        let taker = Taker {
+            id,
+            owner: UserId(node.owner),
+            side: node.side,
+            limit: price,
+            qty,
+            quote_budget: None,
+            tif: TimeInForce::Gtc,
+            post_only: node.post_only,
+            stp: node.stp,
+            payload: node.payload,
+        };
+        self.unlink(slot);
+        Ok(self.match_and_rest(&taker, events))
+    }
+
     /// Remove a resting order by id.
     pub fn cancel(&mut self, id: OrderId) -> Result<Resting<T>, BookReject> {
         let slot = self.slot_of(id).ok_or(BookReject::UnknownOrder)?;

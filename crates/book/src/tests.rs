@@ -215,6 +215,35 @@ fn limits_are_enforced() {
     );
 }
 
+#[test]
+fn replace_moves_and_may_trade() {
+    let mut b = book();
+    let mut ev = Vec::new();
+    b.place(&taker(1, 1, Side::Sell, 101, 5), &mut ev).unwrap();
+    b.place(&taker(2, 2, Side::Buy, 99, 5), &mut ev).unwrap();
+    b.place(&taker(3, 3, Side::Buy, 99, 5), &mut ev).unwrap();
+    // Moving order 2 to 101 crosses: it takes 5 from order 1.
+    let p = b
+        .replace(OrderId(2), PriceTicks::new(101), QtyLots::new(7), &mut ev)
+        .unwrap();
+    assert_eq!(fills(&ev), vec![(1, 101, 5)]);
+    assert!(matches!(p.end, TakerEnd::Rested { remaining, .. } if remaining == QtyLots::new(2)));
+    assert_eq!(b.best_bid(), Some((PriceTicks::new(101), QtyLots::new(2))));
+    // A post-only order cannot be moved across the book.
+    let mut post = taker(4, 4, Side::Sell, 105, 1);
+    post.post_only = true;
+    b.place(&post, &mut ev).unwrap();
+    assert_eq!(
+        b.replace(OrderId(4), PriceTicks::new(100), QtyLots::new(1), &mut ev),
+        Err(BookReject::PostOnlyWouldTake)
+    );
+    assert_eq!(
+        b.replace(OrderId(42), PriceTicks::new(100), QtyLots::new(1), &mut ev),
+        Err(BookReject::UnknownOrder)
+    );
+    b.check_invariants().unwrap();
+}
+
 /// Random operations for the reference comparison.
 #[derive(Clone, Debug)]
 enum Op {

@@ -1,1 +1,420 @@
-//! placeholder
+//! The exchange's state machine: every customer balance and every order book, changed
+//! only by [`Engine::apply`].
+//!
+//! `apply(&mut engine, &Command, Ctx { seq, timestamp_ms }, &mut events)` is synchronous
+//! and pure: no I/O, no clock, no randomness, no floating point, no observable hash-map
+//! iteration order. The same commands give the same events and the same
+//! [`Engine::state_hash`] on every machine.
+//!
+//! Rules every command obeys:
+//! - A rejected command ([`Reject`]) changes nothing: every check runs before the first
+//!   mutation. Tests compare the state hash before and after each rejection.
+//! - Money only moves through [`kura_ledger::Ledger::transfer`], so per asset the sum of
+//!   all accounts is zero after every command.
+//! - Placing an order holds its worst case: for a buy, the notional at its limit price
+//!   (rounded up) plus the taker fee on it (rounded up); for a sell, its quantity. Each
+//!   fill settles from the hold; after each fill the hold is lowered to what the rest
+//!   of the order can still need, and the excess returns to available.
+//! - Rounding never favours a customer. Per order the engine accumulates the exact
+//!   notional (price × quantity in quote-minor × base-minor units) and the exact fee
+//!   numerator; a buyer has paid `ceil(notional / 10^base_scale)` so far, a seller has
+//!   received `floor(...)`, fees so far are `ceil(...)`. The differences go to the
+//!   rounding account. A seller's fee is capped at its proceeds (dust fills).
+//! - Idempotency keys come from outside: a deposit reference is credited once, a
+//!   withdrawal id is used once, a client order id is unique among a customer's open
+//!   orders in a market.
+//!
+//! Invariants checked by [`Engine::check_invariants`] (DESIGN.md §5, 1–5): ledger sums to
+//! zero per asset; balances non-negative (by type); held = open-order holds + pending
+//! withdrawals per customer and asset; no book crossed, price-time order intact.
+//!
+//! Known limitations: `CancelAll` scans the market's book (O(resting orders)); negative
+//! maker fees (rebates) are not supported; a market's base asset has at most 12 decimals.
+
+#![forbid(unsafe_code)]
+
+mod command;
+mod event;
+mod funds;
+pub mod genesis;
+mod hash;
+mod reject;
+mod trading;
+
+pub use command::{Command, Ctx, FeeTier, MarketSpec, OrderRef, OrderType};
+pub use event::{CancelReason, Event, EventKind, ExpireReason};
+pub use hash::STATE_ENCODING_VERSION;
+pub use kura_book::{Side, Stp, TimeInForce};
+pub use reject::Reject;
+
+use kura_book::Book;
+use kura_ledger::Ledger;
+use kura_units::{AssetId, ClientOrderId, MarketId, PriceTicks, Scale, UserId};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Every limit of the engine, in one place. Each is enforced with a typed rejection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub users_max: u32,
+    pub assets_max: u16,
+    pub markets_max: u32,
+    /// Open orders of one customer across all markets.
+    pub open_orders_per_user_max: u32,
+    pub fee_tiers_max: usize,
+    pub reference_len_max: usize,
+    pub reason_len_max: usize,
+    /// Per book: resting orders, price levels, orders at one price.
+    pub book: kura_book::Limits,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        users_max: 50_000_000,
+        assets_max: 256,
+        markets_max: 100_000,
+        open_orders_per_user_max: 10_000,
+        fee_tiers_max: 16,
+        reference_len_max: 128,
+        reason_len_max: 256,
+        book: kura_book::Limits::DEFAULT,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Largest base-asset scale a market accepts: keeps `10^scale × 10^6` within `u64`.
+pub const MARKET_BASE_SCALE_MAX: u8 = 12;
+/// Fee rates are parts per million.
+pub const PPM: u128 = 1_000_000;
+/// Basis points in one.
+pub const BPS: u128 = 10_000;
+
+/// What the engine keeps per resting order, inside the book node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OrderData {
+    /// Amount still held for this order (quote for buys, base for sells).
+    pub hold: u64,
+    /// Σ price × qty of its fills, in quote-minor × base-minor units (exact).
+    pub cum_notional: u128,
+    /// Σ notional × fee rate of its fills, in quote-minor × base-minor × ppm units.
+    pub cum_fee: u128,
+    /// Fee rates fixed when the order was placed.
+    pub maker_ppm: u32,
+    pub taker_ppm: u32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Asset {
+    pub(crate) symbol: String,
+    pub(crate) scale: Scale,
+    pub(crate) withdrawals_halted: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Market {
+    pub(crate) spec: MarketSpec,
+    /// `10^base_scale`: quote minor units = notional numerator / this.
+    pub(crate) base_factor: u128,
+    pub(crate) book: Book<OrderData>,
+    pub(crate) halted: Option<String>,
+    pub(crate) last_price: Option<PriceTicks>,
+    /// (owner, client order id) → order id, for open orders that have one. Lookup only.
+    pub(crate) client_ids: FxHashMap<(u32, ClientOrderId), u64>,
+    /// The reverse, to drop the entry when the order ends. Lookup only.
+    pub(crate) order_client_ids: FxHashMap<u64, ClientOrderId>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct User {
+    pub(crate) fee_tier: u8,
+    pub(crate) open_orders: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WithdrawalState {
+    Pending,
+    Settled,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub user: UserId,
+    pub asset: AssetId,
+    pub amount: kura_units::Amount,
+    pub state: WithdrawalState,
+}
+
+/// The whole exchange state. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    limits: Limits,
+    pub(crate) assets: Vec<Asset>,
+    pub(crate) markets: Vec<Market>,
+    pub(crate) ledger: Ledger,
+    pub(crate) users: Vec<User>,
+    /// Deposit references already credited.
+    pub(crate) deposits: BTreeSet<String>,
+    /// Every withdrawal ever requested, by id.
+    pub(crate) withdrawals: BTreeMap<String, Withdrawal>,
+    pub(crate) next_order_id: u64,
+    pub(crate) next_trade_id: u64,
+    // Scratch buffers, not state: reused so that a command allocates nothing.
+    pub(crate) book_events: Vec<kura_book::BookEvent<OrderData>>,
+    pub(crate) touched: Vec<(UserId, AssetId)>,
+}
+
+/// The result of one command: its events, or why it was refused.
+pub type Outcome = Result<Vec<Event>, Reject>;
+
+impl Engine {
+    pub fn new(limits: Limits) -> Engine {
+        Engine {
+            limits,
+            assets: Vec::new(),
+            markets: Vec::new(),
+            ledger: Ledger::new(),
+            users: Vec::new(),
+            deposits: BTreeSet::new(),
+            withdrawals: BTreeMap::new(),
+            next_order_id: 1,
+            next_trade_id: 1,
+            book_events: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Apply one command. On success its events are appended to `out`; on rejection
+    /// nothing changed and `out` is as it was.
+    pub fn apply(&mut self, cmd: &Command, ctx: Ctx, out: &mut Vec<Event>) -> Result<(), Reject> {
+        let start = out.len();
+        self.touched.clear();
+        let result = self.dispatch(cmd, ctx, out);
+        match result {
+            Ok(()) => {
+                self.emit_balances(ctx, out);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Engine::apply`] with a fresh event list.
+    pub fn apply_owned(&mut self, cmd: &Command, ctx: Ctx) -> Outcome {
+        let mut out = Vec::new();
+        self.apply(cmd, ctx, &mut out).map(|()| out)
+    }
+
+    fn dispatch(&mut self, cmd: &Command, ctx: Ctx, out: &mut Vec<Event>) -> Result<(), Reject> {
+        match cmd {
+            Command::PlaceOrder {
+                user,
+                market,
+                side,
+                order,
+                client_id,
+                stp,
+            } => self.place_order(ctx, out, *user, *market, *side, order, *client_id, *stp),
+            Command::CancelOrder {
+                user,
+                market,
+                order,
+            } => self.cancel_order(ctx, out, *user, *market, *order),
+            Command::AmendOrder {
+                user,
+                market,
+                order,
+                price,
+                remaining,
+            } => self.amend_order(ctx, out, *user, *market, *order, *price, *remaining),
+            Command::CancelAll { user, market } => self.cancel_all(ctx, out, *user, *market),
+            Command::AddAsset { symbol, scale } => self.add_asset(ctx, out, symbol, *scale),
+            Command::AddMarket { spec } => self.add_market(ctx, out, spec),
+            Command::CreateUser => self.create_user(ctx, out),
+            Command::SetFeeTier { user, tier } => self.set_fee_tier(ctx, out, *user, *tier),
+            Command::Deposit {
+                user,
+                asset,
+                amount,
+                reference,
+            } => self.deposit(ctx, out, *user, *asset, *amount, reference),
+            Command::RequestWithdrawal {
+                user,
+                asset,
+                amount,
+                id,
+            } => self.request_withdrawal(ctx, out, *user, *asset, *amount, id),
+            Command::SettleWithdrawal { id } => self.finish_withdrawal(ctx, out, id, true),
+            Command::CancelWithdrawal { id } => self.finish_withdrawal(ctx, out, id, false),
+            Command::Adjust {
+                user,
+                asset,
+                delta,
+                reason,
+            } => self.adjust(ctx, out, *user, *asset, *delta, reason),
+            Command::HaltMarket { market, reason } => {
+                self.set_market_halt(ctx, out, *market, Some(reason))
+            }
+            Command::ResumeMarket { market } => self.set_market_halt(ctx, out, *market, None),
+            Command::HaltWithdrawals { asset, reason } => {
+                self.set_withdrawal_halt(ctx, out, *asset, Some(reason))
+            }
+            Command::ResumeWithdrawals { asset } => {
+                self.set_withdrawal_halt(ctx, out, *asset, None)
+            }
+        }
+    }
+
+    /// One `BalanceChanged` per customer account the command touched, after the fact.
+    fn emit_balances(&mut self, ctx: Ctx, out: &mut Vec<Event>) {
+        for &(user, asset) in &self.touched {
+            if let Ok(b) = self.ledger.balance(user, asset) {
+                out.push(Event {
+                    seq: ctx.seq,
+                    kind: EventKind::BalanceChanged {
+                        user,
+                        asset,
+                        available: b.available,
+                        held: b.held,
+                    },
+                });
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn touch(&mut self, user: UserId, asset: AssetId) {
+        if !self.touched.contains(&(user, asset)) {
+            self.touched.push((user, asset));
+        }
+    }
+
+    // ---- read access -------------------------------------------------------------
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn asset_count(&self) -> usize {
+        self.assets.len()
+    }
+
+    pub fn market_count(&self) -> usize {
+        self.markets.len()
+    }
+
+    pub fn asset_symbol(&self, asset: AssetId) -> Option<&str> {
+        self.assets
+            .get(usize::from(asset.0))
+            .map(|a| a.symbol.as_str())
+    }
+
+    pub fn asset_scale(&self, asset: AssetId) -> Option<Scale> {
+        self.assets.get(usize::from(asset.0)).map(|a| a.scale)
+    }
+
+    pub fn asset_by_symbol(&self, symbol: &str) -> Option<AssetId> {
+        self.assets
+            .iter()
+            .position(|a| a.symbol == symbol)
+            .map(|i| AssetId(i as u16))
+    }
+
+    pub fn withdrawals_halted(&self, asset: AssetId) -> Option<&str> {
+        self.assets
+            .get(usize::from(asset.0))
+            .and_then(|a| a.withdrawals_halted.as_deref())
+    }
+
+    pub fn market_spec(&self, market: MarketId) -> Option<&MarketSpec> {
+        self.markets.get(market.0 as usize).map(|m| &m.spec)
+    }
+
+    pub fn market_by_symbol(&self, symbol: &str) -> Option<MarketId> {
+        self.markets
+            .iter()
+            .position(|m| m.spec.symbol == symbol)
+            .map(|i| MarketId(i as u32))
+    }
+
+    pub fn market_halted(&self, market: MarketId) -> Option<&str> {
+        self.markets
+            .get(market.0 as usize)
+            .and_then(|m| m.halted.as_deref())
+    }
+
+    pub fn book(&self, market: MarketId) -> Option<&Book<OrderData>> {
+        self.markets.get(market.0 as usize).map(|m| &m.book)
+    }
+
+    pub fn last_price(&self, market: MarketId) -> Option<PriceTicks> {
+        self.markets
+            .get(market.0 as usize)
+            .and_then(|m| m.last_price)
+    }
+
+    pub fn open_orders(&self, user: UserId) -> Option<u32> {
+        self.users.get(user.0 as usize).map(|u| u.open_orders)
+    }
+
+    pub fn withdrawal(&self, id: &str) -> Option<&Withdrawal> {
+        self.withdrawals.get(id)
+    }
+
+    pub fn deposit_seen(&self, reference: &str) -> bool {
+        self.deposits.contains(reference)
+    }
+
+    // ---- lookups shared by the command modules -----------------------------------
+
+    pub(crate) fn check_user(&self, user: UserId) -> Result<(), Reject> {
+        if (user.0 as usize) < self.users.len() {
+            Ok(())
+        } else {
+            Err(Reject::UnknownUser)
+        }
+    }
+
+    pub(crate) fn check_asset(&self, asset: AssetId) -> Result<(), Reject> {
+        if usize::from(asset.0) < self.assets.len() {
+            Ok(())
+        } else {
+            Err(Reject::UnknownAsset)
+        }
+    }
+
+    pub(crate) fn check_reason(&self, reason: &str) -> Result<(), Reject> {
+        if reason.trim().is_empty() || reason.len() > self.limits.reason_len_max {
+            Err(Reject::InvalidReason)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn check_reference(&self, reference: &str) -> Result<(), Reject> {
+        if reference.is_empty() || reference.len() > self.limits.reference_len_max {
+            Err(Reject::InvalidReference)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! Commands: every way the exchange's state can change. Each is journaled before it is
+//! applied, so each must carry every input it needs (no clock, no randomness inside).
+
+use kura_book::{Side, Stp};
+use kura_units::{
+    Amount, AmountDelta, AssetId, ClientOrderId, MarketId, OrderId, PriceTicks, QtyLots, Scale,
+    UserId,
+};
+
+/// The context the sequencer gives each command: its journal sequence number and the
+/// time it was sequenced. The engine never reads a clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctx {
+    pub seq: u64,
+    pub timestamp_ms: u64,
+}
+
+/// Maker and taker fee rates of one fee tier, in parts per million of the notional.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeeTier {
+    pub maker_ppm: u32,
+    pub taker_ppm: u32,
+}
+
+/// Everything that defines a market. Validated by `AddMarket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MarketSpec {
+    /// Binance-style symbol, e.g. "BTCJPY": 2–20 characters of A–Z and 0–9.
+    pub symbol: String,
+    pub base: AssetId,
+    pub quote: AssetId,
+    /// Price step, in quote minor units per one whole unit of the base asset.
+    pub tick: Amount,
+    /// Quantity step, in base minor units.
+    pub lot: Amount,
+    pub min_qty: QtyLots,
+    pub max_qty: QtyLots,
+    /// Smallest and largest notional (price × quantity) of an order, in quote minor units.
+    pub min_notional: Amount,
+    pub max_notional: Amount,
+    /// Highest price accepted, in ticks (bounds every product below 2^128).
+    pub max_price: PriceTicks,
+    /// Fee tiers; a customer's tier indexes this list (tier 0 is the default).
+    pub fees: Vec<FeeTier>,
+    /// A market order trades at most this many basis points away from the best price
+    /// on the other side when it arrives.
+    pub collar_bps: u32,
+    /// The self-trade prevention mode used when an order names none.
+    pub default_stp: Stp,
+}
+
+/// How an order trades.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderType {
+    /// A limit order. `post_only` is Binance's LIMIT_MAKER (GTC only).
+    Limit {
+        price: PriceTicks,
+        qty: QtyLots,
+        tif: kura_book::TimeInForce,
+        post_only: bool,
+    },
+    /// A market order for a quantity of the base asset.
+    MarketBase { qty: QtyLots },
+    /// A market order for an amount of the quote asset (Binance's `quoteOrderQty`):
+    /// a buy spends at most `quote` (fees on top), a sell sells until it receives it.
+    MarketQuote { quote: Amount },
+}
+
+/// Which order a cancel or amend is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderRef {
+    Id(OrderId),
+    Client(ClientOrderId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Add an asset with its number of decimal places. Symbol: 2–12 of A–Z, 0–9.
+    AddAsset {
+        symbol: String,
+        scale: Scale,
+    },
+    AddMarket {
+        spec: MarketSpec,
+    },
+    /// Create a customer; the engine assigns the next id.
+    CreateUser,
+    SetFeeTier {
+        user: UserId,
+        tier: u8,
+    },
+    /// Credit a deposit, exactly once per external `reference` (`txid:vout`, bank ref).
+    Deposit {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        reference: String,
+    },
+    /// Hold `amount` for a withdrawal identified by `id` (idempotency key from outside).
+    RequestWithdrawal {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        id: String,
+    },
+    /// The withdrawal was paid on chain or by bank: the held amount leaves the books.
+    SettleWithdrawal {
+        id: String,
+    },
+    /// The withdrawal will not be paid: the held amount returns to available.
+    CancelWithdrawal {
+        id: String,
+    },
+    /// An operator's correction, with a mandatory reason.
+    Adjust {
+        user: UserId,
+        asset: AssetId,
+        delta: AmountDelta,
+        reason: String,
+    },
+    PlaceOrder {
+        user: UserId,
+        market: MarketId,
+        side: Side,
+        order: OrderType,
+        client_id: Option<ClientOrderId>,
+        stp: Option<Stp>,
+    },
+    CancelOrder {
+        user: UserId,
+        market: MarketId,
+        order: OrderRef,
+    },
+    /// Cancel every open order of `user` in `market`.
+    CancelAll {
+        user: UserId,
+        market: MarketId,
+    },
+    /// Change a resting order. A lower remaining quantity at the same price keeps its
+    /// place in the queue; a new price or a larger quantity loses it (and may trade).
+    AmendOrder {
+        user: UserId,
+        market: MarketId,
+        order: OrderRef,
+        price: Option<PriceTicks>,
+        remaining: Option<QtyLots>,
+    },
+    HaltMarket {
+        market: MarketId,
+        reason: String,
+    },
+    ResumeMarket {
+        market: MarketId,
+    },
+    HaltWithdrawals {
+        asset: AssetId,
+        reason: String,
+    },
+    ResumeWithdrawals {
+        asset: AssetId,
+    },
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::AddAsset { .. } => "add_asset",
+            Command::AddMarket { .. } => "add_market",
+            Command::CreateUser => "create_user",
+            Command::SetFeeTier { .. } => "set_fee_tier",
+            Command::Deposit { .. } => "deposit",
+            Command::RequestWithdrawal { .. } => "request_withdrawal",
+            Command::SettleWithdrawal { .. } => "settle_withdrawal",
+            Command::CancelWithdrawal { .. } => "cancel_withdrawal",
+            Command::Adjust { .. } => "adjust",
+            Command::PlaceOrder { .. } => "place_order",
+            Command::CancelOrder { .. } => "cancel_order",
+            Command::CancelAll { .. } => "cancel_all",
+            Command::AmendOrder { .. } => "amend_order",
+            Command::HaltMarket { .. } => "halt_market",
+            Command::ResumeMarket { .. } => "resume_market",
+            Command::HaltWithdrawals { .. } => "halt_withdrawals",
+            Command::ResumeWithdrawals { .. } => "resume_withdrawals",
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Events: what a command did. Every event carries the sequence number of its command,
+//! so a consumer can tell exactly which journal record produced it.
+
+use kura_book::{Side, TimeInForce};
+use kura_units::{
+    Amount, AmountDelta, AssetId, ClientOrderId, MarketId, OrderId, PriceTicks, QtyLots, TradeId,
+    UserId,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub kind: EventKind,
+}
+
+/// Why an order left the book without filling completely, on its owner's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CancelReason {
+    /// The owner cancelled it.
+    ByUser,
+    /// The owner cancelled every order in the market.
+    CancelAll,
+    /// A new order of the same owner expired it (self-trade prevention, expire maker).
+    SelfTradePrevention,
+}
+
+/// Why an order ended with quantity left, without ever resting (or on amend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExpireReason {
+    /// IOC or market order: no more liquidity within its limit, collar or budget.
+    NoLiquidity,
+    /// Fill-or-kill that could not fill completely.
+    FokUnfillable,
+    /// Self-trade prevention expired the incoming order.
+    SelfTradePrevention,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    AssetAdded {
+        asset: AssetId,
+        symbol: String,
+    },
+    MarketAdded {
+        market: MarketId,
+        symbol: String,
+    },
+    UserCreated {
+        user: UserId,
+    },
+    FeeTierSet {
+        user: UserId,
+        tier: u8,
+    },
+    Deposited {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        reference: String,
+    },
+    WithdrawalRequested {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        id: String,
+    },
+    WithdrawalSettled {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        id: String,
+    },
+    WithdrawalCancelled {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        id: String,
+    },
+    Adjusted {
+        user: UserId,
+        asset: AssetId,
+        delta: AmountDelta,
+        reason: String,
+    },
+    /// A customer balance after the command (one per touched account, at the end).
+    BalanceChanged {
+        user: UserId,
+        asset: AssetId,
+        available: Amount,
+        held: Amount,
+    },
+    OrderAccepted {
+        market: MarketId,
+        order: OrderId,
+        user: UserId,
+        side: Side,
+        /// Limit price, or for a market order the collar bound it may trade up to.
+        price: PriceTicks,
+        /// Most base quantity it may trade (for a market order by quote: the budget's
+        /// worth at the collar bound).
+        qty: QtyLots,
+        /// For a market order by quote amount, the budget in quote minor units.
+        quote_budget: Option<Amount>,
+        tif: TimeInForce,
+        post_only: bool,
+        is_market: bool,
+        client_id: Option<ClientOrderId>,
+        /// Amount held for it (quote for buys, base for sells).
+        hold: Amount,
+    },
+    Trade {
+        market: MarketId,
+        trade: TradeId,
+        price: PriceTicks,
+        qty: QtyLots,
+        /// Exact notional rounded down, in quote minor units.
+        quote_qty: Amount,
+        maker_order: OrderId,
+        taker_order: OrderId,
+        maker_user: UserId,
+        taker_user: UserId,
+        taker_side: Side,
+        /// Fees charged for this fill, in the quote asset.
+        maker_fee: Amount,
+        taker_fee: Amount,
+    },
+    /// The order rests on the book with this quantity left.
+    OrderRested {
+        market: MarketId,
+        order: OrderId,
+        user: UserId,
+        remaining: QtyLots,
+    },
+    OrderFilled {
+        market: MarketId,
+        order: OrderId,
+        user: UserId,
+    },
+    OrderCancelled {
+        market: MarketId,
+        order: OrderId,
+        user: UserId,
+        remaining: QtyLots,
+        reason: CancelReason,
+    },
+    OrderExpired {
+        market: MarketId,
+        order: OrderId,
+        user: UserId,
+        remaining: QtyLots,
+        reason: ExpireReason,
+    },
+    OrderAmended {
+        market: MarketId,
+        order: OrderId,
+        user: UserId,
+        price: PriceTicks,
+        remaining: QtyLots,
+        kept_priority: bool,
+    },
+    MarketHalted {
+        market: MarketId,
+        reason: String,
+    },
+    MarketResumed {
+        market: MarketId,
+    },
+    WithdrawalsHalted {
+        asset: AssetId,
+        reason: String,
+    },
+    WithdrawalsResumed {
+        asset: AssetId,
+    },
+}

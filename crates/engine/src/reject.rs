@@ -1,0 +1,107 @@
+//! Business rejections: a command that breaks a rule changes nothing and returns one of
+//! these. They are values, never panics and never integers; the API maps them to
+//! Binance's error codes in exactly one place.
+
+/// Why a command was refused. The state is exactly as before the command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reject {
+    UnknownUser,
+    UnknownAsset,
+    UnknownMarket,
+    UnknownOrder,
+    UnknownWithdrawal,
+    /// Not enough available balance for the hold, withdrawal or debit.
+    InsufficientFunds,
+    /// A credit would exceed the largest representable amount.
+    AmountOverflow,
+    ZeroAmount,
+    /// Symbol, scale, tick, lot, fee or limit of a new asset or market is invalid.
+    InvalidSpec(&'static str),
+    AssetExists,
+    MarketExists,
+    /// The price is zero, above the market's maximum, or (for amends) not allowed.
+    InvalidPrice,
+    /// The quantity is zero or not allowed.
+    InvalidQuantity,
+    QuantityBelowMinimum,
+    QuantityAboveMaximum,
+    NotionalBelowMinimum,
+    NotionalAboveMaximum,
+    /// Post-only (LIMIT_MAKER) would have traded at once.
+    PostOnlyWouldTake,
+    /// Post-only needs GTC; budget (quote) orders cannot be FOK.
+    InvalidTimeInForce,
+    DuplicateClientOrderId,
+    DuplicateDeposit,
+    DuplicateWithdrawal,
+    /// The withdrawal is already settled or cancelled.
+    WithdrawalNotPending,
+    MarketHalted,
+    WithdrawalsHalted,
+    /// Halting something already halted, or resuming something running.
+    HaltStateUnchanged,
+    /// A reason is required and was empty or too long.
+    InvalidReason,
+    /// A deposit reference or withdrawal id is empty or too long.
+    InvalidReference,
+    UnknownFeeTier,
+    TooManyUsers,
+    TooManyAssets,
+    TooManyMarkets,
+    TooManyOpenOrders,
+    BookFull,
+    TooManyPriceLevels,
+    PriceLevelFull,
+}
+
+impl Reject {
+    /// A readable sentence, for logs and API error messages.
+    pub fn message(self) -> &'static str {
+        match self {
+            Reject::UnknownUser => "unknown user",
+            Reject::UnknownAsset => "unknown asset",
+            Reject::UnknownMarket => "unknown market",
+            Reject::UnknownOrder => "unknown order",
+            Reject::UnknownWithdrawal => "unknown withdrawal",
+            Reject::InsufficientFunds => "insufficient balance",
+            Reject::AmountOverflow => "amount too large",
+            Reject::ZeroAmount => "amount must be positive",
+            Reject::InvalidSpec(why) => why,
+            Reject::AssetExists => "asset already exists",
+            Reject::MarketExists => "market already exists",
+            Reject::InvalidPrice => "invalid price",
+            Reject::InvalidQuantity => "invalid quantity",
+            Reject::QuantityBelowMinimum => "quantity below the market minimum",
+            Reject::QuantityAboveMaximum => "quantity above the market maximum",
+            Reject::NotionalBelowMinimum => "notional below the market minimum",
+            Reject::NotionalAboveMaximum => "notional above the market maximum",
+            Reject::PostOnlyWouldTake => "order would immediately match and take",
+            Reject::InvalidTimeInForce => "time in force not allowed for this order",
+            Reject::DuplicateClientOrderId => "duplicate client order id among open orders",
+            Reject::DuplicateDeposit => "deposit reference already credited",
+            Reject::DuplicateWithdrawal => "withdrawal id already used",
+            Reject::WithdrawalNotPending => "withdrawal is not pending",
+            Reject::MarketHalted => "market is halted",
+            Reject::WithdrawalsHalted => "withdrawals of this asset are halted",
+            Reject::HaltStateUnchanged => "already in that halt state",
+            Reject::InvalidReason => "a reason of 1 to 256 bytes is required",
+            Reject::InvalidReference => "reference must be 1 to 128 bytes",
+            Reject::UnknownFeeTier => "unknown fee tier",
+            Reject::TooManyUsers => "user limit reached",
+            Reject::TooManyAssets => "asset limit reached",
+            Reject::TooManyMarkets => "market limit reached",
+            Reject::TooManyOpenOrders => "too many open orders",
+            Reject::BookFull => "order book is full",
+            Reject::TooManyPriceLevels => "too many price levels in the book",
+            Reject::PriceLevelFull => "too many orders at this price",
+        }
+    }
+}
+
+impl core::fmt::Display for Reject {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Reject {}
