@@ -283,6 +283,16 @@ impl<T: Copy> Book<T> {
         core::mem::size_of::<Node<T>>()
     }
 
+    /// Memory the book holds, estimated from its containers' capacities: the order slab,
+    /// the level slab, the id index (key, value and one control byte per bucket) and the
+    /// two price maps (key and value per level, ignoring B-tree node overhead).
+    pub fn memory_bytes(&self) -> usize {
+        self.nodes.capacity() * core::mem::size_of::<Node<T>>()
+            + self.levels.capacity() * core::mem::size_of::<Level>()
+            + self.index.capacity() * (core::mem::size_of::<(u64, u32)>() + 1)
+            + (self.bids.len() + self.asks.len()) * core::mem::size_of::<(u64, u32)>()
+    }
+
     pub fn best_bid(&self) -> Option<(PriceTicks, QtyLots)> {
         self.level_summary(self.best_bid)
     }
