@@ -338,6 +338,12 @@ impl<T: Copy> Book<T> {
         self.slot_of(id).and_then(|s| self.get(s))
     }
 
+    /// The slot and the order with this id, with one index lookup.
+    pub fn find(&self, id: OrderId) -> Option<(Slot, Resting<T>)> {
+        let slot = self.slot_of(id)?;
+        self.get(slot).map(|r| (slot, r))
+    }
+
     fn resting_of(&self, node: &Node<T>) -> Resting<T> {
         Resting {
             id: OrderId(node.id),
@@ -676,6 +682,14 @@ impl<T: Copy> Book<T> {
 
     /// Remove a resting order from its level, the index and the slab.
     fn unlink(&mut self, slot: Slot) -> Node<T> {
+        let node = self.unlink_keep_index(slot);
+        self.index.remove(&node.id);
+        node
+    }
+
+    /// Remove a resting order from its level and the slab, leaving its id index entry
+    /// for the caller to overwrite or remove (saves a hash removal when it re-rests).
+    fn unlink_keep_index(&mut self, slot: Slot) -> Node<T> {
         let node = self.nodes[slot as usize];
         debug_assert!(node.level != NIL, "unlink of a free slot");
         if node.prev != NIL {
@@ -699,7 +713,6 @@ impl<T: Copy> Book<T> {
         if emptied {
             self.remove_level(node.side, price, level_idx);
         }
-        self.index.remove(&node.id);
         let free = &mut self.nodes[slot as usize];
         free.level = NIL;
         free.next = self.free_node;
@@ -739,7 +752,22 @@ impl<T: Copy> Book<T> {
         events: &mut Vec<BookEvent<T>>,
     ) -> Result<Placed, BookReject> {
         let slot = self.slot_of(id).ok_or(BookReject::UnknownOrder)?;
-        let node = self.nodes[slot as usize];
+        self.replace_at(slot, price, qty, events)
+    }
+
+    /// [`Book::replace`] for an order whose slot the caller already found.
+    pub fn replace_at(
+        &mut self,
+        slot: Slot,
+        price: PriceTicks,
+        qty: QtyLots,
+        events: &mut Vec<BookEvent<T>>,
+    ) -> Result<Placed, BookReject> {
+        let node = match self.nodes.get(slot as usize) {
+            Some(n) if n.level != NIL => *n,
+            _ => return Err(BookReject::UnknownOrder),
+        };
+        let id = OrderId(node.id);
         if qty.is_zero() {
             return Err(BookReject::ZeroQuantity);
         }
@@ -776,23 +804,45 @@ impl<T: Copy> Book<T> {
             stp: node.stp,
             payload: node.payload,
         };
-        self.unlink(slot);
-        Ok(self.match_and_rest(&taker, events))
+        self.unlink_keep_index(slot);
+        let placed = self.match_and_rest(&taker, events);
+        if !matches!(placed.end, TakerEnd::Rested { .. }) {
+            self.index.remove(&id.0);
+        }
+        Ok(placed)
     }
 
     /// Remove a resting order by id.
     pub fn cancel(&mut self, id: OrderId) -> Result<Resting<T>, BookReject> {
         let slot = self.slot_of(id).ok_or(BookReject::UnknownOrder)?;
-        let resting = self.resting_of(&self.nodes[slot as usize]);
-        self.unlink(slot);
-        Ok(resting)
+        self.cancel_at(slot)
+    }
+
+    /// [`Book::cancel`] for an order whose slot the caller already found.
+    pub fn cancel_at(&mut self, slot: Slot) -> Result<Resting<T>, BookReject> {
+        match self.nodes.get(slot as usize) {
+            Some(n) if n.level != NIL => {
+                let resting = self.resting_of(n);
+                self.unlink(slot);
+                Ok(resting)
+            }
+            _ => Err(BookReject::UnknownOrder),
+        }
     }
 
     /// Lower a resting order's remaining quantity, keeping its place in the queue.
     /// `new_remaining` must be positive and below the current remaining quantity.
     pub fn reduce(&mut self, id: OrderId, new_remaining: QtyLots) -> Result<(), BookReject> {
         let slot = self.slot_of(id).ok_or(BookReject::UnknownOrder)?;
-        let node = &mut self.nodes[slot as usize];
+        self.reduce_at(slot, new_remaining)
+    }
+
+    /// [`Book::reduce`] for an order whose slot the caller already found.
+    pub fn reduce_at(&mut self, slot: Slot, new_remaining: QtyLots) -> Result<(), BookReject> {
+        let node = match self.nodes.get_mut(slot as usize) {
+            Some(n) if n.level != NIL => n,
+            _ => return Err(BookReject::UnknownOrder),
+        };
         if new_remaining.is_zero() {
             return Err(BookReject::ZeroQuantity);
         }

@@ -197,6 +197,47 @@ impl<T: Copy> ReferenceBook<T> {
         Ok(self.orders.remove(i).resting)
     }
 
+    /// Cancel and place again at a new price and quantity with the same id (loses
+    /// priority); a post-only order that would cross is refused before anything changes.
+    pub fn replace(
+        &mut self,
+        id: OrderId,
+        price: PriceTicks,
+        qty: QtyLots,
+        events: &mut Vec<BookEvent<T>>,
+    ) -> Result<Placed, BookReject> {
+        let r = self
+            .orders
+            .iter()
+            .find(|e| e.resting.id == id)
+            .map(|e| e.resting)
+            .ok_or(BookReject::UnknownOrder)?;
+        if qty.is_zero() {
+            return Err(BookReject::ZeroQuantity);
+        }
+        if r.post_only {
+            if let Some(b) = self.best(r.side.opposite()) {
+                if Self::crosses(r.side, price, self.orders[b].resting.price) {
+                    return Err(BookReject::PostOnlyWouldTake);
+                }
+            }
+        }
+        self.cancel(id)?;
+        let taker = Taker {
+            id,
+            owner: r.owner,
+            side: r.side,
+            limit: price,
+            qty,
+            quote_budget: None,
+            tif: TimeInForce::Gtc,
+            post_only: r.post_only,
+            stp: r.stp,
+            payload: r.payload,
+        };
+        Ok(self.match_and_rest(&taker, events))
+    }
+
     pub fn reduce(&mut self, id: OrderId, new_remaining: QtyLots) -> Result<(), BookReject> {
         let e = self
             .orders

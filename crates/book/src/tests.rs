@@ -260,6 +260,7 @@ enum Op {
     Cancel(u64),
     Reduce(u64, u64),
     Move(u64, u64),
+    Replace(u64, u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -272,6 +273,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..60).prop_map(Op::Cancel),
         1 => (0u64..60, 1u64..20).prop_map(|(i, q)| Op::Reduce(i, q)),
         2 => (0u64..60, 95u64..106).prop_map(|(i, p)| Op::Move(i, p)),
+        3 => (0u64..60, 95u64..106, 0u64..20).prop_map(|(i, p, q)| Op::Replace(i, p, q)),
     ]
 }
 
@@ -349,6 +351,11 @@ proptest! {
                         fast.reduce(OrderId(target), QtyLots::new(q)),
                         slow.reduce(OrderId(target), QtyLots::new(q))
                     );
+                }
+                Op::Replace(target, price, qty) => {
+                    let a = strip_end(fast.replace(OrderId(target), PriceTicks::new(price), QtyLots::new(qty), &mut ev_fast));
+                    let b = strip_end(slow.replace(OrderId(target), PriceTicks::new(price), QtyLots::new(qty), &mut ev_slow));
+                    prop_assert_eq!(a, b);
                 }
                 Op::Move(target, price) => {
                     // A price move: cancel, then place again with the same id (loses priority).

@@ -9,11 +9,34 @@ use crate::{
     CancelReason, Ctx, Engine, Event, EventKind, ExpireReason, FeeTier, Market, OrderData,
     OrderRef, OrderType, Reject, BPS, PPM,
 };
-use kura_book::{BookEvent, BookReject, Placed, Side, Stp, Taker, TakerEnd, TimeInForce};
+use kura_book::{
+    BookEvent, BookReject, Placed, Resting, Side, Slot, Stp, Taker, TakerEnd, TimeInForce,
+};
 use kura_ledger::{Account, SystemAccount};
 use kura_units::{
     Amount, AssetId, ClientOrderId, MarketId, OrderId, PriceTicks, QtyLots, TradeId, UserId,
 };
+
+/// `ceil(n / d)`, on 64-bit operands when both fit (the common case: a 128-bit division
+/// is several times slower).
+#[inline]
+fn div_ceil(n: u128, d: u128) -> u128 {
+    if (n | d) >> 64 == 0 {
+        u128::from((n as u64).div_ceil(d as u64))
+    } else {
+        n.div_ceil(d)
+    }
+}
+
+/// `floor(n / d)`, on 64-bit operands when both fit.
+#[inline]
+fn div_floor(n: u128, d: u128) -> u128 {
+    if (n | d) >> 64 == 0 {
+        u128::from(n as u64 / d as u64)
+    } else {
+        n / d
+    }
+}
 
 /// The exact-arithmetic constants of one market.
 #[derive(Clone, Copy, Debug)]
@@ -71,9 +94,9 @@ impl Math {
             Side::Buy => {
                 let rest = self.notional(price, remaining);
                 let fee_div = self.s * PPM;
-                (d.cum_notional + rest).div_ceil(self.s) - d.cum_notional.div_ceil(self.s)
-                    + (d.cum_fee + rest * u128::from(d.taker_ppm)).div_ceil(fee_div)
-                    - d.cum_fee.div_ceil(fee_div)
+                div_ceil(d.cum_notional + rest, self.s) - div_ceil(d.cum_notional, self.s)
+                    + div_ceil(d.cum_fee + rest * u128::from(d.taker_ppm), fee_div)
+                    - div_ceil(d.cum_fee, fee_div)
             }
         }
     }
@@ -565,19 +588,19 @@ impl Engine {
             (bd.maker_ppm, sd.taker_ppm)
         };
         // Buyer: pays ceil of its cumulative notional and fee.
-        let paid_before = bd.cum_notional.div_ceil(math.s);
-        let bfee_before = bd.cum_fee.div_ceil(fee_div);
+        let paid_before = div_ceil(bd.cum_notional, math.s);
+        let bfee_before = div_ceil(bd.cum_fee, fee_div);
         bd.cum_notional += num;
         bd.cum_fee += num * u128::from(b_rate);
-        let pay = bd.cum_notional.div_ceil(math.s) - paid_before;
-        let buyer_fee = bd.cum_fee.div_ceil(fee_div) - bfee_before;
+        let pay = div_ceil(bd.cum_notional, math.s) - paid_before;
+        let buyer_fee = div_ceil(bd.cum_fee, fee_div) - bfee_before;
         // Seller: receives floor of its cumulative notional, less fees capped at proceeds.
-        let gross_before = sd.cum_notional / math.s;
-        let sfee_before = sd.cum_fee.div_ceil(fee_div).min(gross_before);
+        let gross_before = div_floor(sd.cum_notional, math.s);
+        let sfee_before = div_ceil(sd.cum_fee, fee_div).min(gross_before);
         sd.cum_notional += num;
         sd.cum_fee += num * u128::from(s_rate);
-        let gross_after = sd.cum_notional / math.s;
-        let sfee_after = sd.cum_fee.div_ceil(fee_div).min(gross_after);
+        let gross_after = div_floor(sd.cum_notional, math.s);
+        let sfee_after = div_ceil(sd.cum_fee, fee_div).min(gross_after);
         let seller_fee = sfee_after - sfee_before;
         let receive = (gross_after - gross_before) - seller_fee;
         // Amounts are bounded by the holds (u64), so these narrowings cannot truncate.
@@ -620,7 +643,7 @@ impl Engine {
         } else {
             (buyer_fee, seller_fee)
         };
-        ((maker_fee), taker_fee, (num / math.s) as u64)
+        (maker_fee, taker_fee, div_floor(num, math.s) as u64)
     }
 
     /// Lower an order's hold to what its rest can still need; release the excess.
@@ -754,18 +777,24 @@ impl Engine {
         }
     }
 
-    /// The id of `user`'s resting order named by `order` in `market`.
-    fn resolve(&self, m: &Market, user: UserId, order: OrderRef) -> Result<OrderId, Reject> {
-        match order {
-            OrderRef::Id(id) => match m.book.order(id) {
-                Some(r) if r.owner == user => Ok(id),
-                _ => Err(Reject::UnknownOrder),
-            },
+    /// `user`'s resting order named by `order` in `market`: its slot and contents.
+    fn resolve(
+        &self,
+        m: &Market,
+        user: UserId,
+        order: OrderRef,
+    ) -> Result<(Slot, Resting<OrderData>), Reject> {
+        let id = match order {
+            OrderRef::Id(id) => id,
             OrderRef::Client(cid) => m
                 .client_ids
                 .get(&(user.0, cid))
                 .map(|&id| OrderId(id))
-                .ok_or(Reject::UnknownOrder),
+                .ok_or(Reject::UnknownOrder)?,
+        };
+        match m.book.find(id) {
+            Some((slot, r)) if r.owner == user => Ok((slot, r)),
+            _ => Err(Reject::UnknownOrder),
         }
     }
 
@@ -778,8 +807,8 @@ impl Engine {
         order: OrderRef,
     ) -> Result<(), Reject> {
         self.check_user(user)?;
-        let id = self.resolve(self.market(market)?, user, order)?;
-        self.cancel_resting(ctx, out, market, user, id, CancelReason::ByUser);
+        let (slot, _) = self.resolve(self.market(market)?, user, order)?;
+        self.cancel_resting(ctx, out, market, user, slot, CancelReason::ByUser);
         Ok(())
     }
 
@@ -790,12 +819,13 @@ impl Engine {
         out: &mut Vec<Event>,
         market: MarketId,
         user: UserId,
-        id: OrderId,
+        slot: Slot,
         reason: CancelReason,
     ) {
         let m = &mut self.markets[market.0 as usize];
         let math = Math::of(m);
-        let resting = m.book.cancel(id).expect("resolved order is resting");
+        let resting = m.book.cancel_at(slot).expect("resolved order is resting");
+        let id = resting.id;
         let mut d = resting.payload;
         self.release(math, user, resting.side, &mut d);
         self.order_ended(market, user, id);
@@ -830,7 +860,11 @@ impl Engine {
             });
         }
         for id in ids {
-            self.cancel_resting(ctx, out, market, user, id, CancelReason::CancelAll);
+            let slot = self.markets[market.0 as usize]
+                .book
+                .slot_of(id)
+                .expect("an order just listed is resting");
+            self.cancel_resting(ctx, out, market, user, slot, CancelReason::CancelAll);
         }
         Ok(())
     }
@@ -851,8 +885,8 @@ impl Engine {
         if m.halted.is_some() {
             return Err(Reject::MarketHalted);
         }
-        let id = self.resolve(m, user, order)?;
-        let resting = m.book.order(id).ok_or(Reject::UnknownOrder)?;
+        let (slot, resting) = self.resolve(m, user, order)?;
+        let id = resting.id;
         let new_price = price.unwrap_or(resting.price);
         let new_rem = remaining.unwrap_or(resting.remaining);
         if new_price.is_zero() || new_price > m.spec.max_price {
@@ -907,17 +941,18 @@ impl Engine {
         }
         let mut events = std::mem::take(&mut self.book_events);
         events.clear();
-        let placed =
-            match self.markets[market.0 as usize]
-                .book
-                .replace(id, new_price, new_rem, &mut events)
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    self.book_events = events;
-                    return Err(map_book_reject(e));
-                }
-            };
+        let placed = match self.markets[market.0 as usize].book.replace_at(
+            slot,
+            new_price,
+            new_rem,
+            &mut events,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                self.book_events = events;
+                return Err(map_book_reject(e));
+            }
+        };
         // ---- committed ----
         self.must_transfer(Account::Available(user), Account::Held(user), asset, extra);
         d.hold += extra;

@@ -4,8 +4,7 @@
 
 use kura_engine::genesis::{self, BTC, JPY, USD};
 use kura_engine::{
-    Command, Ctx, Engine, Event, EventKind, Limits, OrderRef, OrderType, Side, Stp,
-    TimeInForce,
+    Command, Ctx, Engine, Event, EventKind, Limits, OrderRef, OrderType, Side, Stp, TimeInForce,
 };
 use kura_units::{
     Amount, AmountDelta, AssetId, ClientOrderId, MarketId, OrderId, PriceTicks, QtyLots, UserId,
@@ -221,5 +220,8 @@ fn long_seeded_runs_trade_and_keep_invariants() {
             .count();
     }
     eprintln!("{trades} trades");
-    assert!(trades > 500, "only {trades} trades: the generator stopped matching");
+    assert!(
+        trades > 500,
+        "only {trades} trades: the generator stopped matching"
+    );
 }
