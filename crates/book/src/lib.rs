@@ -203,6 +203,14 @@ struct Node<T> {
     payload: T,
 }
 
+/// Where the level an order will rest at is, when already looked up.
+#[derive(Clone, Copy, Debug)]
+enum LevelHint {
+    Unknown,
+    Absent,
+    At(u32),
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Level {
     price: u64,
@@ -404,16 +412,20 @@ impl<T: Copy> Book<T> {
         if taker.post_only && self.crosses(taker.side, taker.limit.get()) {
             return Err(BookReject::PostOnlyWouldTake);
         }
-        if taker.tif == TimeInForce::Gtc && taker.quote_budget.is_none() {
-            self.check_room(taker.id, taker.side, taker.limit.get())?;
-        }
+        let hint = if taker.tif == TimeInForce::Gtc && taker.quote_budget.is_none() {
+            self.check_room(taker.id, taker.side, taker.limit.get())?
+        } else {
+            LevelHint::Unknown
+        };
         if taker.tif == TimeInForce::Fok && !self.fok_fillable(taker) {
             return Err(BookReject::FokUnfillable);
         }
-        Ok(self.match_and_rest(taker, events))
+        Ok(self.match_and_rest(taker, events, hint))
     }
 
-    fn check_room(&self, id: OrderId, side: Side, price: u64) -> Result<(), BookReject> {
+    /// Whether an order may rest at `price`; on success, where its level is (matching
+    /// only ever changes the other side, so the answer still holds after matching).
+    fn check_room(&self, id: OrderId, side: Side, price: u64) -> Result<LevelHint, BookReject> {
         if self.index.contains_key(&id.0) {
             return Err(BookReject::DuplicateId);
         }
@@ -428,9 +440,9 @@ impl<T: Copy> Book<T> {
             Some(&l) if self.levels[l as usize].count >= self.limits.orders_per_level_max => {
                 Err(BookReject::LevelFull)
             }
-            Some(_) => Ok(()),
+            Some(&l) => Ok(LevelHint::At(l)),
             None if self.level_count >= self.limits.levels_max => Err(BookReject::TooManyLevels),
-            None => Ok(()),
+            None => Ok(LevelHint::Absent),
         }
     }
 
@@ -500,7 +512,12 @@ impl<T: Copy> Book<T> {
         need == 0
     }
 
-    fn match_and_rest(&mut self, taker: &Taker<T>, events: &mut Vec<BookEvent<T>>) -> Placed {
+    fn match_and_rest(
+        &mut self,
+        taker: &Taker<T>,
+        events: &mut Vec<BookEvent<T>>,
+        hint: LevelHint,
+    ) -> Placed {
         let mut remaining = taker.qty.get();
         let mut filled: u64 = 0;
         let mut filled_tl: u128 = 0;
@@ -579,7 +596,7 @@ impl<T: Copy> Book<T> {
                 reason,
             }
         } else if taker.tif == TimeInForce::Gtc && taker.quote_budget.is_none() {
-            let slot = self.insert(taker, remaining);
+            let slot = self.insert(taker, remaining, hint);
             TakerEnd::Rested {
                 slot,
                 remaining: QtyLots::new(remaining),
@@ -598,9 +615,13 @@ impl<T: Copy> Book<T> {
     }
 
     /// Append a new resting order at the tail of its price level. Room was checked.
-    fn insert(&mut self, taker: &Taker<T>, remaining: u64) -> Slot {
+    fn insert(&mut self, taker: &Taker<T>, remaining: u64, hint: LevelHint) -> Slot {
         let price = taker.limit.get();
-        let level = self.level_for(taker.side, price);
+        let level = match hint {
+            LevelHint::At(l) => l,
+            LevelHint::Absent => self.new_level(taker.side, price),
+            LevelHint::Unknown => self.level_for(taker.side, price),
+        };
         let node = Node {
             id: taker.id.0,
             owner: taker.owner.0,
@@ -647,6 +668,11 @@ impl<T: Copy> Book<T> {
         if let Some(&l) = map.get(&price) {
             return l;
         }
+        self.new_level(side, price)
+    }
+
+    /// Create the level at `price` on `side`, known to be missing.
+    fn new_level(&mut self, side: Side, price: u64) -> u32 {
         let level = Level {
             price,
             total: 0,
@@ -662,6 +688,10 @@ impl<T: Copy> Book<T> {
         } else {
             self.levels.push(level);
             (self.levels.len() - 1) as u32
+        };
+        let map = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
         };
         map.insert(price, idx);
         self.level_count += 1;
@@ -780,8 +810,9 @@ impl<T: Copy> Book<T> {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
         };
-        match map.get(&price.get()) {
-            Some(&l)
+        let found = map.get(&price.get()).copied();
+        match found {
+            Some(l)
                 if l != node.level
                     && self.levels[l as usize].count >= self.limits.orders_per_level_max =>
             {
@@ -792,6 +823,12 @@ impl<T: Copy> Book<T> {
             }
             _ => {}
         }
+        // Unlinking empties the order's own level when it was alone there.
+        let hint = match found {
+            Some(l) if l == node.level && own_level.count == 1 => LevelHint::Absent,
+            Some(l) => LevelHint::At(l),
+            None => LevelHint::Absent,
+        };
         let taker = Taker {
             id,
             owner: UserId(node.owner),
@@ -805,7 +842,7 @@ impl<T: Copy> Book<T> {
             payload: node.payload,
         };
         self.unlink_keep_index(slot);
-        let placed = self.match_and_rest(&taker, events);
+        let placed = self.match_and_rest(&taker, events, hint);
         if !matches!(placed.end, TakerEnd::Rested { .. }) {
             self.index.remove(&id.0);
         }

@@ -443,7 +443,9 @@ impl Engine {
             Ok(p) => {
                 let mut td = td;
                 self.settle_book_events(ctx, out, market, user, side, id, &mut td, &events);
-                self.finish_taker(ctx, out, market, user, side, id, td, p, client_id, false);
+                self.finish_taker(
+                    ctx, out, market, user, side, id, td, p, client_id, false, plan.hold,
+                );
             }
         }
         self.book_events = events;
@@ -706,16 +708,37 @@ impl Engine {
         placed: Placed,
         client_id: Option<ClientOrderId>,
         was_open: bool,
+        unfilled_need: u64,
     ) {
         let math = Math::of(&self.markets[market.0 as usize]);
         match placed.end {
             TakerEnd::Rested { slot, remaining } => {
-                let price = self.markets[market.0 as usize]
-                    .book
-                    .get(slot)
-                    .map(|r| r.price)
-                    .expect("a rested order is in the book");
-                self.rehold(math, user, side, &mut td, price, remaining);
+                if placed.filled.is_zero() {
+                    // Nothing traded: the need is what the caller computed for the whole
+                    // order at this price, with the same accumulators.
+                    let excess = td
+                        .hold
+                        .checked_sub(unfilled_need)
+                        .expect("hold covers the order's need");
+                    let asset = math.hold_asset(side);
+                    self.must_transfer(
+                        Account::Held(user),
+                        Account::Available(user),
+                        asset,
+                        excess,
+                    );
+                    if excess > 0 {
+                        self.touch(user, asset);
+                    }
+                    td.hold = unfilled_need;
+                } else {
+                    let price = self.markets[market.0 as usize]
+                        .book
+                        .get(slot)
+                        .map(|r| r.price)
+                        .expect("a rested order is in the book");
+                    self.rehold(math, user, side, &mut td, price, remaining);
+                }
                 let m = &mut self.markets[market.0 as usize];
                 if let Some(p) = m.book.payload_mut(slot) {
                     *p = td;
@@ -970,7 +993,9 @@ impl Engine {
             },
         );
         self.settle_book_events(ctx, out, market, user, side, id, &mut d, &events);
-        self.finish_taker(ctx, out, market, user, side, id, d, placed, None, true);
+        self.finish_taker(
+            ctx, out, market, user, side, id, d, placed, None, true, need,
+        );
         self.book_events = events;
         Ok(())
     }
