@@ -849,6 +849,32 @@ impl<T: Copy> Book<T> {
         Ok(placed)
     }
 
+    /// Put an order back at the tail of its price level without matching: for
+    /// rebuilding a book from a snapshot, in priority order. Refused if it would cross
+    /// the book or break a limit.
+    pub fn restore(&mut self, order: &Resting<T>) -> Result<Slot, BookReject> {
+        if order.remaining.is_zero() {
+            return Err(BookReject::ZeroQuantity);
+        }
+        if order.price.is_zero() || self.crosses(order.side, order.price.get()) {
+            return Err(BookReject::PostOnlyWouldTake);
+        }
+        let hint = self.check_room(order.id, order.side, order.price.get())?;
+        let taker = Taker {
+            id: order.id,
+            owner: order.owner,
+            side: order.side,
+            limit: order.price,
+            qty: order.remaining,
+            quote_budget: None,
+            tif: TimeInForce::Gtc,
+            post_only: order.post_only,
+            stp: order.stp,
+            payload: order.payload,
+        };
+        Ok(self.insert(&taker, order.remaining.get(), hint))
+    }
+
     /// Remove a resting order by id.
     pub fn cancel(&mut self, id: OrderId) -> Result<Resting<T>, BookReject> {
         let slot = self.slot_of(id).ok_or(BookReject::UnknownOrder)?;

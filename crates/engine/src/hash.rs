@@ -52,7 +52,256 @@ fn stp_code(stp: Stp) -> u8 {
     }
 }
 
+/// Reads what [`W`] wrote; every failure names the byte offset.
+struct R<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| format!("state ends early at byte {} (needed {n} more)", self.pos))?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.arr::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn u128(&mut self) -> Result<u128, String> {
+        Ok(u128::from_le_bytes(self.arr()?))
+    }
+    /// A count of items each at least `min_item_bytes` long, checked against the input
+    /// so a corrupt count cannot make us allocate without bound.
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, String> {
+        let at = self.pos;
+        let n =
+            usize::try_from(self.u64()?).map_err(|_| format!("count too large at byte {at}"))?;
+        if n.saturating_mul(min_item_bytes.max(1)) > self.bytes.len() - self.pos {
+            return Err(format!(
+                "count {n} at byte {at} exceeds the remaining bytes"
+            ));
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> Result<String, String> {
+        let at = self.pos;
+        let n = self.count(1)?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| format!("invalid UTF-8 at byte {at}"))
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.str().map(Some),
+            t => Err(format!("bad option tag {t} at byte {}", self.pos - 1)),
+        }
+    }
+    fn bool(&mut self) -> Result<bool, String> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            t => Err(format!("bad boolean {t} at byte {}", self.pos - 1)),
+        }
+    }
+    fn stp(&mut self) -> Result<Stp, String> {
+        match self.u8()? {
+            0 => Ok(Stp::None),
+            1 => Ok(Stp::ExpireTaker),
+            2 => Ok(Stp::ExpireMaker),
+            3 => Ok(Stp::ExpireBoth),
+            t => Err(format!("bad self-trade mode {t} at byte {}", self.pos - 1)),
+        }
+    }
+}
+
 impl Engine {
+    /// Rebuild an engine from [`Engine::encode_state`]'s bytes (a snapshot). Never panics
+    /// on bad input: every inconsistency is an error naming the byte offset; the rebuilt
+    /// state's invariants are checked before it is returned.
+    pub fn decode_state(bytes: &[u8], limits: crate::Limits) -> Result<Engine, String> {
+        use crate::{Asset, Market, MarketSpec, OrderData, User, Withdrawal};
+        use kura_units::{Amount, OrderId, PriceTicks, QtyLots, Scale, UserId};
+        let mut r = R { bytes, pos: 0 };
+        let version = r.u8()?;
+        if version != STATE_ENCODING_VERSION {
+            return Err(format!(
+                "state encoding version {version}, this build reads {STATE_ENCODING_VERSION}"
+            ));
+        }
+        let mut e = Engine::new(limits);
+        e.next_order_id = r.u64()?;
+        e.next_trade_id = r.u64()?;
+        for _ in 0..r.count(10)? {
+            let symbol = r.str()?;
+            let at = r.pos;
+            let scale = Scale::new(r.u8()?).ok_or_else(|| format!("bad scale at byte {at}"))?;
+            let withdrawals_halted = r.opt_str()?;
+            e.ledger.add_asset();
+            e.assets.push(Asset {
+                symbol,
+                scale,
+                withdrawals_halted,
+            });
+        }
+        for _ in 0..r.count(5)? {
+            let fee_tier = r.u8()?;
+            let open_orders = r.u32()?;
+            e.ledger.add_user();
+            e.users.push(User {
+                fee_tier,
+                open_orders,
+            });
+        }
+        for mi in 0..r.count(8)? {
+            let symbol = r.str()?;
+            let base = kura_units::AssetId(
+                u16::try_from(r.u32()?).map_err(|_| "asset id too large".to_string())?,
+            );
+            let quote = kura_units::AssetId(
+                u16::try_from(r.u32()?).map_err(|_| "asset id too large".to_string())?,
+            );
+            let mut v = [0u64; 7];
+            for x in &mut v {
+                *x = r.u64()?;
+            }
+            let mut fees = Vec::new();
+            for _ in 0..r.count(8)? {
+                fees.push(crate::FeeTier {
+                    maker_ppm: r.u32()?,
+                    taker_ppm: r.u32()?,
+                });
+            }
+            let spec = MarketSpec {
+                symbol,
+                base,
+                quote,
+                tick: Amount::new(v[0]),
+                lot: Amount::new(v[1]),
+                min_qty: QtyLots::new(v[2]),
+                max_qty: QtyLots::new(v[3]),
+                min_notional: Amount::new(v[4]),
+                max_notional: Amount::new(v[5]),
+                max_price: PriceTicks::new(v[6]),
+                fees,
+                collar_bps: r.u32()?,
+                default_stp: r.stp()?,
+            };
+            crate::funds::validate_spec(&e, &spec)
+                .map_err(|why| format!("market {mi}: invalid spec in state: {why}"))?;
+            let base_factor = u128::from(e.assets[usize::from(base.0)].scale.factor());
+            let halted = r.opt_str()?;
+            let last = r.u64()?;
+            let mut market = Market {
+                spec,
+                base_factor,
+                book: kura_book::Book::new(limits.book),
+                halted,
+                last_price: (last != 0).then_some(PriceTicks::new(last)),
+                client_ids: rustc_hash::FxHashMap::default(),
+                order_client_ids: rustc_hash::FxHashMap::default(),
+            };
+            for side in [Side::Buy, Side::Sell] {
+                for _ in 0..r.count(78)? {
+                    let at = r.pos;
+                    let resting = kura_book::Resting {
+                        id: OrderId(r.u64()?),
+                        owner: UserId(r.u32()?),
+                        price: PriceTicks::new(r.u64()?),
+                        remaining: QtyLots::new(r.u64()?),
+                        post_only: r.bool()?,
+                        stp: r.stp()?,
+                        side,
+                        payload: OrderData {
+                            hold: r.u64()?,
+                            cum_notional: r.u128()?,
+                            cum_fee: r.u128()?,
+                            maker_ppm: r.u32()?,
+                            taker_ppm: r.u32()?,
+                        },
+                    };
+                    if resting.owner.0 as usize >= e.users.len() {
+                        return Err(format!("order at byte {at} belongs to an unknown user"));
+                    }
+                    market
+                        .book
+                        .restore(&resting)
+                        .map_err(|why| format!("order at byte {at} cannot rest: {why:?}"))?;
+                }
+            }
+            for _ in 0..r.count(9)? {
+                let id = r.u64()?;
+                let at = r.pos;
+                let text = r.str()?;
+                let cid = kura_units::ClientOrderId::parse(&text)
+                    .map_err(|why| format!("client order id at byte {at}: {why}"))?;
+                let owner = market
+                    .book
+                    .order(OrderId(id))
+                    .ok_or_else(|| format!("client order id at byte {at} names no open order"))?
+                    .owner;
+                market.client_ids.insert((owner.0, cid), id);
+                market.order_client_ids.insert(id, cid);
+            }
+            e.markets.push(market);
+        }
+        for _ in 0..r.count(8)? {
+            e.deposits.insert(r.str()?);
+        }
+        for _ in 0..r.count(25)? {
+            let id = r.str()?;
+            let user = UserId(r.u32()?);
+            let asset = kura_units::AssetId(
+                u16::try_from(r.u32()?).map_err(|_| "asset id too large".to_string())?,
+            );
+            let amount = Amount::new(r.u64()?);
+            let at = r.pos;
+            let state = match r.u8()? {
+                0 => WithdrawalState::Pending,
+                1 => WithdrawalState::Settled,
+                2 => WithdrawalState::Cancelled,
+                t => return Err(format!("bad withdrawal state {t} at byte {at}")),
+            };
+            e.withdrawals.insert(
+                id,
+                Withdrawal {
+                    user,
+                    asset,
+                    amount,
+                    state,
+                },
+            );
+        }
+        let ledger_at = r.pos;
+        let mut rest = &bytes[r.pos..];
+        let ledger = kura_ledger::Ledger::decode(&mut rest)
+            .ok_or_else(|| format!("ledger at byte {ledger_at} is malformed"))?;
+        if !rest.is_empty() {
+            return Err(format!("{} trailing bytes after the state", rest.len()));
+        }
+        if ledger.asset_count() != e.assets.len() || ledger.user_count() != e.users.len() {
+            return Err("ledger dimensions disagree with assets and users".into());
+        }
+        e.ledger = ledger;
+        e.check_invariants()
+            .map_err(|why| format!("decoded state breaks an invariant: {why}"))?;
+        Ok(e)
+    }
+
     /// The canonical bytes of the whole state.
     pub fn encode_state(&self, out: &mut Vec<u8>) {
         let mut w = W(out);
@@ -97,7 +346,9 @@ impl Engine {
             w.opt_str(m.halted.as_deref());
             w.u64(m.last_price.map_or(0, |p| p.get()));
             for side in [Side::Buy, Side::Sell] {
-                w.u64(m.book.len() as u64);
+                let mut count = 0u64;
+                m.book.for_each(side, |_| count += 1);
+                w.u64(count);
                 m.book.for_each(side, |r| {
                     w.u64(r.id.0);
                     w.u32(r.owner.0);
