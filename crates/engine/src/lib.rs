@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 mod command;
 mod event;
 mod funds;

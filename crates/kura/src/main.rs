@@ -1,1 +1,64 @@
-fn main() {}
+//! The `kura` binary: command-line interface and wiring.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod bench_core;
+mod bench_journal;
+mod journal_cli;
+mod stress;
+
+/// kura: a self-hostable Bitcoin spot exchange.
+#[derive(Debug, Parser)]
+#[command(name = "kura", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Benchmarks: each prints one JSON object on stdout (with --json) and progress on
+    /// stderr.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Inspect a node's journal offline: verify, dump, head.
+    #[command(subcommand)]
+    Journal(journal_cli::JournalCommand),
+    /// Tools for tests and incident drills.
+    #[command(subcommand, hide = true)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Stream commands through the real sequencer and print each acknowledgement.
+    StressNode(stress::StressArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The matching core: the full engine (holds, matching, fees, events) and, in the
+    /// same run, the order book alone against peer crates.
+    Core(bench_core::CoreArgs),
+    /// Durability on this machine's disk: group commit at offered rates (durable
+    /// commands/s, ack latency, fsyncs), one fsync per command, and journal replay speed.
+    Journal(bench_journal::JournalArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Commands::Bench(BenchCommand::Core(args)) => bench_core::run(&args),
+        Commands::Bench(BenchCommand::Journal(args)) => bench_journal::run(&args),
+        Commands::Journal(cmd) => journal_cli::run(&cmd),
+        Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
+    }
+}

@@ -1,0 +1,5 @@
+//! kura's node: the pieces the `kura` binary wires together, as a library so that
+//! integration tests can drive them directly.
+
+pub mod drill;
+pub mod node;

@@ -1,0 +1,516 @@
+//! The node: one sequencer thread that owns the engine and the journal.
+//!
+//! Life of a command: a caller [`Node::submit`]s an [`Entry`] into a bounded queue. The
+//! sequencer takes a batch (everything queued, up to [`NodeConfig::batch_max`]), stamps
+//! each with the time, encodes and appends it to the journal, makes the batch durable
+//! with one `fdatasync`, and only then applies each command to the engine and completes
+//! each caller's reply. Nothing — reply, event, read-model write — leaves before the
+//! command is durable. A failed write or fsync stops the node; it is never retried.
+//!
+//! Snapshots: every `snapshot_every_commands` commands or `snapshot_every` time, the
+//! sequencer encodes the engine state into a buffer (a copy, on its own thread: fast and
+//! bounded by the state size) and hands the bytes to a snapshot thread, which hashes,
+//! writes, fsyncs and renames them. The sequencer does not wait for the disk; if the
+//! previous snapshot is still being written, this one is skipped. See
+//! `docs/adr/0003-sequencer-and-snapshots.md`.
+//!
+//! Recovery ([`recover`]): open the journal (a torn final record is truncated and
+//! logged), load the newest snapshot, check it against the journal's chain hash at its
+//! sequence number and against its own state hash, then replay the tail. Any
+//! inconsistency stops start-up with a message naming what and where.
+
+use anyhow::{anyhow, bail, Context, Result};
+use kura_engine::codec::{self, Entry};
+use kura_engine::{Command, Ctx, Engine, Event, Limits, Reject};
+use kura_journal::{
+    check_snapshot, load_newest_valid_snapshot, read_records, write_snapshot, Fs, Head, Journal,
+    JournalConfig, SnapshotCheck, SnapshotMeta,
+};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Configuration of a node's durability and batching.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// Commands waiting for the sequencer, at most; a full queue refuses new commands.
+    pub queue_capacity: usize,
+    /// Commands per journal commit, at most.
+    pub batch_max: usize,
+    /// Take a snapshot after this many commands (0: never by count).
+    pub snapshot_every_commands: u64,
+    /// Take a snapshot after this much time with new commands (None: never by time).
+    pub snapshot_every: Option<Duration>,
+    pub limits: Limits,
+    pub journal: JournalConfig,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            queue_capacity: 65_536,
+            batch_max: 4_096,
+            snapshot_every_commands: 1_000_000,
+            snapshot_every: Some(Duration::from_secs(600)),
+            limits: Limits::DEFAULT,
+            journal: JournalConfig::default(),
+        }
+    }
+}
+
+/// What the caller hears back: the command's sequence number and its outcome. Sent only
+/// after the command is durable.
+#[derive(Debug)]
+pub struct Ack {
+    pub seq: u64,
+    pub result: Result<Vec<Event>, Reject>,
+}
+
+/// Why a command got no [`Ack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full (load shedding): the command was not taken.
+    Busy,
+    /// The node has stopped (shutdown, or a durability failure).
+    Stopped(String),
+    /// The command cannot be journaled (a text or list over the journal format's
+    /// limits); it was not sequenced.
+    Invalid(String),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Busy => f.write_str("the sequencer queue is full"),
+            SubmitError::Stopped(why) => write!(f, "the node has stopped: {why}"),
+            SubmitError::Invalid(why) => write!(f, "the command cannot be journaled: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// The reply channel of one command.
+pub type Reply = Box<dyn FnOnce(Result<Ack, SubmitError>) + Send>;
+
+struct Request {
+    entry: Entry,
+    reply: Option<Reply>,
+}
+
+impl Request {
+    fn answer(&mut self, r: Result<Ack, SubmitError>) {
+        if let Some(reply) = self.reply.take() {
+            reply(r);
+        }
+    }
+}
+
+/// Every request is answered exactly once: one dropped unanswered (the node stopped
+/// with it still queued) answers that the node stopped.
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.answer(Err(SubmitError::Stopped(
+            "the node stopped before this command was journaled".into(),
+        )));
+    }
+}
+
+/// What recovery found and did, for logs and `kura journal` output.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub head: Head,
+    pub snapshot_seq: Option<u64>,
+    pub replayed: u64,
+    pub truncated_bytes: u64,
+    pub replay_secs: f64,
+}
+
+/// Counters of a running node, readable from any thread.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Journal commits (each one `fdatasync`).
+    pub commits: AtomicU64,
+    /// Commands made durable.
+    pub records: AtomicU64,
+    /// Snapshots handed to the writer.
+    pub snapshots: AtomicU64,
+}
+
+/// A running node. Dropping the last [`NodeHandle`] and calling [`Node::shutdown`]
+/// drains the queue, takes a final snapshot and stops.
+pub struct Node {
+    tx: Option<SyncSender<Request>>,
+    thread: Option<JoinHandle<Result<Head>>>,
+    pub recovered: Recovered,
+    pub stats: Arc<NodeStats>,
+}
+
+/// A cheap, cloneable way to submit commands to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: SyncSender<Request>,
+}
+
+impl NodeHandle {
+    /// Queue a command; `reply` is called once, after it is durable and applied (or
+    /// with an error). Never blocks: a full queue answers [`SubmitError::Busy`] at once.
+    pub fn submit(&self, entry: Entry, reply: Reply) {
+        let request = Request {
+            entry,
+            reply: Some(reply),
+        };
+        match self.tx.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut r)) => r.answer(Err(SubmitError::Busy)),
+            Err(TrySendError::Disconnected(mut r)) => {
+                r.answer(Err(SubmitError::Stopped("the node has stopped".into())))
+            }
+        }
+    }
+
+    /// Submit and wait for the acknowledgement (for tests, the CLI and tools).
+    pub fn submit_wait(&self, entry: Entry) -> Result<Ack, SubmitError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            entry,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(SubmitError::Stopped("reply dropped".into())))
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("recovered", &self.recovered)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeHandle")
+    }
+}
+
+/// Rebuild the engine from the data directory: newest snapshot + journal tail.
+/// `progress` is called with (records replayed, records total if known).
+pub fn recover(
+    config: &NodeConfig,
+    mut progress: impl FnMut(u64),
+) -> Result<(Engine, Journal, Recovered)> {
+    let started = Instant::now();
+    let (journal, recovery) = Journal::open(&config.data_dir, config.journal.clone())
+        .with_context(|| format!("opening the journal in {}", config.data_dir.display()))?;
+    if recovery.truncated_bytes > 0 {
+        tracing::warn!(
+            bytes = recovery.truncated_bytes,
+            at = ?recovery.truncated_at,
+            "dropped a torn final journal record (it was never acknowledged)"
+        );
+    }
+    let head = journal.head();
+    let newest = load_newest_valid_snapshot(&config.data_dir)
+        .with_context(|| format!("reading snapshots in {}", config.data_dir.display()))?;
+    if let Some(bad) = newest.corrupt.first() {
+        bail!(
+            "snapshot {} is corrupt ({}); move it aside to start from an older snapshot",
+            bad.path.display(),
+            bad.error
+        );
+    }
+    let (mut engine, from) = match newest.snapshot {
+        None => (Engine::new(config.limits), 0),
+        Some(snap) => {
+            match check_snapshot(&config.data_dir, &snap.meta)? {
+                SnapshotCheck::Matches => {}
+                other => bail!(
+                    "snapshot {} (seq {}) does not match the journal: {other:?}",
+                    snap.path.display(),
+                    snap.meta.seq
+                ),
+            }
+            let state_hash: [u8; 32] = Sha256::digest(&snap.state).into();
+            if state_hash != snap.meta.state_hash {
+                bail!(
+                    "snapshot {} (seq {}): state hash does not match its contents",
+                    snap.path.display(),
+                    snap.meta.seq
+                );
+            }
+            let engine = Engine::decode_state(&snap.state, config.limits).map_err(|why| {
+                anyhow!(
+                    "snapshot {} (seq {}): {why}",
+                    snap.path.display(),
+                    snap.meta.seq
+                )
+            })?;
+            (engine, snap.meta.seq)
+        }
+    };
+    let mut replayed = 0u64;
+    if head.seq > from {
+        let reader = read_records(&config.data_dir, from + 1)?;
+        let mut events = Vec::new();
+        for record in reader {
+            let record = record?;
+            let entry = codec::decode(&record.payload).map_err(|e| {
+                anyhow!(
+                    "journal record {} cannot be decoded: {e}; stopping rather than skipping it",
+                    record.seq
+                )
+            })?;
+            events.clear();
+            let ctx = Ctx {
+                seq: record.seq,
+                timestamp_ms: entry.ctx_timestamp_ms,
+            };
+            let _ = engine.apply(&entry.command, ctx, &mut events);
+            replayed += 1;
+            if replayed.is_multiple_of(65_536) {
+                progress(replayed);
+            }
+        }
+    }
+    progress(replayed);
+    let recovered = Recovered {
+        head,
+        snapshot_seq: (from > 0).then_some(from),
+        replayed,
+        truncated_bytes: recovery.truncated_bytes,
+        replay_secs: started.elapsed().as_secs_f64(),
+    };
+    Ok((engine, journal, recovered))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct SnapshotJob {
+    meta: (u64, [u8; 32]),
+    state: Vec<u8>,
+}
+
+fn write_snapshot_job(dir: &Path, job: &SnapshotJob) -> Result<()> {
+    let meta = SnapshotMeta {
+        seq: job.meta.0,
+        chain_hash: job.meta.1,
+        state_hash: Sha256::digest(&job.state).into(),
+    };
+    write_snapshot(dir, &meta, &job.state)
+        .with_context(|| format!("writing the snapshot at seq {}", meta.seq))?;
+    tracing::info!(seq = meta.seq, bytes = job.state.len(), "snapshot written");
+    Ok(())
+}
+
+impl Node {
+    /// Recover from the data directory and start the sequencer.
+    pub fn start(config: NodeConfig) -> Result<(Node, NodeHandle)> {
+        let (engine, journal, recovered) = recover(&config, |_| {})?;
+        Node::start_with(config, engine, journal, recovered)
+    }
+
+    /// Start the sequencer over an already recovered engine and journal.
+    pub fn start_with<F: Fs + Send + 'static>(
+        config: NodeConfig,
+        engine: Engine,
+        journal: Journal<F>,
+        recovered: Recovered,
+    ) -> Result<(Node, NodeHandle)> {
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let stats = Arc::new(NodeStats::default());
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("kura-sequencer".into())
+            .spawn(move || sequencer(config, engine, journal, rx, &thread_stats))
+            .context("starting the sequencer thread")?;
+        let handle = NodeHandle { tx: tx.clone() };
+        Ok((
+            Node {
+                tx: Some(tx),
+                thread: Some(thread),
+                recovered,
+                stats,
+            },
+            handle,
+        ))
+    }
+
+    /// Stop taking commands, finish the queued ones, take a final snapshot, stop.
+    /// Every [`NodeHandle`] must be dropped first, or this waits for them.
+    pub fn shutdown(mut self) -> Result<Head> {
+        drop(self.tx.take());
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow!("the sequencer thread panicked"))?,
+            None => bail!("already shut down"),
+        }
+    }
+}
+
+fn sequencer<F: Fs>(
+    config: NodeConfig,
+    mut engine: Engine,
+    mut journal: Journal<F>,
+    rx: Receiver<Request>,
+    stats: &NodeStats,
+) -> Result<Head> {
+    let dir = config.data_dir.clone();
+    // The snapshot writer: one job at a time; a busy writer means "skip this one".
+    let (snap_tx, snap_rx) = mpsc::sync_channel::<SnapshotJob>(1);
+    let snap_dir = dir.clone();
+    let snapshotter = std::thread::Builder::new()
+        .name("kura-snapshot".into())
+        .spawn(move || -> Result<()> {
+            for job in snap_rx {
+                write_snapshot_job(&snap_dir, &job)?;
+            }
+            Ok(())
+        })
+        .context("starting the snapshot thread")?;
+
+    let mut batch: Vec<Request> = Vec::with_capacity(config.batch_max);
+    let mut buf = Vec::with_capacity(256);
+    let mut events = Vec::with_capacity(64);
+    let mut last_ms = 0u64;
+    let mut since_snapshot = 0u64;
+    let mut last_snapshot_at = Instant::now();
+    let mut failure: Option<String> = None;
+
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < config.batch_max {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        // Stamp, encode, append. A command the journal format cannot hold is refused
+        // here, before it gets a sequence number.
+        let now = now_ms().max(last_ms);
+        last_ms = now;
+        let mut appended = Ok(());
+        let mut kept = 0;
+        for i in 0..batch.len() {
+            batch[i].entry.ctx_timestamp_ms = now;
+            buf.clear();
+            if let Err(e) = codec::try_encode(&batch[i].entry, &mut buf) {
+                batch[i].answer(Err(SubmitError::Invalid(e.to_string())));
+                continue;
+            }
+            if let Err(e) = journal.append(&buf) {
+                appended = Err(e);
+                break;
+            }
+            batch.swap(kept, i);
+            kept += 1;
+        }
+        if appended.is_ok() {
+            batch.truncate(kept); // drops the refused (already answered) requests
+            if batch.is_empty() {
+                continue;
+            }
+        }
+        // One fsync for the whole batch. Failure stops the node; nothing is acked.
+        let head = match appended.and_then(|()| journal.commit()) {
+            Ok(head) => head,
+            Err(e) => {
+                let why = format!("journal failure, node stopped: {e}");
+                tracing::error!("{why}");
+                for mut r in batch.drain(..) {
+                    r.answer(Err(SubmitError::Stopped(why.clone())));
+                }
+                failure = Some(why);
+                break;
+            }
+        };
+        // Durable: apply in order and answer.
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let first_seq = head.seq + 1 - batch.len() as u64;
+        for (i, mut r) in batch.drain(..).enumerate() {
+            let seq = first_seq + i as u64;
+            let ctx = Ctx {
+                seq,
+                timestamp_ms: r.entry.ctx_timestamp_ms,
+            };
+            events.clear();
+            let result = engine
+                .apply(&r.entry.command, ctx, &mut events)
+                .map(|()| std::mem::take(&mut events));
+            r.answer(Ok(Ack { seq, result }));
+        }
+        since_snapshot += head.seq + 1 - first_seq;
+        let due_by_count =
+            config.snapshot_every_commands > 0 && since_snapshot >= config.snapshot_every_commands;
+        let due_by_time = config
+            .snapshot_every
+            .is_some_and(|t| last_snapshot_at.elapsed() >= t);
+        if due_by_count || due_by_time {
+            let mut state = Vec::new();
+            engine.encode_state(&mut state);
+            let job = SnapshotJob {
+                meta: (head.seq, head.chain_hash),
+                state,
+            };
+            if snap_tx.try_send(job).is_ok() {
+                stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                since_snapshot = 0;
+                last_snapshot_at = Instant::now();
+            }
+        }
+    }
+    // Drain: fail whatever is still queued if we stopped on a failure.
+    if let Some(why) = &failure {
+        while let Ok(mut r) = rx.try_recv() {
+            r.answer(Err(SubmitError::Stopped(why.clone())));
+        }
+    }
+    drop(snap_tx);
+    let snapshots = snapshotter
+        .join()
+        .map_err(|_| anyhow!("the snapshot thread panicked"))?;
+    if let Some(why) = failure {
+        bail!(why);
+    }
+    snapshots?;
+    // Final snapshot at shutdown, written synchronously.
+    let head = journal.head();
+    if since_snapshot > 0 && head.seq > 0 {
+        let mut state = Vec::new();
+        engine.encode_state(&mut state);
+        write_snapshot_job(
+            &dir,
+            &SnapshotJob {
+                meta: (head.seq, head.chain_hash),
+                state,
+            },
+        )?;
+    }
+    Ok(head)
+}
+
+/// An internal entry (no API origin) for a command.
+pub fn internal(command: Command) -> Entry {
+    Entry {
+        ctx_timestamp_ms: 0,
+        origin: codec::Origin::Internal,
+        command,
+    }
+}

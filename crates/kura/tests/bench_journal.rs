@@ -1,0 +1,97 @@
+//! Smoke test of `kura bench journal`: tiny settings, the JSON has every field and the
+//! temporary data directory is gone afterwards. No timing is asserted.
+
+use serde_json::Value;
+use std::process::Command;
+
+fn positive(v: &Value, path: &str) -> f64 {
+    let mut at = v;
+    for key in path.split('.') {
+        at = &at[key];
+    }
+    let x = at
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {at} in {v}"));
+    assert!(x > 0.0, "{path} is not positive: {x} in {v}");
+    x
+}
+
+fn check_run(run: &Value) {
+    for field in [
+        "submitted",
+        "sent_per_sec",
+        "durable",
+        "durable_per_sec",
+        "ack_latency_us.max",
+        "fsyncs",
+        "fsyncs_per_sec",
+        "mean_batch",
+    ] {
+        positive(run, field);
+    }
+    for field in ["p50", "p99", "p999"] {
+        assert!(
+            run["ack_latency_us"][field].is_u64(),
+            "ack_latency_us.{field} missing in {run}"
+        );
+    }
+    assert!(run["busy"].is_u64(), "busy missing in {run}");
+    assert!(
+        run["refused_by_engine"].is_u64(),
+        "refused missing in {run}"
+    );
+    let lat = &run["ack_latency_us"];
+    assert!(lat["p50"].as_u64() <= lat["p99"].as_u64());
+    assert!(lat["p99"].as_u64() <= lat["p999"].as_u64());
+    assert!(lat["p999"].as_u64() <= lat["max"].as_u64());
+}
+
+#[test]
+fn bench_journal_reports_every_figure() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_kura"))
+        .args(["bench", "journal", "--json", "--seconds", "0.2"])
+        .args(["--rates", "1000,max", "--replay-records", "20000"])
+        .args([
+            "--queue",
+            "65536",
+            "--batch-max",
+            "4096",
+            "--max-in-flight",
+            "8192",
+        ])
+        .arg("--dir")
+        .arg(parent.path())
+        .output()
+        .expect("running kura");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kura failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stderr}"));
+
+    assert!(v["disk"].is_string(), "{v}");
+    let group = v["group_commit"].as_array().expect("group_commit array");
+    assert_eq!(group.len(), 2, "{v}");
+    assert_eq!(group[0]["offered_rate"].as_u64(), Some(1000), "{v}");
+    assert_eq!(group[1]["offered_rate"].as_str(), Some("max"), "{v}");
+    for run in group {
+        check_run(run);
+    }
+    check_run(&v["one_fsync_per_command"]);
+    positive(&v, "gain");
+    let records = positive(&v, "replay.records");
+    assert!(records >= 20_000.0, "{v}");
+    positive(&v, "replay.per_sec");
+    positive(&v, "replay.bytes");
+    positive(&v, "targets.durable_per_sec");
+    positive(&v, "targets.ack_p99_ms");
+    positive(&v, "targets.replay_per_sec");
+
+    let left: Vec<_> = std::fs::read_dir(parent.path())
+        .expect("listing the parent dir")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the data directory was not removed: {left:?}"
+    );
+}

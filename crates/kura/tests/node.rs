@@ -1,0 +1,204 @@
+//! The node end to end, in process: durability before acknowledgement, fsync failure,
+//! and J7 (snapshot + tail replay = full replay = the live state).
+
+use kura::node::{internal, recover, Node, NodeConfig, Recovered, SubmitError};
+use kura_engine::{genesis, Command, Ctx, Engine, Limits, OrderType, Side, TimeInForce};
+use kura_journal::testing::{Fault, SimFs};
+use kura_journal::{list_snapshots, load_snapshot, read_records, Journal, JournalConfig};
+use kura_units::{Amount, MarketId, PriceTicks, QtyLots, UserId};
+use std::path::Path;
+
+/// A small, deterministic workload with trades: genesis, users, deposits, orders.
+fn workload(n: u64) -> Vec<Command> {
+    let mut cmds = genesis::genesis();
+    for u in 0..4u32 {
+        cmds.push(Command::CreateUser);
+        for asset in [genesis::BTC, genesis::JPY] {
+            cmds.push(Command::Deposit {
+                user: UserId(u),
+                asset,
+                amount: Amount::new(100_000_000),
+                reference: format!("seed-{u}-{}", asset.0),
+            });
+        }
+    }
+    for i in 0..n {
+        cmds.push(Command::PlaceOrder {
+            user: UserId((i % 4) as u32),
+            market: MarketId(0),
+            side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+            order: OrderType::Limit {
+                price: PriceTicks::new(15_000_000 + (i * 37 % 11) * 1_000),
+                qty: QtyLots::new(1 + i % 7),
+                tif: TimeInForce::Gtc,
+                post_only: false,
+            },
+            client_id: None,
+            stp: None,
+        });
+    }
+    cmds
+}
+
+fn full_replay(dir: &Path) -> (u64, [u8; 32]) {
+    let mut engine = Engine::new(Limits::DEFAULT);
+    let mut events = Vec::new();
+    let mut seq = 0;
+    for record in read_records(dir, 1).expect("journal") {
+        let record = record.expect("record");
+        let entry = kura_engine::codec::decode(&record.payload).expect("decodes");
+        events.clear();
+        let ctx = Ctx {
+            seq: record.seq,
+            timestamp_ms: entry.ctx_timestamp_ms,
+        };
+        let _ = engine.apply(&entry.command, ctx, &mut events);
+        seq = record.seq;
+    }
+    (seq, engine.state_hash())
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay_equals_live() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::new(dir.path());
+    config.snapshot_every_commands = 40;
+    config.snapshot_every = None;
+    let (node, handle) = Node::start(config.clone()).expect("start");
+    let mut trades = 0;
+    for cmd in workload(300) {
+        let ack = handle.submit_wait(internal(cmd)).expect("ack");
+        if let Ok(events) = &ack.result {
+            trades += events
+                .iter()
+                .filter(|e| matches!(e.kind, kura_engine::EventKind::Trade { .. }))
+                .count();
+        }
+    }
+    assert!(trades > 10, "the workload must trade ({trades} trades)");
+    drop(handle);
+    let head = node.shutdown().expect("clean shutdown");
+    // The shutdown snapshot holds the live state at the head.
+    let snaps = list_snapshots(dir.path()).expect("snapshots");
+    assert!(
+        snaps.len() >= 3,
+        "periodic snapshots were written: {snaps:?}"
+    );
+    let last = load_snapshot(&snaps.last().expect("one").path).expect("load");
+    assert_eq!(last.meta.seq, head.seq);
+    let live = last.meta.state_hash;
+    // Full replay from genesis.
+    let (seq, replayed) = full_replay(dir.path());
+    assert_eq!(seq, head.seq);
+    assert_eq!(replayed, live, "full replay differs from the live state");
+    // Snapshot + tail, from an older snapshot: remove the newest ones.
+    for s in snaps.iter().rev().take(2) {
+        std::fs::remove_file(&s.path).expect("remove snapshot");
+    }
+    let (engine, _journal, rec) = recover(&config, |_| {}).expect("recover");
+    assert!(rec.snapshot_seq.is_some_and(|s| s < head.seq));
+    assert!(rec.replayed > 0, "a tail was replayed");
+    assert_eq!(engine.state_hash(), live, "snapshot + tail differs");
+    engine
+        .check_invariants()
+        .expect("invariants after recovery");
+}
+
+#[test]
+fn a_restarted_node_continues_the_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = NodeConfig::new(dir.path());
+    let cmds = workload(50);
+    let (a, b) = cmds.split_at(30);
+    let (node, handle) = Node::start(config.clone()).expect("start");
+    for c in a {
+        handle.submit_wait(internal(c.clone())).expect("ack");
+    }
+    drop(handle);
+    let first = node.shutdown().expect("shutdown");
+    let (node, handle) = Node::start(config).expect("restart");
+    assert_eq!(node.recovered.head, first);
+    let mut last_seq = 0;
+    for c in b {
+        last_seq = handle.submit_wait(internal(c.clone())).expect("ack").seq;
+    }
+    assert_eq!(last_seq, first.seq + b.len() as u64);
+    drop(handle);
+    node.shutdown().expect("shutdown");
+    assert_eq!(full_replay(dir.path()).0, last_seq);
+}
+
+/// J5 at the node: when fsync fails, the command is not acknowledged, the node stops,
+/// and every later command is refused; what is durable is exactly what was acknowledged.
+#[test]
+fn fsync_failure_stops_the_node_without_acknowledging() {
+    let fs = SimFs::new();
+    let dir = Path::new("/sim/data");
+    let (journal, _) =
+        Journal::open_with(fs.clone(), dir, JournalConfig::default()).expect("open sim journal");
+    let mut config = NodeConfig::new(dir);
+    config.snapshot_every_commands = 0;
+    config.snapshot_every = None;
+    let recovered = Recovered {
+        head: journal.head(),
+        snapshot_seq: None,
+        replayed: 0,
+        truncated_bytes: 0,
+        replay_secs: 0.0,
+    };
+    // Opening synced once or more; allow five more syncs, fail the next one.
+    fs.fail_sync_after(5, Fault::Eio);
+    let (node, handle) =
+        Node::start_with(config, Engine::new(Limits::DEFAULT), journal, recovered).expect("start");
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for cmd in workload(20) {
+        match handle.submit_wait(internal(cmd)) {
+            Ok(ack) => acked.push(ack.seq),
+            Err(SubmitError::Stopped(why)) => {
+                assert!(why.contains("stopped"), "{why}");
+                refused += 1;
+            }
+            Err(e @ (SubmitError::Busy | SubmitError::Invalid(_))) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(
+        !acked.is_empty() && refused > 0,
+        "acked {acked:?}, refused {refused}"
+    );
+    assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
+    drop(handle);
+    assert!(
+        node.shutdown().is_err(),
+        "a stopped node reports its failure"
+    );
+    // After power loss, the durable journal holds exactly the acknowledged commands.
+    let after = fs.crash(kura_journal::testing::Unsynced::Lost);
+    let (journal, _) = Journal::open_with(after, dir, JournalConfig::default()).expect("reopen");
+    assert_eq!(journal.head().seq, acked.len() as u64);
+}
+
+/// A command the journal format cannot hold is refused before it gets a sequence
+/// number; the commands around it are sequenced as usual.
+#[test]
+fn unjournalable_commands_are_refused_before_sequencing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, handle) = Node::start(NodeConfig::new(dir.path())).expect("start");
+    let first = handle
+        .submit_wait(internal(Command::CreateUser))
+        .expect("ack");
+    let refused = handle.submit_wait(internal(Command::HaltMarket {
+        market: MarketId(0),
+        reason: "x".repeat(10_000),
+    }));
+    assert!(
+        matches!(refused, Err(SubmitError::Invalid(_))),
+        "{refused:?}"
+    );
+    let second = handle
+        .submit_wait(internal(Command::CreateUser))
+        .expect("ack");
+    assert_eq!(second.seq, first.seq + 1);
+    drop(handle);
+    node.shutdown().expect("shutdown");
+}
