@@ -94,6 +94,11 @@ impl Math {
             Side::Buy => {
                 let rest = self.notional(price, remaining);
                 let fee_div = self.s * PPM;
+                if d.cum_notional == 0 && d.cum_fee == 0 {
+                    // Nothing filled yet (most orders): the same formula, two divisions.
+                    return div_ceil(rest, self.s)
+                        + div_ceil(rest * u128::from(d.taker_ppm), fee_div);
+                }
                 div_ceil(d.cum_notional + rest, self.s) - div_ceil(d.cum_notional, self.s)
                     + div_ceil(d.cum_fee + rest * u128::from(d.taker_ppm), fee_div)
                     - div_ceil(d.cum_fee, fee_div)

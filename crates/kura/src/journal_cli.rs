@@ -197,10 +197,10 @@ fn dump(a: &DumpArgs) -> Result<()> {
             );
         } else {
             println!(
-                "{:>10} {} {:?}",
+                "{:>10} {} {}",
                 record.seq,
                 &hex::encode(record.chain_hash)[..16],
-                entry
+                codec::to_json(&entry)
             );
         }
     }
