@@ -123,7 +123,7 @@ impl Engine {
         spec: &MarketSpec,
     ) -> Result<(), Reject> {
         validate_spec(self, spec)?;
-        if self.markets.iter().any(|m| m.spec.symbol == spec.symbol) {
+        if self.market_ids.contains_key(&spec.symbol) {
             return Err(Reject::MarketExists);
         }
         if self.markets.len() >= self.limits().markets_max as usize {
@@ -131,6 +131,7 @@ impl Engine {
         }
         let base_factor = u128::from(self.assets[usize::from(spec.base.0)].scale.factor());
         let market = MarketId(self.markets.len() as u32);
+        self.market_ids.insert(spec.symbol.clone(), market);
         self.markets.push(Market {
             spec: spec.clone(),
             base_factor,

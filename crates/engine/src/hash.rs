@@ -257,6 +257,15 @@ impl Engine {
                 market.client_ids.insert((owner.0, cid), id);
                 market.order_client_ids.insert(id, cid);
             }
+            if e.market_ids
+                .insert(market.spec.symbol.clone(), kura_units::MarketId(mi as u32))
+                .is_some()
+            {
+                return Err(format!(
+                    "market {mi}: duplicate symbol {}",
+                    market.spec.symbol
+                ));
+            }
             e.markets.push(market);
         }
         for _ in 0..r.count(8)? {

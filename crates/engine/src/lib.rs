@@ -157,6 +157,8 @@ pub struct Engine {
     limits: Limits,
     pub(crate) assets: Vec<Asset>,
     pub(crate) markets: Vec<Market>,
+    /// Market symbol → id. Derived from `markets` (not encoded), for O(log n) lookups.
+    pub(crate) market_ids: BTreeMap<String, MarketId>,
     pub(crate) ledger: Ledger,
     pub(crate) users: Vec<User>,
     /// Deposit references already credited.
@@ -179,6 +181,7 @@ impl Engine {
             limits,
             assets: Vec::new(),
             markets: Vec::new(),
+            market_ids: BTreeMap::new(),
             ledger: Ledger::new(),
             users: Vec::new(),
             deposits: BTreeSet::new(),
@@ -348,10 +351,7 @@ impl Engine {
     }
 
     pub fn market_by_symbol(&self, symbol: &str) -> Option<MarketId> {
-        self.markets
-            .iter()
-            .position(|m| m.spec.symbol == symbol)
-            .map(|i| MarketId(i as u32))
+        self.market_ids.get(symbol).copied()
     }
 
     pub fn market_halted(&self, market: MarketId) -> Option<&str> {

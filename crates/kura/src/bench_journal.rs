@@ -5,9 +5,11 @@
 //! the engine and acknowledges it. The commands are the crash drill's
 //! ([`kura::drill::command`]): deposits and BTC/JPY limit orders (which trade) of 8
 //! users, after genesis and a large deposit of both assets to each user (see
-//! [`BENCH_FUNDS`]). The setup is journaled too but not measured. Each measurement starts a fresh node in a fresh directory inside one
-//! temporary directory (under `--dir`), which is removed at the end. Periodic snapshots
-//! are off, so they do not disturb the figures.
+//! [`BENCH_FUNDS`]), with a higher open-order limit per user
+//! ([`OPEN_ORDERS_PER_USER`]). The setup is journaled but not measured. Each
+//! measurement starts a fresh node in a fresh directory inside one temporary directory
+//! (under `--dir`), which is removed at the end. Periodic snapshots are off, so they do
+//! not disturb the figures.
 //!
 //! 1. Group commit at offered rates. A numeric rate `r` is open loop: command `i` is due
 //!    at `start + i / r`; the generator builds it, waits for that time (spinning near
@@ -39,7 +41,7 @@ use kura::node::{internal, recover, Node, NodeConfig, NodeHandle, NodeStats, Rep
 use kura_bench::latency::{rate as per_sec, YIELD_ABOVE};
 use kura_engine::{genesis, Command, EventKind};
 use kura_journal::list_snapshots;
-use kura_units::{Amount, UserId};
+use kura_units::{Amount, MarketId, UserId};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -133,9 +135,20 @@ const TARGET_REPLAY_PER_SEC: u64 = 5_000_000;
 /// this every order would be refused and the engine would never hold or match.
 const BENCH_FUNDS: u64 = 1_000_000_000_000_000;
 
-/// Room reserved for the latencies of a `max` run, per second of load, so the vector
-/// does not grow (and copy) while the sequencer records into it.
-const MAX_ACKS_PER_SEC_RESERVED: u64 = 8_000_000;
+/// Open orders per user allowed in the benchmark. The drill's 8 users would reach the
+/// default limit after some 700,000 commands, and from then on every order would be
+/// refused; recovery uses the same limits, so the replay is of the same state.
+const OPEN_ORDERS_PER_USER: u32 = 1_000_000;
+
+/// Room reserved for the latencies of a closed-loop run, per second of load, so the
+/// vector does not grow (and copy) while the sequencer records into it. Only the pages
+/// touched are ever backed by memory.
+const ACKS_PER_SEC_RESERVED: u64 = 8_000_000;
+
+/// Latencies to reserve room for in a closed-loop run of `d`.
+fn acks_room(d: Duration) -> u64 {
+    ACKS_PER_SEC_RESERVED.saturating_mul(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)) / 1_000
+}
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -376,6 +389,7 @@ fn node_config(dir: &Path, a: &JournalArgs, batch_max: usize) -> NodeConfig {
     config.batch_max = batch_max.max(1);
     config.snapshot_every_commands = 0;
     config.snapshot_every = None;
+    config.limits.open_orders_per_user_max = OPEN_ORDERS_PER_USER;
     config
 }
 
@@ -575,6 +589,10 @@ fn replay(dir: &Path, a: &JournalArgs) -> Result<Value> {
         );
     }
     let users = engine.user_count();
+    let resting: usize = (0..engine.market_count())
+        .filter_map(|m| engine.book(MarketId(m as u32)))
+        .map(|b| b.len())
+        .sum();
     drop((engine, journal));
     let records = recovered.replayed;
     Ok(json!({
@@ -585,6 +603,7 @@ fn replay(dir: &Path, a: &JournalArgs) -> Result<Value> {
         "per_sec": per_sec(records, elapsed_ns),
         "mb_per_sec": per_sec(bytes, elapsed_ns) / 1_000_000,
         "users": users,
+        "resting_orders": resting,
         "page_cache": "warm: the journal was just written",
     }))
 }
@@ -617,10 +636,7 @@ pub fn run(a: &JournalArgs) -> Result<()> {
                     "group commit, max ({} in flight) for {:?} ...",
                     a.max_in_flight, a.seconds
                 );
-                let reserve = MAX_ACKS_PER_SEC_RESERVED
-                    .saturating_mul(a.seconds.as_millis().try_into().unwrap_or(u64::MAX))
-                    / 1_000;
-                node.closed_loop(a.max_in_flight, Some(a.seconds), None, reserve)?
+                node.closed_loop(a.max_in_flight, Some(a.seconds), None, acks_room(a.seconds))?
             }
         };
         eprintln!("  {}", report.summary());
@@ -644,7 +660,12 @@ pub fn run(a: &JournalArgs) -> Result<()> {
     );
     let dir = tmp.0.join("baseline");
     let mut node = Running::start(&dir, a, 1)?;
-    let baseline = node.closed_loop(a.baseline_in_flight, Some(a.seconds), None, 1 << 16)?;
+    let baseline = node.closed_loop(
+        a.baseline_in_flight,
+        Some(a.seconds),
+        None,
+        acks_room(a.seconds),
+    )?;
     node.stop()?;
     std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     eprintln!("  {}", baseline.summary());

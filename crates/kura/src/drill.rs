@@ -16,7 +16,9 @@ pub fn command(i: u64) -> (String, Command) {
             key.clone(),
             Command::Deposit {
                 user,
-                asset: if i.is_multiple_of(2) {
+                // Every user receives both assets over time: the asset switches every
+                // 8 deposits, and deposits visit the 8 users in turn.
+                asset: if (i / 24).is_multiple_of(2) {
                     genesis::BTC
                 } else {
                     genesis::JPY

@@ -40,16 +40,17 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Every record's key (for the stress commands) → the seqs it appears at, and the state
-/// hash after replaying records 1..=upto from genesis.
-fn read_journal(dir: &Path, upto: u64) -> (BTreeMap<String, Vec<u64>>, Option<String>) {
+/// Every record's key (for the stress commands) → the seqs it appears at, the state
+/// hash after replaying records 1..=upto from genesis, and the trades in that replay.
+fn read_journal(dir: &Path, upto: u64) -> (BTreeMap<String, Vec<u64>>, Option<String>, usize) {
     let mut keys: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut engine = Engine::new(Limits::DEFAULT);
     let mut events = Vec::new();
     let mut hash_at = (upto == 0).then(|| hex::encode(engine.state_hash()));
+    let mut trades = 0;
     let reader = match read_records(dir, 1) {
         Ok(r) => r,
-        Err(_) => return (keys, hash_at), // no journal yet
+        Err(_) => return (keys, hash_at, trades), // no journal yet
     };
     for record in reader {
         let record = record.expect("the journal reads cleanly after a crash");
@@ -64,12 +65,16 @@ fn read_journal(dir: &Path, upto: u64) -> (BTreeMap<String, Vec<u64>>, Option<St
                 timestamp_ms: entry.ctx_timestamp_ms,
             };
             let _ = engine.apply(&entry.command, ctx, &mut events);
+            trades += events
+                .iter()
+                .filter(|e| matches!(e.kind, kura_engine::EventKind::Trade { .. }))
+                .count();
             if record.seq == upto {
                 hash_at = Some(hex::encode(engine.state_hash()));
             }
         }
     }
-    (keys, hash_at)
+    (keys, hash_at, trades)
 }
 
 #[test]
@@ -83,6 +88,7 @@ fn acknowledged_commands_survive_kill_9() {
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
     let mut total_acks = 0u64;
     let mut recoveries_checked = 0u64;
+    let mut trades = 0;
     for cycle in 0..=cycles {
         let last = cycle == cycles;
         let mut child = Command::new(bin)
@@ -135,7 +141,8 @@ fn acknowledged_commands_survive_kill_9() {
 
         // The journal as the crash left it.
         let upto = recovered.as_ref().map_or(0, |r| r.0);
-        let (keys, replay_hash) = read_journal(dir.path(), upto);
+        let (keys, replay_hash, replay_trades) = read_journal(dir.path(), upto);
+        trades = replay_trades;
         for (key, seqs) in &keys {
             assert_eq!(seqs.len(), 1, "cycle {cycle}: {key} journaled at {seqs:?}");
         }
@@ -156,7 +163,7 @@ fn acknowledged_commands_survive_kill_9() {
         }
     }
     eprintln!(
-        "crash test: {total_acks} acknowledged commands, {recoveries_checked} recoveries checked"
+        "crash test: {total_acks} acknowledged commands, {recoveries_checked} recoveries checked, {trades} trades replayed"
     );
     assert!(
         total_acks > cycles,
