@@ -22,6 +22,15 @@ fn symbol_ok(symbol: &str, min: usize, max: usize) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
+/// Halt (`Some(reason)`) or resume (`None`); refused when already in that state.
+fn switch_halt(halt: &mut Option<String>, reason: Option<&String>) -> Result<(), Reject> {
+    if halt.is_some() == reason.is_some() {
+        return Err(Reject::HaltStateUnchanged);
+    }
+    *halt = reason.cloned();
+    Ok(())
+}
+
 /// Validate a market spec against the assets it names; the reason is a static text.
 pub(crate) fn validate_spec(engine: &Engine, spec: &MarketSpec) -> Result<(), Reject> {
     let bad = |why: &'static str| Err(Reject::InvalidSpec(why));
@@ -373,10 +382,7 @@ impl Engine {
             .markets
             .get_mut(market.0 as usize)
             .ok_or(Reject::UnknownMarket)?;
-        if m.halted.is_some() == reason.is_some() {
-            return Err(Reject::HaltStateUnchanged);
-        }
-        m.halted = reason.cloned();
+        switch_halt(&mut m.halted, reason)?;
         let kind = match reason {
             Some(r) => EventKind::MarketHalted {
                 market,
@@ -402,10 +408,7 @@ impl Engine {
             .assets
             .get_mut(usize::from(asset.0))
             .ok_or(Reject::UnknownAsset)?;
-        if a.withdrawals_halted.is_some() == reason.is_some() {
-            return Err(Reject::HaltStateUnchanged);
-        }
-        a.withdrawals_halted = reason.cloned();
+        switch_halt(&mut a.withdrawals_halted, reason)?;
         let kind = match reason {
             Some(r) => EventKind::WithdrawalsHalted {
                 asset,

@@ -935,12 +935,10 @@ impl Engine {
         if new_price == resting.price && new_rem <= resting.remaining {
             // Keeps its place in the queue.
             let m = &mut self.markets[market.0 as usize];
-            m.book.reduce(id, new_rem).map_err(map_book_reject)?;
+            m.book.reduce_at(slot, new_rem).map_err(map_book_reject)?;
             self.rehold(math, user, side, &mut d, new_price, new_rem);
-            if let Some(slot) = self.markets[market.0 as usize].book.slot_of(id) {
-                if let Some(p) = self.markets[market.0 as usize].book.payload_mut(slot) {
-                    *p = d;
-                }
+            if let Some(p) = self.markets[market.0 as usize].book.payload_mut(slot) {
+                *p = d;
             }
             push(
                 out,
