@@ -2,31 +2,19 @@
 //! matching, fees, rounding, events) and, in the same run, the order book alone against
 //! peer crates.
 //!
-//! How the generator's commands map onto engine commands:
-//! - users `1..=n` become engine users `0..n`, each funded generously in both assets so
-//!   no order is refused for funds (a refusal would shift the order ids; the run counts
-//!   refusals and reports them);
-//! - GTC and IOC become limit orders; FOK-budget becomes a FOK limit order at the
-//!   generator's band-edge price (kura has no "FOK within a total budget" order type, so
-//!   those orders may fill where the generator's own model did not, or the reverse;
-//!   cancels and moves of orders that are then gone are refused as unknown and counted);
-//! - a move is an amend of the price (loses priority, may trade); a reduce is an amend
-//!   of the remaining quantity (keeps priority), or a cancel when it removes everything;
-//! - markets use self-trade prevention "none", like exchange-core.
+//! The generator's commands become engine commands as `ec_stream` describes.
 //!
 //! Throughput is closed loop over pre-built commands. Latency is open loop: command i is
 //! due at start + i / rate and its latency is measured from that planned time.
 
+use crate::ec_stream::{self, Mapper, Prepared};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kura_bench::latency;
-use kura_bench::workload::{self, GenCmd, GenKind, Workload};
-use kura_engine::{
-    genesis, Command, Ctx, Engine, Event, EventKind, FeeTier, Limits, MarketSpec, OrderRef,
-    OrderType, Stp, TimeInForce,
-};
-use kura_units::{Amount, MarketId, OrderId, PriceTicks, QtyLots, UserId};
+use kura_bench::workload::{self, GenCmd, Workload};
+use kura_engine::{Command, Ctx, Engine, Event, EventKind, OrderRef};
+use kura_units::{MarketId, QtyLots};
 use serde_json::json;
 use std::time::Instant;
 
@@ -61,47 +49,9 @@ pub struct CoreArgs {
     json: bool,
 }
 
-/// An engine command ready to run, or a reduce that needs the order's remaining
-/// quantity at the time it runs.
-enum Prepared {
-    Ready(Command),
-    Reduce {
-        user: UserId,
-        market: MarketId,
-        order: OrderId,
-        by: u64,
-    },
-}
-
-/// Funds every bench user gets in each asset.
-const BENCH_FUNDS: u64 = 1_000_000_000_000_000;
-
-fn bench_market(symbol: String) -> MarketSpec {
-    MarketSpec {
-        symbol,
-        tick: Amount::new(1),
-        lot: Amount::new(100_000),
-        min_qty: QtyLots::new(1),
-        max_qty: QtyLots::new(1_000_000_000),
-        min_notional: Amount::ZERO,
-        max_notional: Amount::new(u64::MAX / 2),
-        max_price: PriceTicks::new(1_000_000_000_000),
-        fees: vec![FeeTier {
-            maker_ppm: 1_000,
-            taker_ppm: 2_000,
-        }],
-        collar_bps: 500,
-        default_stp: Stp::None,
-        ..genesis::btc_jpy()
-    }
-}
-
 struct Driver {
     engine: Engine,
-    markets: Vec<MarketId>,
-    /// Generator order id → engine order id, predicted from the order of placements.
-    id_map: Vec<u64>,
-    next_engine_id: u64,
+    mapper: Mapper,
     seq: u64,
     events: Vec<Event>,
     rejected: u64,
@@ -111,49 +61,22 @@ struct Driver {
 
 impl Driver {
     fn new(w: &Workload) -> Result<Driver> {
-        let limits = Limits {
-            users_max: w.users.max(1) + 1,
-            open_orders_per_user_max: 1_000_000,
-            markets_max: w.symbols + 2,
-            ..Limits::DEFAULT
-        };
         let mut d = Driver {
-            engine: Engine::new(limits),
-            markets: Vec::new(),
-            id_map: Vec::new(),
-            next_engine_id: 1,
+            engine: Engine::new(ec_stream::limits(w)),
+            mapper: Mapper::new(),
             seq: 0,
             events: Vec::with_capacity(64),
             rejected: 0,
             trades: 0,
             event_count: 0,
         };
-        for c in genesis::genesis().into_iter().take(2) {
-            d.must(&c)?;
-        }
-        for s in 0..w.symbols {
-            let symbol = if w.symbols == 1 {
-                "BTCJPY".to_owned()
-            } else {
-                format!("BENCH{s}")
-            };
-            d.must(&Command::AddMarket {
-                spec: bench_market(symbol),
-            })?;
-            d.markets.push(MarketId(s));
-        }
-        let bar = progress(u64::from(w.users), "users");
-        for u in 0..w.users {
-            d.must(&Command::CreateUser)?;
-            for asset in [genesis::BTC, genesis::JPY] {
-                d.must(&Command::Deposit {
-                    user: UserId(u),
-                    asset,
-                    amount: Amount::new(BENCH_FUNDS),
-                    reference: format!("bench-{u}-{}", asset.0),
-                })?;
+        let setup = ec_stream::setup(w);
+        let bar = progress(setup.len() as u64, "setup");
+        for (i, c) in setup.iter().enumerate() {
+            d.must(c)?;
+            if i % 4096 == 0 {
+                bar.set_position(i as u64);
             }
-            bar.inc(1);
         }
         bar.finish_and_clear();
         Ok(d)
@@ -175,71 +98,9 @@ impl Driver {
             .map_err(|r| anyhow::anyhow!("setup command {} refused: {r}", cmd.name()))
     }
 
-    fn engine_id(&self, gen_id: u64) -> OrderId {
-        OrderId(self.id_map.get(gen_id as usize).copied().unwrap_or(0))
-    }
-
     /// Turn generator commands into engine commands, predicting engine order ids.
     fn prepare(&mut self, cmds: &[(u32, GenCmd)]) -> Vec<Prepared> {
-        cmds.iter()
-            .map(|&(sym, c)| {
-                let market = self.markets[sym as usize];
-                let user = UserId(c.uid().saturating_sub(1));
-                match c {
-                    GenCmd::Place {
-                        id,
-                        side,
-                        price,
-                        qty,
-                        kind,
-                        ..
-                    } => {
-                        let slot = id as usize;
-                        if self.id_map.len() <= slot {
-                            self.id_map.resize(slot + 1, 0);
-                        }
-                        self.id_map[slot] = self.next_engine_id;
-                        self.next_engine_id += 1;
-                        let tif = match kind {
-                            GenKind::Gtc => TimeInForce::Gtc,
-                            GenKind::Ioc => TimeInForce::Ioc,
-                            GenKind::FokBudget { .. } => TimeInForce::Fok,
-                        };
-                        Prepared::Ready(Command::PlaceOrder {
-                            user,
-                            market,
-                            side,
-                            order: OrderType::Limit {
-                                price: PriceTicks::new(price),
-                                qty: QtyLots::new(qty),
-                                tif,
-                                post_only: false,
-                            },
-                            client_id: None,
-                            stp: None,
-                        })
-                    }
-                    GenCmd::Cancel { id, .. } => Prepared::Ready(Command::CancelOrder {
-                        user,
-                        market,
-                        order: OrderRef::Id(self.engine_id(id)),
-                    }),
-                    GenCmd::Move { id, price, .. } => Prepared::Ready(Command::AmendOrder {
-                        user,
-                        market,
-                        order: OrderRef::Id(self.engine_id(id)),
-                        price: Some(PriceTicks::new(price)),
-                        remaining: None,
-                    }),
-                    GenCmd::Reduce { id, by, .. } => Prepared::Reduce {
-                        user,
-                        market,
-                        order: self.engine_id(id),
-                        by,
-                    },
-                }
-            })
-            .collect()
+        self.mapper.map_all(cmds)
     }
 
     #[inline]

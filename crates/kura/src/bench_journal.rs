@@ -2,11 +2,10 @@
 //!
 //! Everything goes through the real node ([`kura::node`]): the sequencer appends a batch
 //! to the journal, makes it durable with one `fdatasync`, then applies each command to
-//! the engine and acknowledges it. The commands are the crash drill's
-//! ([`kura::drill::command`]): deposits and BTC/JPY limit orders (which trade) of 8
-//! users, after genesis and a large deposit of both assets to each user (see
-//! [`BENCH_FUNDS`]), with a higher open-order limit per user
-//! ([`OPEN_ORDERS_PER_USER`]). The setup is journaled but not measured. Each
+//! the engine and acknowledges it. The commands are exchange-core's single-pair order
+//! flow (the same stream `kura bench core` measures, mapped as `ec_stream` describes:
+//! 1,000 pre-filled orders, then ~9 % GTC, 3 % IOC, 6 % cancel, 82 % move), after the
+//! workload's markets and funded users. The setup is journaled but not measured. Each
 //! measurement starts a fresh node in a fresh directory inside one temporary directory
 //! (under `--dir`), which is removed at the end. Periodic snapshots are off, so they do
 //! not disturb the figures.
@@ -34,14 +33,14 @@
 //! per second, rounded down. `fsyncs_per_sec` and `mean_batch` come from the node's
 //! commit and record counters over the run.
 
+use crate::ec_stream;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use kura::drill;
 use kura::node::{internal, recover, Node, NodeConfig, NodeHandle, NodeStats, Reply, SubmitError};
 use kura_bench::latency::{rate as per_sec, YIELD_ABOVE};
-use kura_engine::{genesis, Command, EventKind};
+use kura_engine::{Command, EventKind, Limits};
 use kura_journal::list_snapshots;
-use kura_units::{Amount, MarketId, UserId};
+use kura_units::MarketId;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -123,22 +122,26 @@ pub struct JournalArgs {
     /// Commands in flight in the one-fsync-per-command baseline.
     #[arg(long, default_value_t = 8)]
     baseline_in_flight: u64,
+    /// Length of the generated order flow each run draws from (a run stops early if
+    /// it runs out).
+    #[arg(long, default_value_t = 4_000_000)]
+    commands: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// The order flow every run replays from its start: setup, then commands.
+#[derive(Debug)]
+struct Stream {
+    setup: Vec<Command>,
+    commands: Vec<Command>,
+    limits: Limits,
 }
 
 /// Goals the figures are compared against.
 const TARGET_DURABLE_PER_SEC: u64 = 1_000_000;
 const TARGET_ACK_P99_MS: u64 = 5;
 const TARGET_REPLAY_PER_SEC: u64 = 5_000_000;
-
-/// Funds every drill user gets in each asset before a run. The drill stream alone
-/// funds each user in one asset only, the one its own orders do not spend, so without
-/// this every order would be refused and the engine would never hold or match.
-const BENCH_FUNDS: u64 = 1_000_000_000_000_000;
-
-/// Open orders per user allowed in the benchmark. The drill's 8 users would reach the
-/// default limit after some 700,000 commands, and from then on every order would be
-/// refused; recovery uses the same limits, so the replay is of the same state.
-const OPEN_ORDERS_PER_USER: u32 = 1_000_000;
 
 /// Room reserved for the latencies of a closed-loop run, per second of load, so the
 /// vector does not grow (and copy) while the sequencer records into it. Only the pages
@@ -375,54 +378,68 @@ impl RunReport {
     }
 }
 
-/// A node under load and the next key number of the drill stream.
+/// A node under load and the index of the next command of the stream.
 #[derive(Debug)]
 struct Running {
     node: Node,
     handle: NodeHandle,
+    stream: Arc<Stream>,
     next_key: u64,
 }
 
-fn node_config(dir: &Path, a: &JournalArgs, batch_max: usize) -> NodeConfig {
+fn node_config(dir: &Path, a: &JournalArgs, batch_max: usize, limits: Limits) -> NodeConfig {
     let mut config = NodeConfig::new(dir);
     config.queue_capacity = a.queue.max(1);
     config.batch_max = batch_max.max(1);
     config.snapshot_every_commands = 0;
     config.snapshot_every = None;
-    config.limits.open_orders_per_user_max = OPEN_ORDERS_PER_USER;
+    config.limits = limits;
     config
 }
 
 impl Running {
-    /// A fresh node in `dir` (created here), with genesis and the drill's users.
-    fn start(dir: &Path, a: &JournalArgs, batch_max: usize) -> Result<Running> {
+    /// A fresh node in `dir` (created here), with the stream's setup journaled.
+    fn start(
+        dir: &Path,
+        a: &JournalArgs,
+        batch_max: usize,
+        stream: &Arc<Stream>,
+    ) -> Result<Running> {
         std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (node, handle) = Node::start(node_config(dir, a, batch_max))?;
-        let funding = (0..drill::USERS).flat_map(|u| {
-            [genesis::BTC, genesis::JPY].map(|asset| Command::Deposit {
-                user: UserId(u),
-                asset,
-                amount: Amount::new(BENCH_FUNDS),
-                reference: format!("bench-funds-{u}-{}", asset.0),
-            })
-        });
-        let setup = genesis::genesis()
-            .into_iter()
-            .chain((0..drill::USERS).map(|_| Command::CreateUser))
-            .chain(funding);
-        for c in setup {
+        let (node, handle) = Node::start(node_config(dir, a, batch_max, stream.limits))?;
+        // Submitted all at once (so they share fsyncs), then every answer checked.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for c in &stream.setup {
+            let tx = tx.clone();
             let name = c.name();
-            handle
-                .submit_wait(internal(c))
-                .map_err(|e| anyhow!("setting up the node: {e}"))?
-                .result
-                .map_err(|r| anyhow!("setup command {name} refused: {r}"))?;
+            handle.submit(
+                internal(c.clone()),
+                Box::new(move |r| {
+                    let _ = tx.send(match r {
+                        Ok(ack) => ack
+                            .result
+                            .map(|_| ())
+                            .map_err(|why| format!("setup command {name} refused: {why}")),
+                        Err(e) => Err(format!("setting up the node: {e}")),
+                    });
+                }),
+            );
+        }
+        drop(tx);
+        for r in rx {
+            r.map_err(|why| anyhow!(why))?;
         }
         Ok(Running {
             node,
             handle,
+            stream: Arc::clone(stream),
             next_key: 0,
         })
+    }
+
+    /// The stream's next command, if any is left.
+    fn next_command(&self) -> Option<Command> {
+        self.stream.commands.get(self.next_key as usize).cloned()
     }
 
     fn stop(self) -> Result<()> {
@@ -469,9 +486,13 @@ impl Running {
         let before = Counters::of(&self.node.stats);
         let start = Instant::now();
         let mut last_sent = start;
+        let mut n_sent = 0;
         for i in 0..n {
-            let (_, cmd) = drill::command(self.next_key);
+            let Some(cmd) = self.next_command() else {
+                break;
+            };
             self.next_key += 1;
+            n_sent += 1;
             let entry = internal(cmd);
             let offset = u128::from(i) * 1_000_000_000 / u128::from(rate);
             let planned = start + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
@@ -491,8 +512,15 @@ impl Running {
             rec.check_running()?;
         }
         let sent_ns = nanos(last_sent - start);
-        rec.wait_answered(n)?;
-        Ok(self.report(&rec, Rate::PerSec(rate), None, (n, sent_ns), start, before))
+        rec.wait_answered(n_sent)?;
+        Ok(self.report(
+            &rec,
+            Rate::PerSec(rate),
+            None,
+            (n_sent, sent_ns),
+            start,
+            before,
+        ))
     }
 
     /// Closed loop: keep `window` commands in flight, until `duration` has passed or
@@ -524,7 +552,9 @@ impl Running {
                 std::thread::yield_now();
                 continue;
             }
-            let (_, cmd) = drill::command(self.next_key);
+            let Some(cmd) = self.next_command() else {
+                break;
+            };
             let busy_before = rec.busy.load(Ordering::Relaxed);
             let sent = Instant::now();
             self.handle.submit(internal(cmd), rec.reply(sent));
@@ -568,13 +598,13 @@ fn journal_bytes(dir: &Path) -> Result<u64> {
 }
 
 /// Delete every snapshot in `dir`, then recover from the journal alone and time it.
-fn replay(dir: &Path, a: &JournalArgs) -> Result<Value> {
+fn replay(dir: &Path, a: &JournalArgs, limits: Limits) -> Result<Value> {
     for snap in list_snapshots(dir)? {
         std::fs::remove_file(&snap.path)
             .with_context(|| format!("removing {}", snap.path.display()))?;
     }
     let bytes = journal_bytes(dir)?;
-    let config = node_config(dir, a, a.batch_max);
+    let config = node_config(dir, a, a.batch_max, limits);
     let started = Instant::now();
     let (engine, journal, recovered) = recover(&config, |_| {})?;
     let elapsed_ns = nanos(started.elapsed());
@@ -613,6 +643,20 @@ pub fn run(a: &JournalArgs) -> Result<()> {
     if a.rates.is_empty() {
         bail!("give at least one rate");
     }
+    eprintln!(
+        "generating {} commands of exchange-core's single-pair flow ...",
+        a.commands
+    );
+    let w = kura_bench::workload::exchange_core_single_pair(a.seed, a.commands);
+    let (commands, skipped) = ec_stream::ready_commands(&w);
+    if skipped > 0 {
+        bail!("the workload has {skipped} reduce commands, which this benchmark cannot map");
+    }
+    let stream = Arc::new(Stream {
+        setup: ec_stream::setup(&w),
+        commands,
+        limits: ec_stream::limits(&w),
+    });
     let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = TempDir::new(&parent)?;
     eprintln!("data directory: {}", tmp.0.display());
@@ -622,7 +666,7 @@ pub fn run(a: &JournalArgs) -> Result<()> {
     let mut replay_dir: Option<PathBuf> = None;
     for (k, &rate) in a.rates.iter().enumerate() {
         let dir = tmp.0.join(format!("group-{k}"));
-        let mut node = Running::start(&dir, a, a.batch_max)?;
+        let mut node = Running::start(&dir, a, a.batch_max, &stream)?;
         let report = match rate {
             Rate::PerSec(r) => {
                 eprintln!(
@@ -659,7 +703,7 @@ pub fn run(a: &JournalArgs) -> Result<()> {
         a.baseline_in_flight, a.seconds
     );
     let dir = tmp.0.join("baseline");
-    let mut node = Running::start(&dir, a, 1)?;
+    let mut node = Running::start(&dir, a, 1, &stream)?;
     let baseline = node.closed_loop(
         a.baseline_in_flight,
         Some(a.seconds),
@@ -680,14 +724,14 @@ pub fn run(a: &JournalArgs) -> Result<()> {
         Some(d) => d,
         None => {
             let dir = tmp.0.join("replay");
-            let mut node = Running::start(&dir, a, a.batch_max)?;
+            let mut node = Running::start(&dir, a, a.batch_max, &stream)?;
             fill(&mut node, a)?;
             node.stop()?;
             dir
         }
     };
     eprintln!("replaying the journal in {} ...", replay_dir.display());
-    let replay = replay(&replay_dir, a)?;
+    let replay = replay(&replay_dir, a, stream.limits)?;
     eprintln!(
         "  {} records in {} ms: {} records/s",
         replay["records"], replay["elapsed_ms"], replay["per_sec"]

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_core;
 mod bench_journal;
+mod ec_stream;
 mod journal_cli;
 mod stress;
 

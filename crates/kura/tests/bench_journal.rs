@@ -52,6 +52,7 @@ fn bench_journal_reports_every_figure() {
     let out = Command::new(env!("CARGO_BIN_EXE_kura"))
         .args(["bench", "journal", "--json", "--seconds", "0.2"])
         .args(["--rates", "1000,max", "--replay-records", "20000"])
+        .args(["--commands", "100000"])
         .args([
             "--queue",
             "65536",
