@@ -24,9 +24,10 @@ use kura_engine::codec::{self, Entry};
 use kura_engine::{Command, Ctx, Engine, Event, Limits, Reject};
 use kura_journal::{
     check_snapshot, load_newest_valid_snapshot, read_records, write_snapshot, Fs, Head, Journal,
-    JournalConfig, SnapshotCheck, SnapshotMeta,
+    JournalConfig, JournalError, SnapshotCheck, SnapshotMeta,
 };
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -141,6 +142,8 @@ pub struct NodeStats {
     pub records: AtomicU64,
     /// Snapshots handed to the writer.
     pub snapshots: AtomicU64,
+    /// Commands carried to the next batch because the journal's batch was full.
+    pub carried_over: AtomicU64,
 }
 
 /// A running node. Dropping the last [`NodeHandle`] and calling [`Node::shutdown`]
@@ -391,9 +394,21 @@ fn sequencer<F: Fs>(
     let mut last_snapshot_at = Instant::now();
     let mut failure: Option<String> = None;
 
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
+    // Requests taken from the queue but left for the next batch (the journal's batch
+    // byte limit was reached), oldest first.
+    let mut backlog: VecDeque<Request> = VecDeque::new();
+    loop {
+        if backlog.is_empty() {
+            match rx.recv() {
+                Ok(r) => backlog.push_back(r),
+                Err(_) => break,
+            }
+        }
         while batch.len() < config.batch_max {
+            if let Some(r) = backlog.pop_front() {
+                batch.push(r);
+                continue;
+            }
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
@@ -405,6 +420,7 @@ fn sequencer<F: Fs>(
         last_ms = now;
         let mut appended = Ok(());
         let mut kept = 0;
+        let mut full_at = None;
         for i in 0..batch.len() {
             batch[i].entry.ctx_timestamp_ms = now;
             buf.clear();
@@ -412,12 +428,28 @@ fn sequencer<F: Fs>(
                 batch[i].answer(Err(SubmitError::Invalid(e.to_string())));
                 continue;
             }
-            if let Err(e) = journal.append(&buf) {
-                appended = Err(e);
-                break;
+            match journal.append(&buf) {
+                Ok(_) => {}
+                Err(JournalError::BatchFull { .. }) if kept > 0 => {
+                    // This one and the rest go in the next batch.
+                    full_at = Some(i);
+                    break;
+                }
+                Err(e) => {
+                    appended = Err(e);
+                    break;
+                }
             }
             batch.swap(kept, i);
             kept += 1;
+        }
+        if let Some(i) = full_at {
+            stats
+                .carried_over
+                .fetch_add((batch.len() - i) as u64, Ordering::Relaxed);
+            for r in batch.drain(i..).rev() {
+                backlog.push_front(r);
+            }
         }
         if appended.is_ok() {
             batch.truncate(kept); // drops the refused (already answered) requests
@@ -478,6 +510,9 @@ fn sequencer<F: Fs>(
     }
     // Drain: fail whatever is still queued if we stopped on a failure.
     if let Some(why) = &failure {
+        for mut r in backlog.drain(..) {
+            r.answer(Err(SubmitError::Stopped(why.clone())));
+        }
         while let Ok(mut r) = rx.try_recv() {
             r.answer(Err(SubmitError::Stopped(why.clone())));
         }

@@ -202,3 +202,56 @@ fn unjournalable_commands_are_refused_before_sequencing() {
     drop(handle);
     node.shutdown().expect("shutdown");
 }
+
+/// More queued bytes than one journal batch may hold: the sequencer commits what fits
+/// and carries the rest to the next batch; every command is acknowledged, in order,
+/// with consecutive sequence numbers, and nothing is refused.
+#[test]
+fn batches_larger_than_the_journal_batch_limit_are_split() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::new(dir.path());
+    config.batch_max = 1 << 16;
+    config.journal.max_batch_bytes = kura_journal::MAX_RECORD_LEN;
+    let (node, handle) = Node::start(config).expect("start");
+    // Hold the sequencer inside the first reply until everything else is queued, so
+    // the next batch takes all of it at once.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    handle.submit(
+        internal(Command::CreateUser),
+        Box::new(move |_| {
+            let _ = go_rx.recv();
+        }),
+    );
+    let n = 6_000u64; // ~300 bytes each: ~1.8 MB, more than one batch holds
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..n {
+        let tx = tx.clone();
+        handle.submit(
+            internal(Command::HaltMarket {
+                market: MarketId(0),
+                reason: format!("{i:0>250}"),
+            }),
+            Box::new(move |r| {
+                let _ = tx.send((i, r.map(|ack| ack.seq)));
+            }),
+        );
+    }
+    drop(tx);
+    go_tx.send(()).expect("release the sequencer");
+    let mut acks: Vec<(u64, u64)> = rx
+        .iter()
+        .map(|(i, r)| (i, r.expect("every command is acknowledged")))
+        .collect();
+    acks.sort_unstable();
+    assert_eq!(acks.len() as u64, n);
+    for (k, (i, seq)) in acks.iter().enumerate() {
+        assert_eq!((*i, *seq), (k as u64, k as u64 + 2), "order kept");
+    }
+    let carried = node
+        .stats
+        .carried_over
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(carried > 0, "the batch was split");
+    drop(handle);
+    node.shutdown().expect("shutdown");
+}
