@@ -26,13 +26,15 @@
 
 #![forbid(unsafe_code)]
 
+mod price_index;
 mod reference;
+
+use price_index::PriceIndex;
 
 pub use reference::ReferenceBook;
 
 use kura_units::{OrderId, PriceTicks, QtyLots, UserId};
 use rustc_hash::FxHashMap;
-use std::collections::BTreeMap;
 
 /// Slot of a resting order in the book's slab.
 pub type Slot = u32;
@@ -240,8 +242,8 @@ pub struct Book<T: Copy> {
     free_node: u32,
     levels: Vec<Level>,
     free_level: u32,
-    bids: BTreeMap<u64, u32>,
-    asks: BTreeMap<u64, u32>,
+    bids: PriceIndex,
+    asks: PriceIndex,
     best_bid: u32,
     best_ask: u32,
     index: FxHashMap<u64, u32>,
@@ -257,8 +259,8 @@ impl<T: Copy> Book<T> {
             free_node: NIL,
             levels: Vec::new(),
             free_level: NIL,
-            bids: BTreeMap::new(),
-            asks: BTreeMap::new(),
+            bids: PriceIndex::new(Side::Buy),
+            asks: PriceIndex::new(Side::Sell),
             best_bid: NIL,
             best_ask: NIL,
             index: FxHashMap::default(),
@@ -298,7 +300,8 @@ impl<T: Copy> Book<T> {
         self.nodes.capacity() * core::mem::size_of::<Node<T>>()
             + self.levels.capacity() * core::mem::size_of::<Level>()
             + self.index.capacity() * (core::mem::size_of::<(u64, u32)>() + 1)
-            + (self.bids.len() + self.asks.len()) * core::mem::size_of::<(u64, u32)>()
+            + self.bids.memory_bytes()
+            + self.asks.memory_bytes()
     }
 
     pub fn best_bid(&self) -> Option<(PriceTicks, QtyLots)> {
@@ -318,15 +321,29 @@ impl<T: Copy> Book<T> {
 
     /// Up to `n` levels of one side, best first, as (price, total quantity).
     pub fn depth(&self, side: Side, n: usize) -> Vec<(PriceTicks, QtyLots)> {
-        let map = |(&p, &l): (&u64, &u32)| {
-            (
-                PriceTicks::new(p),
-                QtyLots::new(self.levels[l as usize].total),
-            )
-        };
+        self.side_index(side)
+            .iter_best_first()
+            .take(n)
+            .map(|(p, l)| {
+                (
+                    PriceTicks::new(p),
+                    QtyLots::new(self.levels[l as usize].total),
+                )
+            })
+            .collect()
+    }
+
+    fn side_index(&self, side: Side) -> &PriceIndex {
         match side {
-            Side::Buy => self.bids.iter().rev().take(n).map(map).collect(),
-            Side::Sell => self.asks.iter().take(n).map(map).collect(),
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    fn side_index_mut(&mut self, side: Side) -> &mut PriceIndex {
+        match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
         }
     }
 
@@ -383,9 +400,8 @@ impl<T: Copy> Book<T> {
                 cur = node.next;
             }
         };
-        match side {
-            Side::Buy => self.bids.values().rev().for_each(|&l| visit(l)),
-            Side::Sell => self.asks.values().for_each(|&l| visit(l)),
+        for (_, l) in self.side_index(side).iter_best_first() {
+            visit(l);
         }
     }
 
@@ -432,15 +448,11 @@ impl<T: Copy> Book<T> {
         if self.resting >= self.limits.orders_max {
             return Err(BookReject::BookFull);
         }
-        let map = match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
-        };
-        match map.get(&price) {
-            Some(&l) if self.levels[l as usize].count >= self.limits.orders_per_level_max => {
+        match self.side_index(side).get(price) {
+            Some(l) if self.levels[l as usize].count >= self.limits.orders_per_level_max => {
                 Err(BookReject::LevelFull)
             }
-            Some(&l) => Ok(LevelHint::At(l)),
+            Some(l) => Ok(LevelHint::At(l)),
             None if self.level_count >= self.limits.levels_max => Err(BookReject::TooManyLevels),
             None => Ok(LevelHint::Absent),
         }
@@ -493,20 +505,9 @@ impl<T: Copy> Book<T> {
             }
             true
         };
-        match taker.side {
-            Side::Buy => {
-                for &l in self.asks.values() {
-                    if !visit(&self.levels[l as usize]) {
-                        break;
-                    }
-                }
-            }
-            Side::Sell => {
-                for &l in self.bids.values().rev() {
-                    if !visit(&self.levels[l as usize]) {
-                        break;
-                    }
-                }
+        for (_, l) in self.side_index(taker.side.opposite()).iter_best_first() {
+            if !visit(&self.levels[l as usize]) {
+                break;
             }
         }
         need == 0
@@ -661,11 +662,7 @@ impl<T: Copy> Book<T> {
 
     /// The level at `price` on `side`, created (and the best cache updated) if missing.
     fn level_for(&mut self, side: Side, price: u64) -> u32 {
-        let map = match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        };
-        if let Some(&l) = map.get(&price) {
+        if let Some(l) = self.side_index(side).get(price) {
             return l;
         }
         self.new_level(side, price)
@@ -689,11 +686,7 @@ impl<T: Copy> Book<T> {
             self.levels.push(level);
             (self.levels.len() - 1) as u32
         };
-        let map = match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        };
-        map.insert(price, idx);
+        self.side_index_mut(side).insert(price, idx);
         self.level_count += 1;
         match side {
             Side::Buy => {
@@ -752,17 +745,16 @@ impl<T: Copy> Book<T> {
     }
 
     fn remove_level(&mut self, side: Side, price: u64, level_idx: u32) {
+        self.side_index_mut(side).remove(price);
         match side {
             Side::Buy => {
-                self.bids.remove(&price);
                 if self.best_bid == level_idx {
-                    self.best_bid = self.bids.last_key_value().map_or(NIL, |(_, &l)| l);
+                    self.best_bid = self.bids.best_from(price).map_or(NIL, |(_, l)| l);
                 }
             }
             Side::Sell => {
-                self.asks.remove(&price);
                 if self.best_ask == level_idx {
-                    self.best_ask = self.asks.first_key_value().map_or(NIL, |(_, &l)| l);
+                    self.best_ask = self.asks.best_from(price).map_or(NIL, |(_, l)| l);
                 }
             }
         }
@@ -806,11 +798,7 @@ impl<T: Copy> Book<T> {
         }
         // Room at the new price; the order's own removal frees its current place.
         let own_level = &self.levels[node.level as usize];
-        let map = match node.side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
-        };
-        let found = map.get(&price.get()).copied();
+        let found = self.side_index(node.side).get(price.get());
         match found {
             Some(l)
                 if l != node.level
@@ -926,16 +914,25 @@ impl<T: Copy> Book<T> {
                 return Err(format!("book crossed: best bid {bid} >= best ask {ask}"));
             }
         }
-        let want_bid = self.bids.last_key_value().map(|(&p, _)| p);
-        let want_ask = self.asks.first_key_value().map(|(&p, _)| p);
+        let want_bid = self.bids.best().map(|(p, _)| p);
+        let want_ask = self.asks.best().map(|(p, _)| p);
         if self.best_bid().map(|b| b.0.get()) != want_bid
             || self.best_ask().map(|a| a.0.get()) != want_ask
         {
             return Err("best level cache disagrees with the price map".into());
         }
         let mut seen = 0u32;
-        for (side, map) in [(Side::Buy, &self.bids), (Side::Sell, &self.asks)] {
-            for (&price, &l) in map {
+        for (side, index) in [(Side::Buy, &self.bids), (Side::Sell, &self.asks)] {
+            let mut last: Option<u64> = None;
+            for (price, l) in index.iter_best_first() {
+                let in_order = match side {
+                    Side::Buy => last.is_none_or(|p| price < p),
+                    Side::Sell => last.is_none_or(|p| price > p),
+                };
+                if !in_order {
+                    return Err(format!("levels out of price order at {price}"));
+                }
+                last = Some(price);
                 let level = &self.levels[l as usize];
                 if level.price != price {
                     return Err(format!("level at {price} records price {}", level.price));

@@ -263,17 +263,26 @@ enum Op {
     Replace(u64, u64, u64),
 }
 
+/// Prices: mostly a narrow band (many orders per level, frequent crossing), some far
+/// outside the price ladder's window (so levels live in both of the index's stores).
+fn price() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        12 => 95u64..106,
+        1 => 80_000u64..80_004,
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0u32..4, any::<bool>(), 95u64..106, 1u64..20, 0u8..3, prop::bool::weighted(0.1), 0u8..4,
+        6 => (0u32..4, any::<bool>(), price(), 1u64..20, 0u8..3, prop::bool::weighted(0.1), 0u8..4,
               prop::option::weighted(0.1, 1u128..5_000))
             .prop_map(|(owner, buy, price, qty, tif, post_only, stp, budget)| Op::Place {
                 owner, buy, price, qty, tif, post_only, stp, budget
             }),
         2 => (0u64..60).prop_map(Op::Cancel),
         1 => (0u64..60, 1u64..20).prop_map(|(i, q)| Op::Reduce(i, q)),
-        2 => (0u64..60, 95u64..106).prop_map(|(i, p)| Op::Move(i, p)),
-        3 => (0u64..60, 95u64..106, 0u64..20).prop_map(|(i, p, q)| Op::Replace(i, p, q)),
+        2 => (0u64..60, price()).prop_map(|(i, p)| Op::Move(i, p)),
+        3 => (0u64..60, price(), 0u64..20).prop_map(|(i, p, q)| Op::Replace(i, p, q)),
     ]
 }
 

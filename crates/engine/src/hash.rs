@@ -278,6 +278,12 @@ impl Engine {
                 u16::try_from(r.u32()?).map_err(|_| "asset id too large".to_string())?,
             );
             let amount = Amount::new(r.u64()?);
+            if user.0 as usize >= e.users.len() || usize::from(asset.0) >= e.assets.len() {
+                return Err(format!(
+                    "withdrawal {id:?} names an unknown user or asset (before byte {})",
+                    r.pos
+                ));
+            }
             let at = r.pos;
             let state = match r.u8()? {
                 0 => WithdrawalState::Pending,
