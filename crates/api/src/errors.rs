@@ -1,0 +1,687 @@
+//! Every failure the API can answer with, mapped to an HTTP status and Binance's
+//! `{"code": -NNNN, "msg": "…"}` in exactly one function, [`api_error`].
+//!
+//! The codes and texts are Binance's (spot `errors.md`), because CCXT matches the
+//! message text before the code: "Account has insufficient balance for requested
+//! action." is what makes `InsufficientFunds`, "Unknown order sent." / "Order does not
+//! exist." make `OrderNotFound`, a body containing `LOT_SIZE` or `PRICE_FILTER` makes
+//! `InvalidOrder`.
+//!
+//! Status codes: 400 for request, filter and business errors; 401 for API-key errors
+//! (-2014, -2015); 429 for rate limits; 500 for internal errors.
+//!
+//! An engine [`Reject`] depends on what was being done: an unknown order is -2011
+//! "Unknown order sent." when cancelling and -2013 "Order does not exist." when
+//! querying. [`Op`] carries that.
+
+use crate::auth::AuthError;
+use kura_engine::Reject;
+use kura_units::DecimalError;
+use std::borrow::Cow;
+
+/// What the request was doing when the engine refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `POST /api/v3/order` (and `order/test`).
+    NewOrder,
+    /// `DELETE /api/v3/order`, `DELETE /api/v3/openOrders`.
+    CancelOrder,
+    /// `GET /api/v3/order` and other reads.
+    Query,
+    /// Wallet calls: withdraw, deposit history.
+    Wallet,
+    /// Operator calls (assets, markets, halts, fee tiers); not part of Binance's API.
+    Admin,
+}
+
+/// A request or parameter problem found before the engine sees the command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("request too large")]
+    TooLarge,
+    #[error("too many parameters")]
+    TooMany,
+    #[error("duplicate parameter")]
+    Duplicate,
+    /// A malformed name, a broken escape, or a value outside `pattern`.
+    #[error("illegal characters in {name:?}")]
+    IllegalChars {
+        name: Option<String>,
+        pattern: Option<&'static str>,
+    },
+    #[error("mandatory parameter {name} missing")]
+    Missing { name: String },
+    #[error("parameter {name}: {error}")]
+    BadDecimal { name: String, error: DecimalError },
+    #[error("parameter {name} overflowed")]
+    Overflow { name: String },
+    /// A well-formed symbol that names no market.
+    #[error("unknown symbol")]
+    UnknownSymbol,
+    #[error("invalid side")]
+    InvalidSide,
+    #[error("invalid order type")]
+    InvalidOrderType,
+    /// A Binance order type kura does not offer; the text is Binance's.
+    #[error("{0}")]
+    UnsupportedOrderType(&'static str),
+    #[error("invalid time in force")]
+    InvalidTimeInForce,
+    /// A parameter whose value is not one kura accepts.
+    #[error("invalid value for {name}")]
+    InvalidValue { name: String },
+    /// An unknown parameter was sent to an endpoint that checks for them.
+    #[error("unknown parameter")]
+    Unknown,
+}
+
+/// Everything that can fail a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    Reject {
+        reject: Reject,
+        op: Op,
+    },
+    Auth(AuthError),
+    Param(ParamError),
+    /// Request-weight limit exceeded (HTTP 429, -1003).
+    TooManyRequests,
+    /// Order-rate limit exceeded (HTTP 429, -1015).
+    TooManyOrders,
+    /// A bug or an unavailable dependency (HTTP 500, -1000). Details go to the log only.
+    Internal,
+}
+
+impl From<AuthError> for Failure {
+    fn from(e: AuthError) -> Failure {
+        Failure::Auth(e)
+    }
+}
+
+impl From<ParamError> for Failure {
+    fn from(e: ParamError) -> Failure {
+        Failure::Param(e)
+    }
+}
+
+/// An error response: HTTP status plus Binance's code and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: i32,
+    pub msg: Cow<'static, str>,
+}
+
+impl ApiError {
+    const fn new(status: u16, code: i32, msg: &'static str) -> ApiError {
+        ApiError {
+            status,
+            code,
+            msg: Cow::Borrowed(msg),
+        }
+    }
+
+    fn owned(status: u16, code: i32, msg: String) -> ApiError {
+        ApiError {
+            status,
+            code,
+            msg: Cow::Owned(msg),
+        }
+    }
+
+    /// The body Binance sends: `{"code":-2010,"msg":"…"}`.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.msg.len() + 24);
+        out.push_str("{\"code\":");
+        out.push_str(&self.code.to_string());
+        out.push_str(",\"msg\":");
+        push_json_string(&mut out, &self.msg);
+        out.push('}');
+        out
+    }
+}
+
+impl core::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.msg)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+// Binance's texts, named once.
+const MSG_INSUFFICIENT: &str = "Account has insufficient balance for requested action.";
+const MSG_UNKNOWN_ORDER: &str = "Unknown order sent.";
+const MSG_NO_SUCH_ORDER: &str = "Order does not exist.";
+const MSG_DUPLICATE_ORDER: &str = "Duplicate order sent.";
+const MSG_MARKET_CLOSED: &str = "Market is closed.";
+const MSG_WOULD_TAKE: &str = "Order would immediately match and take.";
+const MSG_INVALID_SYMBOL: &str = "Invalid symbol.";
+const MSG_BAD_KEY: &str = "Invalid API-key, IP, or permissions for action.";
+const MSG_KEY_FORMAT: &str = "API-key format invalid.";
+const MSG_INVALID_DATA: &str = "Invalid data sent for a parameter.";
+const MSG_DISABLED: &str = "This action is disabled on this account.";
+const MSG_UNSUPPORTED: &str = "This operation is not supported.";
+const FILTER_PRICE: &str = "Filter failure: PRICE_FILTER";
+const FILTER_LOT: &str = "Filter failure: LOT_SIZE";
+const FILTER_NOTIONAL: &str = "Filter failure: NOTIONAL";
+const FILTER_MAX_ORDERS: &str = "Filter failure: MAX_NUM_ORDERS";
+const FILTER_EXCHANGE_MAX_ORDERS: &str = "Filter failure: EXCHANGE_MAX_NUM_ORDERS";
+
+/// The single table: every failure to its HTTP status, Binance code and message.
+pub fn api_error(failure: &Failure) -> ApiError {
+    match failure {
+        Failure::Reject { reject, op } => reject_error(*reject, *op),
+        Failure::Auth(e) => auth_error(e),
+        Failure::Param(e) => param_error(e),
+        Failure::TooManyRequests => ApiError::new(429, -1003, "Too many requests queued."),
+        Failure::TooManyOrders => ApiError::new(429, -1015, "Too many new orders."),
+        Failure::Internal => ApiError::new(
+            500,
+            -1000,
+            "An unknown error occurred while processing the request.",
+        ),
+    }
+}
+
+fn reject_error(reject: Reject, op: Op) -> ApiError {
+    use Reject as R;
+    // -2011 for cancels, -2010 for new orders; other operations use -2010's texts too.
+    let order_code = if op == Op::CancelOrder { -2011 } else { -2010 };
+    match reject {
+        R::UnknownUser => ApiError::new(401, -2015, MSG_BAD_KEY),
+        R::UnknownMarket => ApiError::new(400, -1121, MSG_INVALID_SYMBOL),
+        R::UnknownOrder => match op {
+            Op::CancelOrder => ApiError::new(400, -2011, MSG_UNKNOWN_ORDER),
+            Op::Query => ApiError::new(400, -2013, MSG_NO_SUCH_ORDER),
+            _ => ApiError::new(400, -2010, MSG_UNKNOWN_ORDER),
+        },
+        R::UnknownWithdrawal => ApiError::new(400, -2013, MSG_NO_SUCH_ORDER),
+        R::InsufficientFunds => ApiError::new(400, -2010, MSG_INSUFFICIENT),
+        R::InvalidPrice => ApiError::new(400, -1013, FILTER_PRICE),
+        R::ZeroAmount | R::InvalidQuantity | R::QuantityBelowMinimum | R::QuantityAboveMaximum => {
+            ApiError::new(400, -1013, FILTER_LOT)
+        }
+        R::NotionalBelowMinimum | R::NotionalAboveMaximum => {
+            ApiError::new(400, -1013, FILTER_NOTIONAL)
+        }
+        R::TooManyOpenOrders => ApiError::new(400, -1013, FILTER_MAX_ORDERS),
+        R::BookFull | R::TooManyPriceLevels | R::PriceLevelFull => {
+            ApiError::new(400, -1013, FILTER_EXCHANGE_MAX_ORDERS)
+        }
+        R::PostOnlyWouldTake => ApiError::new(400, -2010, MSG_WOULD_TAKE),
+        R::InvalidTimeInForce => ApiError::new(400, -1115, "Invalid timeInForce."),
+        R::DuplicateClientOrderId => ApiError::new(400, -2010, MSG_DUPLICATE_ORDER),
+        R::MarketHalted => ApiError::new(400, order_code, MSG_MARKET_CLOSED),
+        R::WithdrawalsHalted => ApiError::new(400, -2010, MSG_DISABLED),
+        R::AmountOverflow => ApiError::new(400, -1130, MSG_INVALID_DATA),
+        // Wallet and operator rejections have no Binance spot equivalent: generic
+        // "invalid data", or "not supported" where the request cannot succeed as sent.
+        R::UnknownAsset
+        | R::DuplicateDeposit
+        | R::DuplicateWithdrawal
+        | R::WithdrawalNotPending
+        | R::InvalidSpec(_)
+        | R::AssetExists
+        | R::MarketExists
+        | R::HaltStateUnchanged
+        | R::InvalidReason
+        | R::InvalidReference
+        | R::UnknownFeeTier => ApiError::new(400, -1130, MSG_INVALID_DATA),
+        R::TooManyUsers | R::TooManyAssets | R::TooManyMarkets => {
+            ApiError::new(400, -1020, MSG_UNSUPPORTED)
+        }
+    }
+}
+
+fn auth_error(e: &AuthError) -> ApiError {
+    use AuthError as A;
+    match e {
+        A::MissingApiKey | A::BadApiKeyFormat => ApiError::new(401, -2014, MSG_KEY_FORMAT),
+        A::UnknownApiKey | A::KeyDisabled | A::IpNotAllowed | A::PermissionDenied => {
+            ApiError::new(401, -2015, MSG_BAD_KEY)
+        }
+        A::BadSignature => ApiError::new(400, -1022, "Signature for this request is not valid."),
+        A::TimestampAhead => ApiError::new(
+            400,
+            -1021,
+            "Timestamp for this request was 1000ms ahead of the server's time.",
+        ),
+        A::TimestampExpired => ApiError::new(
+            400,
+            -1021,
+            "Timestamp for this request is outside of the recvWindow.",
+        ),
+        A::RecvWindowTooLarge => ApiError::new(400, -1131, "recvWindow must be less than 60000"),
+        A::Param(p) => param_error(p),
+    }
+}
+
+fn param_error(e: &ParamError) -> ApiError {
+    use ParamError as P;
+    match e {
+        P::TooLarge | P::TooMany => {
+            ApiError::new(400, -1101, "Too many parameters sent for this endpoint.")
+        }
+        P::Duplicate => ApiError::new(400, -1101, "Duplicate values for a parameter detected."),
+        P::IllegalChars { name, pattern } => illegal(name.as_deref(), *pattern),
+        P::Missing { name } => ApiError::owned(
+            400,
+            -1102,
+            format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
+        ),
+        P::BadDecimal { name, error } => match error {
+            DecimalError::TooPrecise => ApiError::owned(
+                400,
+                -1111,
+                format!("Parameter '{name}' has too much precision."),
+            ),
+            DecimalError::Overflow => {
+                ApiError::owned(400, -1108, format!("Parameter '{name}' overflowed."))
+            }
+            DecimalError::Empty | DecimalError::TooLong | DecimalError::BadCharacter => {
+                illegal(Some(name), Some(crate::params::DECIMAL_PATTERN))
+            }
+        },
+        P::Overflow { name } => {
+            ApiError::owned(400, -1108, format!("Parameter '{name}' overflowed."))
+        }
+        P::UnknownSymbol => ApiError::new(400, -1121, MSG_INVALID_SYMBOL),
+        P::InvalidSide => ApiError::new(400, -1117, "Invalid side."),
+        P::InvalidOrderType => ApiError::new(400, -1116, "Invalid orderType."),
+        P::UnsupportedOrderType(msg) => ApiError::new(400, -2010, msg),
+        P::InvalidTimeInForce => ApiError::new(400, -1115, "Invalid timeInForce."),
+        P::InvalidValue { name } => ApiError::owned(
+            400,
+            -1130,
+            format!("Data sent for parameter '{name}' is not valid."),
+        ),
+        P::Unknown => ApiError::new(400, -1103, "An unknown parameter was sent."),
+    }
+}
+
+fn illegal(name: Option<&str>, pattern: Option<&'static str>) -> ApiError {
+    match (name, pattern) {
+        (Some(n), Some(p)) => ApiError::owned(
+            400,
+            -1100,
+            format!("Illegal characters found in parameter '{n}'; legal range is '{p}'."),
+        ),
+        (Some(n), None) => ApiError::owned(
+            400,
+            -1100,
+            format!("Illegal characters found in parameter '{n}'."),
+        ),
+        (None, _) => ApiError::new(400, -1100, "Illegal characters found in a parameter."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `Reject` variant. The exhaustive match below stops compiling when a
+    /// variant is added, so the table above must be extended with it.
+    fn all_rejects() -> Vec<Reject> {
+        let all = vec![
+            Reject::UnknownUser,
+            Reject::UnknownAsset,
+            Reject::UnknownMarket,
+            Reject::UnknownOrder,
+            Reject::UnknownWithdrawal,
+            Reject::InsufficientFunds,
+            Reject::AmountOverflow,
+            Reject::ZeroAmount,
+            Reject::InvalidSpec("x"),
+            Reject::AssetExists,
+            Reject::MarketExists,
+            Reject::InvalidPrice,
+            Reject::InvalidQuantity,
+            Reject::QuantityBelowMinimum,
+            Reject::QuantityAboveMaximum,
+            Reject::NotionalBelowMinimum,
+            Reject::NotionalAboveMaximum,
+            Reject::PostOnlyWouldTake,
+            Reject::InvalidTimeInForce,
+            Reject::DuplicateClientOrderId,
+            Reject::DuplicateDeposit,
+            Reject::DuplicateWithdrawal,
+            Reject::WithdrawalNotPending,
+            Reject::MarketHalted,
+            Reject::WithdrawalsHalted,
+            Reject::HaltStateUnchanged,
+            Reject::InvalidReason,
+            Reject::InvalidReference,
+            Reject::UnknownFeeTier,
+            Reject::TooManyUsers,
+            Reject::TooManyAssets,
+            Reject::TooManyMarkets,
+            Reject::TooManyOpenOrders,
+            Reject::BookFull,
+            Reject::TooManyPriceLevels,
+            Reject::PriceLevelFull,
+        ];
+        for r in &all {
+            // Exhaustiveness guard: add the new variant to `all` and to the table.
+            match r {
+                Reject::UnknownUser
+                | Reject::UnknownAsset
+                | Reject::UnknownMarket
+                | Reject::UnknownOrder
+                | Reject::UnknownWithdrawal
+                | Reject::InsufficientFunds
+                | Reject::AmountOverflow
+                | Reject::ZeroAmount
+                | Reject::InvalidSpec(_)
+                | Reject::AssetExists
+                | Reject::MarketExists
+                | Reject::InvalidPrice
+                | Reject::InvalidQuantity
+                | Reject::QuantityBelowMinimum
+                | Reject::QuantityAboveMaximum
+                | Reject::NotionalBelowMinimum
+                | Reject::NotionalAboveMaximum
+                | Reject::PostOnlyWouldTake
+                | Reject::InvalidTimeInForce
+                | Reject::DuplicateClientOrderId
+                | Reject::DuplicateDeposit
+                | Reject::DuplicateWithdrawal
+                | Reject::WithdrawalNotPending
+                | Reject::MarketHalted
+                | Reject::WithdrawalsHalted
+                | Reject::HaltStateUnchanged
+                | Reject::InvalidReason
+                | Reject::InvalidReference
+                | Reject::UnknownFeeTier
+                | Reject::TooManyUsers
+                | Reject::TooManyAssets
+                | Reject::TooManyMarkets
+                | Reject::TooManyOpenOrders
+                | Reject::BookFull
+                | Reject::TooManyPriceLevels
+                | Reject::PriceLevelFull => {}
+            }
+        }
+        all
+    }
+
+    const OPS: [Op; 5] = [
+        Op::NewOrder,
+        Op::CancelOrder,
+        Op::Query,
+        Op::Wallet,
+        Op::Admin,
+    ];
+
+    #[test]
+    fn every_reject_maps_to_a_binance_error() {
+        let rejects = all_rejects();
+        assert_eq!(rejects.len(), 36);
+        for reject in rejects {
+            for op in OPS {
+                let e = api_error(&Failure::Reject { reject, op });
+                assert!(e.code < 0, "{reject:?}");
+                assert!(matches!(e.status, 400 | 401), "{reject:?}");
+                assert!(!e.msg.is_empty() && e.msg.len() < 200, "{reject:?}");
+                // Binance's texts, never the engine's lower-case sentences.
+                assert!(
+                    e.msg.starts_with(|c: char| c.is_ascii_uppercase()),
+                    "{reject:?}: {}",
+                    e.msg
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reject_table_vectors() {
+        let cases: &[(Reject, Op, u16, i32, &str)] = &[
+            (
+                Reject::InsufficientFunds,
+                Op::NewOrder,
+                400,
+                -2010,
+                "Account has insufficient balance for requested action.",
+            ),
+            (
+                Reject::PostOnlyWouldTake,
+                Op::NewOrder,
+                400,
+                -2010,
+                "Order would immediately match and take.",
+            ),
+            (
+                Reject::DuplicateClientOrderId,
+                Op::NewOrder,
+                400,
+                -2010,
+                "Duplicate order sent.",
+            ),
+            (
+                Reject::UnknownOrder,
+                Op::CancelOrder,
+                400,
+                -2011,
+                "Unknown order sent.",
+            ),
+            (
+                Reject::UnknownOrder,
+                Op::Query,
+                400,
+                -2013,
+                "Order does not exist.",
+            ),
+            (
+                Reject::UnknownMarket,
+                Op::NewOrder,
+                400,
+                -1121,
+                "Invalid symbol.",
+            ),
+            (
+                Reject::InvalidPrice,
+                Op::NewOrder,
+                400,
+                -1013,
+                "Filter failure: PRICE_FILTER",
+            ),
+            (
+                Reject::QuantityBelowMinimum,
+                Op::NewOrder,
+                400,
+                -1013,
+                "Filter failure: LOT_SIZE",
+            ),
+            (
+                Reject::NotionalBelowMinimum,
+                Op::NewOrder,
+                400,
+                -1013,
+                "Filter failure: NOTIONAL",
+            ),
+            (
+                Reject::TooManyOpenOrders,
+                Op::NewOrder,
+                400,
+                -1013,
+                "Filter failure: MAX_NUM_ORDERS",
+            ),
+            (
+                Reject::BookFull,
+                Op::NewOrder,
+                400,
+                -1013,
+                "Filter failure: EXCHANGE_MAX_NUM_ORDERS",
+            ),
+            (
+                Reject::MarketHalted,
+                Op::NewOrder,
+                400,
+                -2010,
+                "Market is closed.",
+            ),
+            (
+                Reject::MarketHalted,
+                Op::CancelOrder,
+                400,
+                -2011,
+                "Market is closed.",
+            ),
+            (
+                Reject::UnknownUser,
+                Op::Query,
+                401,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            ),
+        ];
+        for (reject, op, status, code, msg) in cases {
+            let e = api_error(&Failure::Reject {
+                reject: *reject,
+                op: *op,
+            });
+            assert_eq!(
+                (e.status, e.code, e.msg.as_ref()),
+                (*status, *code, *msg),
+                "{reject:?} {op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn auth_table_vectors() {
+        let cases: &[(AuthError, u16, i32, &str)] = &[
+            (
+                AuthError::MissingApiKey,
+                401,
+                -2014,
+                "API-key format invalid.",
+            ),
+            (
+                AuthError::BadApiKeyFormat,
+                401,
+                -2014,
+                "API-key format invalid.",
+            ),
+            (
+                AuthError::UnknownApiKey,
+                401,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            ),
+            (
+                AuthError::KeyDisabled,
+                401,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            ),
+            (
+                AuthError::IpNotAllowed,
+                401,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            ),
+            (
+                AuthError::PermissionDenied,
+                401,
+                -2015,
+                "Invalid API-key, IP, or permissions for action.",
+            ),
+            (
+                AuthError::BadSignature,
+                400,
+                -1022,
+                "Signature for this request is not valid.",
+            ),
+            (
+                AuthError::TimestampExpired,
+                400,
+                -1021,
+                "Timestamp for this request is outside of the recvWindow.",
+            ),
+            (
+                AuthError::TimestampAhead,
+                400,
+                -1021,
+                "Timestamp for this request was 1000ms ahead of the server's time.",
+            ),
+            (
+                AuthError::RecvWindowTooLarge,
+                400,
+                -1131,
+                "recvWindow must be less than 60000",
+            ),
+            (
+                AuthError::Param(ParamError::Missing {
+                    name: "signature".to_owned(),
+                }),
+                400,
+                -1102,
+                "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.",
+            ),
+        ];
+        for (e, status, code, msg) in cases {
+            let a = api_error(&Failure::Auth(e.clone()));
+            assert_eq!(
+                (a.status, a.code, a.msg.as_ref()),
+                (*status, *code, *msg),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_failures() {
+        let e = api_error(&Failure::TooManyRequests);
+        assert_eq!((e.status, e.code), (429, -1003));
+        let e = api_error(&Failure::TooManyOrders);
+        assert_eq!((e.status, e.code), (429, -1015));
+        let e = api_error(&Failure::Internal);
+        assert_eq!((e.status, e.code), (500, -1000));
+        let e = api_error(&Failure::Param(ParamError::UnknownSymbol));
+        assert_eq!(
+            (e.status, e.code, e.msg.as_ref()),
+            (400, -1121, "Invalid symbol.")
+        );
+        let e = api_error(&Failure::Param(ParamError::Unknown));
+        assert_eq!(e.code, -1103);
+    }
+
+    #[test]
+    fn json_body() {
+        let e = api_error(&Failure::Reject {
+            reject: Reject::InsufficientFunds,
+            op: Op::NewOrder,
+        });
+        assert_eq!(
+            e.to_json(),
+            r#"{"code":-2010,"msg":"Account has insufficient balance for requested action."}"#
+        );
+        let e = api_error(&Failure::Param(ParamError::IllegalChars {
+            name: Some("price".to_owned()),
+            pattern: Some(crate::params::DECIMAL_PATTERN),
+        }));
+        assert_eq!(
+            e.to_json(),
+            r#"{"code":-1100,"msg":"Illegal characters found in parameter 'price'; legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'."}"#
+        );
+        let weird = ApiError::owned(400, -1, "a\"b\\c\n\u{1}".to_owned());
+        assert_eq!(weird.to_json(), r#"{"code":-1,"msg":"a\"b\\c\n\u0001"}"#);
+    }
+}

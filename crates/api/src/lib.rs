@@ -1,0 +1,22 @@
+//! The pure foundations of kura's Binance-compatible API: no sockets, no clock, no
+//! files. The HTTP server (a later crate or module) feeds raw request bytes in and
+//! writes what these functions return.
+//!
+//! - [`auth`]: signed-request verification (HMAC-SHA256 hex and Ed25519 base64 over
+//!   the raw query ‖ body), `timestamp`/`recvWindow`, key permissions and IP
+//!   allow-lists, and the derivation of HMAC secrets from a node master key.
+//! - [`errors`]: the one table from every failure (engine [`kura_engine::Reject`], auth,
+//!   parameters) to an HTTP status and Binance's `{"code":…,"msg":…}`.
+//! - [`params`]: query/form parsing with size limits and duplicate rejection, and
+//!   typed getters (symbols, exact decimals, Binance enums) that fail with Binance's
+//!   codes.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod errors;
+pub mod params;
+
+pub use auth::{authenticate, ApiKeyId, ApiKeyRecord, AuthError, MasterKey, Permission};
+pub use errors::{api_error, ApiError, Failure, Op, ParamError};
+pub use params::Params;
