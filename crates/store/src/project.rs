@@ -1,0 +1,382 @@
+//! Projection of one engine event into the tables.
+
+use crate::{Interval, StoreError};
+use kura_engine::{CancelReason, Ctx, Event, EventKind, ExpireReason, Side, TimeInForce};
+use rusqlite::{params, Connection};
+
+/// A `u64` as a SQLite integer, or [`StoreError::OutOfRange`].
+pub(crate) fn int(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::OutOfRange(u128::from(v)))
+}
+
+pub(crate) fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Buy => "BUY",
+        Side::Sell => "SELL",
+    }
+}
+
+fn tif_str(tif: TimeInForce) -> &'static str {
+    match tif {
+        TimeInForce::Gtc => "GTC",
+        TimeInForce::Ioc => "IOC",
+        TimeInForce::Fok => "FOK",
+    }
+}
+
+/// Update one order row; an order the store does not know means it is out of sync.
+fn update_order(
+    conn: &Connection,
+    sql: &str,
+    order: u64,
+    ctx: Ctx,
+    extra: &[&dyn rusqlite::ToSql],
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let id = int(order)?;
+    let seq = int(ctx.seq)?;
+    let ms = int(ctx.timestamp_ms)?;
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&id, &seq, &ms];
+    all.extend_from_slice(extra);
+    let n = stmt.execute(all.as_slice())?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownOrder(order))
+    }
+}
+
+pub(crate) fn event(conn: &Connection, ctx: Ctx, e: &Event) -> Result<(), StoreError> {
+    let seq = int(ctx.seq)?;
+    let ms = int(ctx.timestamp_ms)?;
+    match &e.kind {
+        EventKind::AssetAdded { asset, symbol } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO assets (asset_id, symbol, seq) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![asset.0, symbol, seq])?;
+        }
+        EventKind::MarketAdded { market, symbol } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO markets (market_id, symbol, seq) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![market.0, symbol, seq])?;
+        }
+        EventKind::MarketHalted { market, reason } => {
+            conn.prepare_cached("UPDATE markets SET halted = ?2 WHERE market_id = ?1")?
+                .execute(params![market.0, reason])?;
+        }
+        EventKind::MarketResumed { market } => {
+            conn.prepare_cached("UPDATE markets SET halted = NULL WHERE market_id = ?1")?
+                .execute(params![market.0])?;
+        }
+        EventKind::UserCreated { user } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO users (user_id, fee_tier, created_ms) VALUES (?1, 0, ?2)",
+            )?
+            .execute(params![user.0, ms])?;
+        }
+        EventKind::FeeTierSet { user, tier } => {
+            conn.prepare_cached("UPDATE users SET fee_tier = ?2 WHERE user_id = ?1")?
+                .execute(params![user.0, tier])?;
+        }
+        EventKind::Deposited {
+            user,
+            asset,
+            amount,
+            reference,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO deposits (reference, user_id, asset_id, amount, seq, time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                reference,
+                user.0,
+                asset.0,
+                int(amount.get())?,
+                seq,
+                ms
+            ])?;
+        }
+        EventKind::WithdrawalRequested {
+            user,
+            asset,
+            amount,
+            id,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO withdrawals (withdrawal_id, user_id, asset_id, amount, status,
+                     requested_seq, requested_ms, updated_seq, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'PENDING', ?5, ?6, ?5, ?6)",
+            )?
+            .execute(params![id, user.0, asset.0, int(amount.get())?, seq, ms])?;
+        }
+        EventKind::WithdrawalSettled { id, .. } | EventKind::WithdrawalCancelled { id, .. } => {
+            let status = if matches!(e.kind, EventKind::WithdrawalSettled { .. }) {
+                "SETTLED"
+            } else {
+                "CANCELLED"
+            };
+            let n = conn
+                .prepare_cached(
+                    "UPDATE withdrawals SET status = ?2, updated_seq = ?3, updated_ms = ?4
+                     WHERE withdrawal_id = ?1",
+                )?
+                .execute(params![id, status, seq, ms])?;
+            if n != 1 {
+                return Err(StoreError::UnknownWithdrawal(id.clone()));
+            }
+        }
+        // Operator adjustments show in balances_history through BalanceChanged.
+        EventKind::Adjusted { .. } => {}
+        EventKind::BalanceChanged {
+            user,
+            asset,
+            available,
+            held,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO balances_history (user_id, asset_id, available, held, seq, time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                user.0,
+                asset.0,
+                int(available.get())?,
+                int(held.get())?,
+                seq,
+                ms
+            ])?;
+        }
+        EventKind::OrderAccepted {
+            market,
+            order,
+            user,
+            side,
+            price,
+            qty,
+            quote_budget,
+            tif,
+            post_only,
+            is_market,
+            client_id,
+            hold: _,
+        } => {
+            let ty = if *is_market {
+                "MARKET"
+            } else if *post_only {
+                "LIMIT_MAKER"
+            } else {
+                "LIMIT"
+            };
+            let budget = quote_budget.map(|b| int(b.get())).transpose()?;
+            conn.prepare_cached(
+                "INSERT INTO orders (order_id, market_id, user_id, side, type, tif, post_only,
+                     price, orig_qty, quote_budget, executed_qty, cum_quote, status,
+                     client_order_id, created_seq, created_ms, updated_seq, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, 'NEW', ?11,
+                     ?12, ?13, ?12, ?13)",
+            )?
+            .execute(params![
+                int(order.0)?,
+                market.0,
+                user.0,
+                side_str(*side),
+                ty,
+                tif_str(*tif),
+                post_only,
+                int(price.get())?,
+                int(qty.get())?,
+                budget,
+                client_id.as_ref().map(|c| c.as_str()),
+                seq,
+                ms
+            ])?;
+        }
+        EventKind::Trade {
+            market,
+            trade,
+            price,
+            qty,
+            quote_qty,
+            maker_order,
+            taker_order,
+            maker_user,
+            taker_user,
+            taker_side,
+            maker_fee,
+            taker_fee,
+        } => {
+            let (tid, p, q, qq) = (
+                int(trade.0)?,
+                int(price.get())?,
+                int(qty.get())?,
+                int(quote_qty.get())?,
+            );
+            let (mo, to) = (int(maker_order.0)?, int(taker_order.0)?);
+            let (mf, tf) = (int(maker_fee.get())?, int(taker_fee.get())?);
+            conn.prepare_cached(
+                "INSERT INTO trades (trade_id, market_id, price, qty, quote_qty, maker_order_id,
+                     taker_order_id, maker_user_id, taker_user_id, taker_side, maker_fee,
+                     taker_fee, seq, time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                tid,
+                market.0,
+                p,
+                q,
+                qq,
+                mo,
+                to,
+                maker_user.0,
+                taker_user.0,
+                side_str(*taker_side),
+                mf,
+                tf,
+                seq,
+                ms
+            ])?;
+            let taker_buys = *taker_side == Side::Buy;
+            let mut fill = conn.prepare_cached(
+                "INSERT INTO fills (trade_id, is_maker, order_id, user_id, market_id, is_buyer,
+                     price, qty, quote_qty, fee, seq, time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            fill.execute(params![
+                tid,
+                true,
+                mo,
+                maker_user.0,
+                market.0,
+                !taker_buys,
+                p,
+                q,
+                qq,
+                mf,
+                seq,
+                ms
+            ])?;
+            fill.execute(params![
+                tid,
+                false,
+                to,
+                taker_user.0,
+                market.0,
+                taker_buys,
+                p,
+                q,
+                qq,
+                tf,
+                seq,
+                ms
+            ])?;
+            let sql = "UPDATE orders SET executed_qty = executed_qty + ?4,
+                           cum_quote = cum_quote + ?5, status = 'PARTIALLY_FILLED',
+                           updated_seq = ?2, updated_ms = ?3
+                       WHERE order_id = ?1";
+            update_order(conn, sql, maker_order.0, ctx, &[&q, &qq])?;
+            update_order(conn, sql, taker_order.0, ctx, &[&q, &qq])?;
+            klines(conn, market.0, ctx.timestamp_ms, p, q, qq, taker_buys)?;
+        }
+        EventKind::OrderRested { order, .. } => {
+            update_order(
+                conn,
+                "UPDATE orders SET status = CASE WHEN executed_qty = 0 THEN 'NEW'
+                       ELSE 'PARTIALLY_FILLED' END, updated_seq = ?2, updated_ms = ?3
+                 WHERE order_id = ?1",
+                order.0,
+                ctx,
+                &[],
+            )?;
+        }
+        EventKind::OrderFilled { order, .. } => {
+            set_status(conn, order.0, ctx, "FILLED")?;
+        }
+        EventKind::OrderCancelled { order, reason, .. } => {
+            let status = match reason {
+                CancelReason::ByUser | CancelReason::CancelAll => "CANCELED",
+                CancelReason::SelfTradePrevention => "EXPIRED_IN_MATCH",
+            };
+            set_status(conn, order.0, ctx, status)?;
+        }
+        EventKind::OrderExpired { order, reason, .. } => {
+            let status = match reason {
+                ExpireReason::NoLiquidity | ExpireReason::FokUnfillable => "EXPIRED",
+                ExpireReason::SelfTradePrevention => "EXPIRED_IN_MATCH",
+            };
+            set_status(conn, order.0, ctx, status)?;
+        }
+        EventKind::OrderAmended {
+            order,
+            price,
+            remaining,
+            ..
+        } => {
+            let (p, r) = (int(price.get())?, int(remaining.get())?);
+            update_order(
+                conn,
+                "UPDATE orders SET price = ?4, orig_qty = executed_qty + ?5,
+                     updated_seq = ?2, updated_ms = ?3
+                 WHERE order_id = ?1",
+                order.0,
+                ctx,
+                &[&p, &r],
+            )?;
+        }
+        EventKind::WithdrawalsHalted { .. } | EventKind::WithdrawalsResumed { .. } => {}
+    }
+    Ok(())
+}
+
+fn set_status(conn: &Connection, order: u64, ctx: Ctx, status: &str) -> Result<(), StoreError> {
+    update_order(
+        conn,
+        "UPDATE orders SET status = ?4, updated_seq = ?2, updated_ms = ?3 WHERE order_id = ?1",
+        order,
+        ctx,
+        &[&status],
+    )
+}
+
+/// Fold one trade into the kline of every interval.
+fn klines(
+    conn: &Connection,
+    market: u32,
+    time_ms: u64,
+    price: i64,
+    qty: i64,
+    quote: i64,
+    taker_buys: bool,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO klines (market_id, interval, open_time_ms, open, high, low, close,
+             base_volume, quote_volume, trade_count, taker_buy_base, taker_buy_quote)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?4, ?5, ?6, 1, ?7, ?8)
+         ON CONFLICT (market_id, interval, open_time_ms) DO UPDATE SET
+             high = max(high, excluded.high),
+             low = min(low, excluded.low),
+             close = excluded.close,
+             base_volume = base_volume + excluded.base_volume,
+             quote_volume = quote_volume + excluded.quote_volume,
+             trade_count = trade_count + 1,
+             taker_buy_base = taker_buy_base + excluded.taker_buy_base,
+             taker_buy_quote = taker_buy_quote + excluded.taker_buy_quote",
+    )?;
+    let (tb, tq) = if taker_buys { (qty, quote) } else { (0, 0) };
+    for interval in Interval::ALL {
+        let open = int(interval.open_time(time_ms))?;
+        stmt.execute(params![
+            market,
+            interval.as_str(),
+            open,
+            price,
+            qty,
+            quote,
+            tb,
+            tq
+        ])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Random order flows through a real engine: per order, the store's executed quantity and
+//! cumulative quote equal the sums over its fills, and everything else agrees with the
+//! events and the engine's books.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Harness, BTCJPY};
+use kura_engine::{Command, EventKind, OrderRef, Side, TimeInForce};
+use kura_units::{OrderId, PriceTicks, QtyLots};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Place {
+        user: usize,
+        buy: bool,
+        price: u64,
+        qty: u64,
+        tif: u8,
+    },
+    Cancel {
+        user: usize,
+        nth: usize,
+    },
+    Amend {
+        user: usize,
+        nth: usize,
+        price: Option<u64>,
+        qty: Option<u64>,
+    },
+    CancelAll {
+        user: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..3usize, any::<bool>(), 0..6u64, 2..40u64, 0..3u8).prop_map(
+            |(user, buy, p, qty, tif)| Op::Place { user, buy, price: 5_000_000 + p * 1_000, qty, tif }
+        ),
+        2 => (0..3usize, 0..4usize).prop_map(|(user, nth)| Op::Cancel { user, nth }),
+        2 => (0..3usize, 0..4usize, proptest::option::of(0..6u64), proptest::option::of(2..40u64))
+            .prop_map(|(user, nth, p, qty)| Op::Amend {
+                user,
+                nth,
+                price: p.map(|p| 5_000_000 + p * 1_000),
+                qty,
+            }),
+        1 => (0..3usize).prop_map(|user| Op::CancelAll { user }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn executed_qty_is_the_sum_of_fills(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut h = Harness::in_memory();
+        let users: Vec<_> = (0..3).map(|_| h.funded_user()).collect();
+        for (i, op) in ops.iter().enumerate() {
+            h.time_ms += 7_919 * (i as u64 % 13);
+            match *op {
+                Op::Place { user, buy, price, qty, tif } => {
+                    let side = if buy { Side::Buy } else { Side::Sell };
+                    let tif = [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok][tif as usize];
+                    let _ = h.limit(users[user], side, price, qty, tif);
+                }
+                Op::Cancel { user, nth } => {
+                    let open = h.store.open_orders(users[user], Some(BTCJPY)).unwrap();
+                    if let Some(o) = open.get(nth) {
+                        h.cancel(users[user], o.order_id).unwrap();
+                    }
+                }
+                Op::Amend { user, nth, price, qty } => {
+                    let open = h.store.open_orders(users[user], Some(BTCJPY)).unwrap();
+                    if let Some(o) = open.get(nth) {
+                        let _ = h.run(Command::AmendOrder {
+                            user: users[user],
+                            market: BTCJPY,
+                            order: OrderRef::Id(o.order_id),
+                            price: price.map(PriceTicks::new),
+                            remaining: qty.map(QtyLots::new),
+                        });
+                    }
+                }
+                Op::CancelAll { user } => {
+                    let _ = h.run(Command::CancelAll { user: users[user], market: BTCJPY });
+                }
+            }
+        }
+        h.check();
+        // Per order: executed = Σ fill qty, cum quote = Σ fill quote, from the store alone.
+        let c = h.store.connection();
+        let mut stmt = c.prepare(
+            "SELECT o.order_id, o.executed_qty, o.cum_quote,
+                    coalesce(sum(f.qty), 0), coalesce(sum(f.quote_qty), 0), count(f.trade_id)
+             FROM orders o LEFT JOIN fills f ON f.order_id = o.order_id
+             GROUP BY o.order_id",
+        ).unwrap();
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?))
+        }).unwrap();
+        for row in rows {
+            let (id, executed, cum, fill_qty, fill_quote, _) = row.unwrap();
+            prop_assert_eq!(executed, fill_qty, "order {}", id);
+            prop_assert_eq!(cum, fill_quote, "order {}", id);
+            // And the API query gives the same fills.
+            let order = h.store.order(BTCJPY, OrderId(id as u64)).unwrap().unwrap();
+            let mine = h.store.my_trades(order.user, BTCJPY, kura_store::TradesQuery {
+                order_id: Some(order.order_id), limit: 1000, ..Default::default()
+            }).unwrap();
+            prop_assert_eq!(mine.iter().map(|f| f.qty.get()).sum::<u64>(), order.executed_qty.get());
+        }
+        // Trade count: two fills per trade; klines count every trade once per interval.
+        let trades = h.log.iter().flat_map(|(_, e)| e).filter(|e| matches!(e.kind, EventKind::Trade { .. })).count();
+        let fills: i64 = c.query_row("SELECT count(*) FROM fills", [], |r| r.get(0)).unwrap();
+        prop_assert_eq!(fills as usize, 2 * trades);
+        let klined: i64 = c.query_row(
+            "SELECT coalesce(sum(trade_count), 0) FROM klines WHERE interval = '1m'", [], |r| r.get(0),
+        ).unwrap();
+        prop_assert_eq!(klined as usize, trades);
+    }
+}
