@@ -20,7 +20,7 @@ use crate::{Side, NIL};
 use std::collections::BTreeMap;
 
 /// Ticks covered by a ladder.
-pub(crate) const LADDER_WIDTH: u64 = 1 << 14;
+pub(crate) const LADDER_WIDTH: u64 = 1 << 12;
 /// Levels a side must hold before it gets a ladder (small books stay small in memory).
 /// Low in this crate's tests so the book's reference comparison runs on ladders.
 pub(crate) const LADDER_MIN_LEVELS: usize = if cfg!(test) { 4 } else { 64 };

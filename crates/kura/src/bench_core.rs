@@ -237,6 +237,24 @@ pub fn run(args: &CoreArgs) -> Result<()> {
         }
         Some(lat)
     };
+    // The same open loop around an empty command, in the same run: the latency floor of
+    // this machine (scheduler, timer and hypervisor stalls), to read the engine's tail
+    // against.
+    let floor = (!args.no_latency).then(|| {
+        eprintln!(
+            "latency floor (empty command) at {} commands/s ...",
+            args.rate
+        );
+        latency::open_loop(w.commands.len(), args.rate, |i| {
+            std::hint::black_box(i);
+        })
+    });
+    let floor_json = floor.as_ref().map(|f| {
+        json!({
+            "p50": f.p50_ns, "p90": f.p90_ns, "p99": f.p99_ns,
+            "p999": f.p999_ns, "p9999": f.p9999_ns, "max": f.max_ns,
+        })
+    });
     let latency_json = lat.as_ref().map(|lat| {
         json!({
             "p50": lat.p50_ns, "p90": lat.p90_ns, "p99": lat.p99_ns,
@@ -255,6 +273,7 @@ pub fn run(args: &CoreArgs) -> Result<()> {
         "engine": {
             "ops_per_sec": ops_per_sec,
             "latency_ns": latency_json,
+            "latency_floor_ns": floor_json,
             "offered_rate": args.rate,
             "achieved_rate": lat.as_ref().map(|l| l.achieved_rate),
             "refused": d.rejected,
