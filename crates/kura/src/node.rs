@@ -263,11 +263,12 @@ pub fn recover(
     };
     let mut replayed = 0u64;
     if head.seq > from {
-        let reader = read_records(&config.data_dir, from + 1)?;
+        let mut reader = read_records(&config.data_dir, from + 1)?;
         let mut events = Vec::new();
-        for record in reader {
+        // Borrowed records: no copy of each payload.
+        while let Some(record) = reader.next_ref() {
             let record = record?;
-            let entry = codec::decode(&record.payload).map_err(|e| {
+            let entry = codec::decode(record.payload).map_err(|e| {
                 anyhow!(
                     "journal record {} cannot be decoded: {e}; stopping rather than skipping it",
                     record.seq
