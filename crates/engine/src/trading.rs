@@ -932,6 +932,17 @@ impl Engine {
         }
         let side = resting.side;
         let mut d = resting.payload;
+        let amended = |kept_priority| Event {
+            seq: ctx.seq,
+            kind: EventKind::OrderAmended {
+                market,
+                order: id,
+                user,
+                price: new_price,
+                remaining: new_rem,
+                kept_priority,
+            },
+        };
         if new_price == resting.price && new_rem <= resting.remaining {
             // Keeps its place in the queue.
             let m = &mut self.markets[market.0 as usize];
@@ -940,18 +951,7 @@ impl Engine {
             if let Some(p) = self.markets[market.0 as usize].book.payload_mut(slot) {
                 *p = d;
             }
-            push(
-                out,
-                ctx,
-                EventKind::OrderAmended {
-                    market,
-                    order: id,
-                    user,
-                    price: new_price,
-                    remaining: new_rem,
-                    kept_priority: true,
-                },
-            );
+            out.push(amended(true));
             return Ok(());
         }
         let need = fits_u64(math.required_hold(side, &d, new_price, new_rem))?;
@@ -983,18 +983,7 @@ impl Engine {
         self.must_transfer(Account::Available(user), Account::Held(user), asset, extra);
         d.hold += extra;
         self.touch(user, asset);
-        push(
-            out,
-            ctx,
-            EventKind::OrderAmended {
-                market,
-                order: id,
-                user,
-                price: new_price,
-                remaining: new_rem,
-                kept_priority: false,
-            },
-        );
+        out.push(amended(false));
         self.settle_book_events(ctx, out, market, user, side, id, &mut d, &events);
         self.finish_taker(
             ctx, out, market, user, side, id, d, placed, None, true, need,
