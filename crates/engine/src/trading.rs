@@ -305,6 +305,16 @@ impl Engine {
             .ok_or(Reject::UnknownMarket)
     }
 
+    /// The market `user` wants to trade in, if both exist and the market is not halted.
+    fn trading_market(&self, user: UserId, market: MarketId) -> Result<&Market, Reject> {
+        self.check_user(user)?;
+        let m = self.market(market)?;
+        if m.halted.is_some() {
+            return Err(Reject::MarketHalted);
+        }
+        Ok(m)
+    }
+
     fn rates(&self, m: &Market, user: UserId) -> FeeTier {
         let tier = usize::from(self.users[user.0 as usize].fee_tier);
         m.spec.fees[tier.min(m.spec.fees.len() - 1)]
@@ -333,11 +343,7 @@ impl Engine {
         client_id: Option<ClientOrderId>,
         stp: Option<Stp>,
     ) -> Result<(), Reject> {
-        self.check_user(user)?;
-        let m = self.market(market)?;
-        if m.halted.is_some() {
-            return Err(Reject::MarketHalted);
-        }
+        let m = self.trading_market(user, market)?;
         if let Some(cid) = client_id {
             if m.client_ids.contains_key(&(user.0, cid)) {
                 return Err(Reject::DuplicateClientOrderId);
@@ -908,11 +914,7 @@ impl Engine {
         price: Option<PriceTicks>,
         remaining: Option<QtyLots>,
     ) -> Result<(), Reject> {
-        self.check_user(user)?;
-        let m = self.market(market)?;
-        if m.halted.is_some() {
-            return Err(Reject::MarketHalted);
-        }
+        let m = self.trading_market(user, market)?;
         let (slot, resting) = self.resolve(m, user, order)?;
         let id = resting.id;
         let new_price = price.unwrap_or(resting.price);
