@@ -275,6 +275,8 @@ fn prefix_match(net: u128, ip: u128, bits: u8, prefix: u8) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub id: ApiKeyId,
+    /// The key's number, assigned when it was created; journal origins name it.
+    pub number: u64,
     pub user: UserId,
     pub scheme: KeyScheme,
     pub permissions: Permissions,

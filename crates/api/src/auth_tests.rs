@@ -26,6 +26,7 @@ fn code(e: AuthError) -> i32 {
 fn hmac_record(id: &str) -> ApiKeyRecord {
     ApiKeyRecord {
         id: ApiKeyId::parse(Some(id.as_bytes())).expect("key id"),
+        number: 3,
         user: UserId(7),
         scheme: KeyScheme::Hmac,
         permissions: Permissions {

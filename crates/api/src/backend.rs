@@ -1,0 +1,74 @@
+//! What the HTTP layer needs from the node, as a trait: the router never touches the
+//! sequencer, the journal or SQLite directly. The `kura` binary implements it over the
+//! real node (journal + sequencer + read-model thread); [`crate::memory::MemoryBackend`]
+//! implements it in memory for the router tests.
+//!
+//! Consistency rules every implementation keeps:
+//! - [`Backend::submit`] answers only after the command is durable (for the node) and
+//!   applied; the outcome is the engine's.
+//! - [`Backend::query`] runs on the engine's own state, ordered with commands: a query
+//!   sent after a command's answer sees that command's effect.
+//! - [`Backend::read`] runs on the read model only once it has caught up with every
+//!   command answered before the call (read-your-writes for history endpoints).
+//! - [`Backend::api_key`] sees a key as soon as the command that created it has been
+//!   answered, and stops seeing a revoked one as soon as the revocation was answered.
+
+use crate::auth::{ApiKeyId, ApiKeyRecord, MasterKey};
+use kura_engine::codec::Entry;
+use kura_engine::{Engine, Event, Reject};
+use kura_store::Store;
+use std::future::Future;
+
+/// Why the backend could not serve a call. The HTTP layer maps these to 503 / 500.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The sequencer queue is full: the command was not taken (load shedding).
+    #[error("the exchange is busy; retry later")]
+    Busy,
+    /// The node has stopped (shutdown or a durability failure).
+    #[error("the node has stopped: {0}")]
+    Stopped(String),
+    /// The command cannot be journaled (over a format limit); it was not sequenced.
+    #[error("the command cannot be journaled: {0}")]
+    Invalid(String),
+    /// The read model did not catch up in time, or failed.
+    #[error("the read model is unavailable: {0}")]
+    ReadModel(String),
+}
+
+/// A command's durable outcome: its journal sequence number and the engine's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub seq: u64,
+    pub result: Result<Vec<Event>, Reject>,
+}
+
+/// The node, as the HTTP layer sees it. Cheap to clone (an `Arc` inside).
+pub trait Backend: Clone + Send + Sync + 'static {
+    /// Sequence, journal and apply one command. `entry.ctx_timestamp_ms` is overwritten
+    /// by the sequencer.
+    fn submit(&self, entry: Entry) -> impl Future<Output = Result<Outcome, BackendError>> + Send;
+
+    /// Run `f` on the live engine state, after every command answered before this call.
+    fn query<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&Engine) -> R + Send + 'static;
+
+    /// Run `f` on the read model once it has caught up with every command answered
+    /// before this call. `f` may block (SQLite); implementations run it off the async
+    /// workers.
+    fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&Store) -> R + Send + 'static;
+
+    /// The key record for an `X-MBX-APIKEY` value, if the key exists (enabled or not).
+    fn api_key(&self, id: &ApiKeyId) -> Option<ApiKeyRecord>;
+
+    /// The node master key, from which HMAC secrets are derived.
+    fn master_key(&self) -> &MasterKey;
+
+    /// The server clock, in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
