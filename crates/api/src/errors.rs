@@ -243,8 +243,14 @@ fn reject_error(reject: Reject, op: Op) -> ApiError {
         | R::HaltStateUnchanged
         | R::InvalidReason
         | R::InvalidReference
-        | R::UnknownFeeTier => ApiError::new(400, -1130, MSG_INVALID_DATA),
-        R::TooManyUsers | R::TooManyAssets | R::TooManyMarkets => {
+        | R::UnknownFeeTier
+        | R::InvalidName
+        | R::NameTaken
+        | R::InvalidApiKey
+        | R::ApiKeyExists
+        | R::WithdrawNeedsIpAllowList => ApiError::new(400, -1130, MSG_INVALID_DATA),
+        R::UnknownApiKey | R::ApiKeyRevoked => ApiError::new(401, -2015, MSG_BAD_KEY),
+        R::TooManyUsers | R::TooManyAssets | R::TooManyMarkets | R::TooManyApiKeys => {
             ApiError::new(400, -1020, MSG_UNSUPPORTED)
         }
     }
@@ -376,6 +382,14 @@ mod tests {
             Reject::BookFull,
             Reject::TooManyPriceLevels,
             Reject::PriceLevelFull,
+            Reject::InvalidName,
+            Reject::NameTaken,
+            Reject::InvalidApiKey,
+            Reject::ApiKeyExists,
+            Reject::UnknownApiKey,
+            Reject::ApiKeyRevoked,
+            Reject::WithdrawNeedsIpAllowList,
+            Reject::TooManyApiKeys,
         ];
         for r in &all {
             // Exhaustiveness guard: add the new variant to `all` and to the table.
@@ -415,7 +429,15 @@ mod tests {
                 | Reject::TooManyOpenOrders
                 | Reject::BookFull
                 | Reject::TooManyPriceLevels
-                | Reject::PriceLevelFull => {}
+                | Reject::PriceLevelFull
+                | Reject::InvalidName
+                | Reject::NameTaken
+                | Reject::InvalidApiKey
+                | Reject::ApiKeyExists
+                | Reject::UnknownApiKey
+                | Reject::ApiKeyRevoked
+                | Reject::WithdrawNeedsIpAllowList
+                | Reject::TooManyApiKeys => {}
             }
         }
         all
@@ -432,7 +454,7 @@ mod tests {
     #[test]
     fn every_reject_maps_to_a_binance_error() {
         let rejects = all_rejects();
-        assert_eq!(rejects.len(), 36);
+        assert_eq!(rejects.len(), 44);
         for reject in rejects {
             for op in OPS {
                 let e = api_error(&Failure::Reject { reject, op });

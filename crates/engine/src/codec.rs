@@ -69,6 +69,9 @@
 //! | 15 | `ResumeMarket` | `market`: `u32` |
 //! | 16 | `HaltWithdrawals` | `asset`: `u16`; `reason`: string ≤ 256 |
 //! | 17 | `ResumeWithdrawals` | `asset`: `u16` |
+//! | 18 | `RegisterUser` | `name`: string ≤ 64 |
+//! | 19 | `CreateApiKey` | `user`: `u32`; `key`: string ≤ 64; `scheme`: `u8` 0 = HMAC, 1 = Ed25519 followed by its 32-byte public key; `permissions`: `u8` bits (1 read, 2 trade, 4 withdraw); `ip_allow`: list ≤ 16 of (16-byte IPv6 address, `u8` prefix ≤ 128); `label`: string ≤ 64 |
+//! | 20 | `RevokeApiKey` | `key`: string ≤ 64 |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
 //! `u64`); amounts are minor units, prices ticks, quantities lots, each a `u64`.
@@ -114,7 +117,10 @@
 //! Changing the layout in any way means a new [`CODEC_VERSION`]; a decoder that knows
 //! several versions dispatches on the first byte.
 
-use crate::{Command, Ctx, FeeTier, Limits, MarketSpec, OrderRef, OrderType};
+use crate::{
+    Command, Ctx, FeeTier, IpRange, KeyPermissions, KeyScheme, Limits, MarketSpec, OrderRef,
+    OrderType,
+};
 use core::fmt::{self, Write as _};
 use core::net::{IpAddr, Ipv6Addr};
 use kura_book::{Side, Stp, TimeInForce};
@@ -141,6 +147,10 @@ pub const REASON_MAX: usize = 256;
 pub const FEE_TIERS_MAX: usize = 16;
 /// Longest client order id, in bytes (what `ClientOrderId::parse` accepts).
 pub const CLIENT_ID_MAX: usize = 36;
+/// Longest customer name, API key id or key label.
+pub const IDENTITY_TEXT_MAX: usize = 64;
+/// Most IP ranges on one API key.
+pub const IP_RANGES_MAX: usize = 16;
 
 const _: () = assert!(REFERENCE_MAX == Limits::DEFAULT.reference_len_max);
 const _: () = assert!(REASON_MAX == Limits::DEFAULT.reason_len_max);
@@ -166,6 +176,9 @@ const TAG_HALT_MARKET: u8 = 14;
 const TAG_RESUME_MARKET: u8 = 15;
 const TAG_HALT_WITHDRAWALS: u8 = 16;
 const TAG_RESUME_WITHDRAWALS: u8 = 17;
+const TAG_REGISTER_USER: u8 = 18;
+const TAG_CREATE_API_KEY: u8 = 19;
+const TAG_REVOKE_API_KEY: u8 = 20;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -623,6 +636,37 @@ impl Writer<'_> {
                 self.str(reason, REASON_MAX, "halt_withdrawals.reason");
             }
             Command::ResumeWithdrawals { asset } => self.u16(asset.0),
+            Command::RegisterUser { name } => {
+                self.str(name, IDENTITY_TEXT_MAX, "register_user.name");
+            }
+            Command::CreateApiKey {
+                user,
+                key,
+                scheme,
+                permissions,
+                ip_allow,
+                label,
+            } => {
+                self.u32(user.0);
+                self.str(key, IDENTITY_TEXT_MAX, "create_api_key.key");
+                match scheme {
+                    KeyScheme::Hmac => self.u8(0),
+                    KeyScheme::Ed25519(public) => {
+                        self.u8(1);
+                        self.out.extend_from_slice(public);
+                    }
+                }
+                self.u8(permissions.bits());
+                let n = self.len(ip_allow.len(), IP_RANGES_MAX, "create_api_key.ip_allow");
+                for r in ip_allow.iter().take(n) {
+                    self.out.extend_from_slice(&r.addr);
+                    self.u8(r.prefix);
+                }
+                self.str(label, IDENTITY_TEXT_MAX, "create_api_key.label");
+            }
+            Command::RevokeApiKey { key } => {
+                self.str(key, IDENTITY_TEXT_MAX, "revoke_api_key.key");
+            }
         }
     }
 }
@@ -647,6 +691,9 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::ResumeMarket { .. } => TAG_RESUME_MARKET,
         Command::HaltWithdrawals { .. } => TAG_HALT_WITHDRAWALS,
         Command::ResumeWithdrawals { .. } => TAG_RESUME_WITHDRAWALS,
+        Command::RegisterUser { .. } => TAG_REGISTER_USER,
+        Command::CreateApiKey { .. } => TAG_CREATE_API_KEY,
+        Command::RevokeApiKey { .. } => TAG_REVOKE_API_KEY,
     }
 }
 
@@ -1000,6 +1047,50 @@ impl<'a> Reader<'a> {
             TAG_RESUME_WITHDRAWALS => Command::ResumeWithdrawals {
                 asset: self.asset("resume_withdrawals.asset")?,
             },
+            TAG_REGISTER_USER => Command::RegisterUser {
+                name: self.string(IDENTITY_TEXT_MAX, "register_user.name")?,
+            },
+            TAG_CREATE_API_KEY => {
+                let user = self.user("create_api_key.user")?;
+                let key = self.string(IDENTITY_TEXT_MAX, "create_api_key.key")?;
+                let scheme = match self.tag(2, "create_api_key.scheme")? {
+                    0 => KeyScheme::Hmac,
+                    _ => KeyScheme::Ed25519(self.arr("create_api_key.public_key")?),
+                };
+                let at = self.pos;
+                let bits = self.u8("create_api_key.permissions")?;
+                let permissions = KeyPermissions::from_bits(bits).ok_or(CodecError::BadTag {
+                    offset: at,
+                    field: "create_api_key.permissions",
+                    tag: bits,
+                })?;
+                let n = self.len(IP_RANGES_MAX, "create_api_key.ip_allow")?;
+                let mut ip_allow = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let addr = self.arr("create_api_key.ip_allow.addr")?;
+                    let at = self.pos;
+                    let prefix = self.u8("create_api_key.ip_allow.prefix")?;
+                    if prefix > 128 {
+                        return Err(CodecError::BadTag {
+                            offset: at,
+                            field: "create_api_key.ip_allow.prefix",
+                            tag: prefix,
+                        });
+                    }
+                    ip_allow.push(IpRange { addr, prefix });
+                }
+                Command::CreateApiKey {
+                    user,
+                    key,
+                    scheme,
+                    permissions,
+                    ip_allow,
+                    label: self.string(IDENTITY_TEXT_MAX, "create_api_key.label")?,
+                }
+            }
+            TAG_REVOKE_API_KEY => Command::RevokeApiKey {
+                key: self.string(IDENTITY_TEXT_MAX, "revoke_api_key.key")?,
+            },
             _ => {
                 return Err(CodecError::UnknownCommand {
                     offset: tag_offset,
@@ -1020,7 +1111,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_RESUME_WITHDRAWALS).contains(&tag) {
+    if !(TAG_ADD_ASSET..=TAG_REVOKE_API_KEY).contains(&tag) {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1250,6 +1341,35 @@ pub fn write_json(entry: &Entry, out: &mut String) {
             j.str("reason", reason);
         }
         Command::ResumeWithdrawals { asset } => j.num("asset", asset),
+        Command::RegisterUser { name } => j.str("name", name),
+        Command::CreateApiKey {
+            user,
+            key,
+            scheme,
+            permissions,
+            ip_allow,
+            label,
+        } => {
+            j.num("user", user);
+            j.str("key", key);
+            match scheme {
+                KeyScheme::Hmac => j.str("scheme", "hmac"),
+                KeyScheme::Ed25519(public) => {
+                    j.str("scheme", "ed25519");
+                    j.str("public_key", &hex_lower(public));
+                }
+            }
+            j.num("read", permissions.read);
+            j.num("trade", permissions.trade);
+            j.num("withdraw", permissions.withdraw);
+            let ranges: Vec<String> = ip_allow
+                .iter()
+                .map(|r| format!("{}/{}", ip_from_bytes(r.addr), r.prefix))
+                .collect();
+            j.str("ip_allow", &ranges.join(","));
+            j.str("label", label);
+        }
+        Command::RevokeApiKey { key } => j.str("key", key),
     }
     j.close();
     j.close();
@@ -1347,4 +1467,12 @@ pub fn escape_into(s: &str, out: &mut String) {
         }
     }
     out.push('"');
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }

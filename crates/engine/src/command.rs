@@ -85,6 +85,23 @@ pub enum Command {
     },
     /// Create a customer; the engine assigns the next id.
     CreateUser,
+    /// Create a customer with a unique name (see [`crate::identity`]).
+    RegisterUser {
+        name: String,
+    },
+    /// Register an API key for `user`. `key` is the public key id; no secret is here.
+    CreateApiKey {
+        user: UserId,
+        key: String,
+        scheme: crate::KeyScheme,
+        permissions: crate::KeyPermissions,
+        ip_allow: Vec<crate::IpRange>,
+        label: String,
+    },
+    /// Revoke an API key for good.
+    RevokeApiKey {
+        key: String,
+    },
     SetFeeTier {
         user: UserId,
         tier: u8,
@@ -168,6 +185,9 @@ impl Command {
             Command::AddAsset { .. } => "add_asset",
             Command::AddMarket { .. } => "add_market",
             Command::CreateUser => "create_user",
+            Command::RegisterUser { .. } => "register_user",
+            Command::CreateApiKey { .. } => "create_api_key",
+            Command::RevokeApiKey { .. } => "revoke_api_key",
             Command::SetFeeTier { .. } => "set_fee_tier",
             Command::Deposit { .. } => "deposit",
             Command::RequestWithdrawal { .. } => "request_withdrawal",
@@ -182,6 +202,19 @@ impl Command {
             Command::ResumeMarket { .. } => "resume_market",
             Command::HaltWithdrawals { .. } => "halt_withdrawals",
             Command::ResumeWithdrawals { .. } => "resume_withdrawals",
+        }
+    }
+}
+
+impl Command {
+    /// The market whose book this command acts on, if it is a trading command.
+    pub fn book_market(&self) -> Option<MarketId> {
+        match self {
+            Command::PlaceOrder { market, .. }
+            | Command::CancelOrder { market, .. }
+            | Command::CancelAll { market, .. }
+            | Command::AmendOrder { market, .. } => Some(*market),
+            _ => None,
         }
     }
 }

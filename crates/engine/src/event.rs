@@ -48,6 +48,20 @@ pub enum EventKind {
     UserCreated {
         user: UserId,
     },
+    UserNamed {
+        user: UserId,
+        name: String,
+    },
+    ApiKeyCreated {
+        user: UserId,
+        number: u64,
+        key: String,
+    },
+    ApiKeyRevoked {
+        user: UserId,
+        number: u64,
+        key: String,
+    },
     FeeTierSet {
         user: UserId,
         tier: u8,

@@ -147,6 +147,7 @@ impl Engine {
             book: Book::new(self.limits().book),
             halted: None,
             last_price: None,
+            update_id: 0,
             client_ids: FxHashMap::default(),
             order_client_ids: FxHashMap::default(),
         });

@@ -11,7 +11,7 @@ use kura_units::AssetId;
 use sha2::{Digest, Sha256};
 
 /// Version of the canonical encoding; bump it when the layout changes.
-pub const STATE_ENCODING_VERSION: u8 = 1;
+pub const STATE_ENCODING_VERSION: u8 = 2;
 
 struct W<'a>(&'a mut Vec<u8>);
 
@@ -206,12 +206,14 @@ impl Engine {
             let base_factor = u128::from(e.assets[usize::from(base.0)].scale.factor());
             let halted = r.opt_str()?;
             let last = r.u64()?;
+            let update_id = r.u64()?;
             let mut market = Market {
                 spec,
                 base_factor,
                 book: kura_book::Book::new(limits.book),
                 halted,
                 last_price: (last != 0).then_some(PriceTicks::new(last)),
+                update_id,
                 client_ids: rustc_hash::FxHashMap::default(),
                 order_client_ids: rustc_hash::FxHashMap::default(),
             };
@@ -301,6 +303,62 @@ impl Engine {
                 },
             );
         }
+        e.next_key_number = r.u64()?;
+        for _ in 0..r.count(12)? {
+            let user = r.u32()?;
+            let at = r.pos;
+            let name = r.str()?;
+            if user as usize >= e.users.len() {
+                return Err(format!("name at byte {at} belongs to an unknown user"));
+            }
+            if e.users_by_name.insert(name.clone(), UserId(user)).is_some() {
+                return Err(format!("duplicate customer name at byte {at}"));
+            }
+            e.user_names.insert(user, name);
+        }
+        for _ in 0..r.count(40)? {
+            let at = r.pos;
+            let key = r.str()?;
+            let number = r.u64()?;
+            let user = UserId(r.u32()?);
+            let scheme = match r.u8()? {
+                0 => crate::KeyScheme::Hmac,
+                1 => crate::KeyScheme::Ed25519(r.arr::<32>()?),
+                t => return Err(format!("bad key scheme {t} in the key at byte {at}")),
+            };
+            let permissions = crate::KeyPermissions::from_bits(r.u8()?)
+                .ok_or_else(|| format!("bad permissions in the key at byte {at}"))?;
+            let mut ip_allow = Vec::new();
+            for _ in 0..r.count(17)? {
+                ip_allow.push(crate::IpRange {
+                    addr: r.arr::<16>()?,
+                    prefix: r.u8()?,
+                });
+            }
+            let label = r.str()?;
+            let revoked = r.bool()?;
+            if !crate::identity::key_id_ok(&key)
+                || user.0 as usize >= e.users.len()
+                || number == 0
+                || number >= e.next_key_number
+            {
+                return Err(format!(
+                    "the key at byte {at} is inconsistent with the state"
+                ));
+            }
+            e.api_keys.insert(
+                key,
+                crate::ApiKey {
+                    number,
+                    user,
+                    scheme,
+                    permissions,
+                    ip_allow,
+                    label,
+                    revoked,
+                },
+            );
+        }
         let ledger_at = r.pos;
         let mut rest = &bytes[r.pos..];
         let ledger = kura_ledger::Ledger::decode(&mut rest)
@@ -360,6 +418,7 @@ impl Engine {
             w.u8(stp_code(s.default_stp));
             w.opt_str(m.halted.as_deref());
             w.u64(m.last_price.map_or(0, |p| p.get()));
+            w.u64(m.update_id);
             for side in [Side::Buy, Side::Sell] {
                 let mut count = 0u64;
                 m.book.for_each(side, |_| count += 1);
@@ -405,6 +464,33 @@ impl Engine {
                 WithdrawalState::Settled => 1,
                 WithdrawalState::Cancelled => 2,
             });
+        }
+        w.u64(self.next_key_number);
+        w.u64(self.user_names.len() as u64);
+        for (user, name) in &self.user_names {
+            w.u32(*user);
+            w.str(name);
+        }
+        w.u64(self.api_keys.len() as u64);
+        for (key, k) in &self.api_keys {
+            w.str(key);
+            w.u64(k.number);
+            w.u32(k.user.0);
+            match k.scheme {
+                crate::KeyScheme::Hmac => w.u8(0),
+                crate::KeyScheme::Ed25519(public) => {
+                    w.u8(1);
+                    w.0.extend_from_slice(&public);
+                }
+            }
+            w.u8(k.permissions.bits());
+            w.u64(k.ip_allow.len() as u64);
+            for r in &k.ip_allow {
+                w.0.extend_from_slice(&r.addr);
+                w.u8(r.prefix);
+            }
+            w.str(&k.label);
+            w.u8(u8::from(k.revoked));
         }
         self.ledger.encode(out);
     }

@@ -39,12 +39,14 @@ mod event;
 mod funds;
 pub mod genesis;
 mod hash;
+pub mod identity;
 mod reject;
 mod trading;
 
 pub use command::{Command, Ctx, FeeTier, MarketSpec, OrderRef, OrderType};
 pub use event::{CancelReason, Event, EventKind, ExpireReason};
 pub use hash::STATE_ENCODING_VERSION;
+pub use identity::{ApiKey, IpRange, KeyPermissions, KeyScheme};
 pub use kura_book::{Side, Stp, TimeInForce};
 pub use reject::Reject;
 
@@ -65,6 +67,8 @@ pub struct Limits {
     pub fee_tiers_max: usize,
     pub reference_len_max: usize,
     pub reason_len_max: usize,
+    /// Live (not revoked) API keys of one customer.
+    pub api_keys_per_user_max: u32,
     /// Per book: resting orders, price levels, orders at one price.
     pub book: kura_book::Limits,
 }
@@ -78,6 +82,7 @@ impl Limits {
         fee_tiers_max: 16,
         reference_len_max: 128,
         reason_len_max: 256,
+        api_keys_per_user_max: 30,
         book: kura_book::Limits::DEFAULT,
     };
 }
@@ -124,6 +129,9 @@ pub(crate) struct Market {
     pub(crate) book: Book<OrderData>,
     pub(crate) halted: Option<String>,
     pub(crate) last_price: Option<PriceTicks>,
+    /// Counts the commands that took effect on this book (place, cancel, amend,
+    /// cancel-all): Binance's `lastUpdateId`, one contiguous sequence per market.
+    pub(crate) update_id: u64,
     /// (owner, client order id) → order id, for open orders that have one. Lookup only.
     pub(crate) client_ids: FxHashMap<(u32, ClientOrderId), u64>,
     /// The reverse, to drop the entry when the order ends. Lookup only.
@@ -167,6 +175,12 @@ pub struct Engine {
     pub(crate) withdrawals: BTreeMap<String, Withdrawal>,
     pub(crate) next_order_id: u64,
     pub(crate) next_trade_id: u64,
+    /// Customer name → id, and back.
+    pub(crate) users_by_name: BTreeMap<String, UserId>,
+    pub(crate) user_names: BTreeMap<u32, String>,
+    /// Every API key ever created, by key id.
+    pub(crate) api_keys: BTreeMap<String, identity::ApiKey>,
+    pub(crate) next_key_number: u64,
     // Scratch buffers, not state: reused so that a command allocates nothing.
     pub(crate) book_events: Vec<kura_book::BookEvent<OrderData>>,
     pub(crate) touched: Vec<(UserId, AssetId)>,
@@ -188,6 +202,10 @@ impl Engine {
             withdrawals: BTreeMap::new(),
             next_order_id: 1,
             next_trade_id: 1,
+            users_by_name: BTreeMap::new(),
+            user_names: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
+            next_key_number: 1,
             book_events: Vec::new(),
             touched: Vec::new(),
         }
@@ -205,6 +223,11 @@ impl Engine {
         let result = self.dispatch(cmd, ctx, out);
         match result {
             Ok(()) => {
+                if let Some(market) = cmd.book_market() {
+                    if let Some(m) = self.markets.get_mut(market.0 as usize) {
+                        m.update_id += 1;
+                    }
+                }
                 self.emit_balances(ctx, out);
                 Ok(())
             }
@@ -247,6 +270,16 @@ impl Engine {
             Command::AddAsset { symbol, scale } => self.add_asset(ctx, out, symbol, *scale),
             Command::AddMarket { spec } => self.add_market(ctx, out, spec),
             Command::CreateUser => self.create_user(ctx, out),
+            Command::RegisterUser { name } => self.register_user(ctx, out, name),
+            Command::CreateApiKey {
+                user,
+                key,
+                scheme,
+                permissions,
+                ip_allow,
+                label,
+            } => self.create_api_key(ctx, out, *user, key, *scheme, *permissions, ip_allow, label),
+            Command::RevokeApiKey { key } => self.revoke_api_key(ctx, out, key),
             Command::SetFeeTier { user, tier } => self.set_fee_tier(ctx, out, *user, *tier),
             Command::Deposit {
                 user,
@@ -368,6 +401,12 @@ impl Engine {
         self.markets
             .get(market.0 as usize)
             .and_then(|m| m.last_price)
+    }
+
+    /// Binance's `lastUpdateId` of the market's book: how many commands took effect on
+    /// it. Contiguous: each such command adds exactly one.
+    pub fn market_update_id(&self, market: MarketId) -> Option<u64> {
+        self.markets.get(market.0 as usize).map(|m| m.update_id)
     }
 
     pub fn open_orders(&self, user: UserId) -> Option<u32> {

@@ -52,6 +52,17 @@ pub enum Reject {
     BookFull,
     TooManyPriceLevels,
     PriceLevelFull,
+    /// A customer name is empty, too long or has characters outside `A–Z a–z 0–9 . _ -`.
+    InvalidName,
+    NameTaken,
+    /// A key id, label or IP range list is malformed.
+    InvalidApiKey,
+    ApiKeyExists,
+    UnknownApiKey,
+    ApiKeyRevoked,
+    /// A key with the withdraw permission needs an IP allow-list.
+    WithdrawNeedsIpAllowList,
+    TooManyApiKeys,
 }
 
 impl Reject {
@@ -94,6 +105,14 @@ impl Reject {
             Reject::BookFull => "order book is full",
             Reject::TooManyPriceLevels => "too many price levels in the book",
             Reject::PriceLevelFull => "too many orders at this price",
+            Reject::InvalidName => "a name is 1 to 64 of A-Z a-z 0-9 . _ -",
+            Reject::NameTaken => "name already taken",
+            Reject::InvalidApiKey => "malformed API key id, label or IP allow-list",
+            Reject::ApiKeyExists => "API key already exists",
+            Reject::UnknownApiKey => "unknown API key",
+            Reject::ApiKeyRevoked => "API key already revoked",
+            Reject::WithdrawNeedsIpAllowList => "a withdraw key needs an IP allow-list",
+            Reject::TooManyApiKeys => "API key limit reached for this customer",
         }
     }
 }

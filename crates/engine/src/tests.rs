@@ -976,3 +976,150 @@ fn usd_market_uses_cents() {
     assert_eq!(t.bal(seller, USD), (9_990, 0));
     assert_eq!(t.bal(buyer, BTC), (100_000, 0));
 }
+
+#[test]
+fn book_update_id_counts_effective_commands_per_market() {
+    let mut t = T::new();
+    let buyer = t.user_with(&[(JPY, 10_000_000)]);
+    assert_eq!(t.e.market_update_id(BTCJPY), Some(0));
+    t.ok(limit(buyer, Side::Buy, 1_000_000, 10));
+    t.ok(limit(buyer, Side::Buy, 1_000_001, 10));
+    assert_eq!(t.e.market_update_id(BTCJPY), Some(2));
+    // A rejected command does not count; another market's commands do not either.
+    let refused = t.run(limit(buyer, Side::Buy, 1_000_000, 10_000_000));
+    assert_eq!(refused, Err(Reject::InsufficientFunds));
+    assert_eq!(t.e.market_update_id(BTCJPY), Some(2));
+    assert_eq!(t.e.market_update_id(BTCUSD), Some(0));
+    t.ok(Command::CancelAll {
+        user: buyer,
+        market: BTCJPY,
+    });
+    assert_eq!(t.e.market_update_id(BTCJPY), Some(3));
+    assert_eq!(t.e.market_update_id(MarketId(9)), None);
+    // It is state: a snapshot carries it.
+    let mut bytes = Vec::new();
+    t.e.encode_state(&mut bytes);
+    let back = Engine::decode_state(&bytes, Limits::DEFAULT).expect("decode");
+    assert_eq!(back.market_update_id(BTCJPY), Some(3));
+}
+
+fn key_id(c: char) -> String {
+    std::iter::repeat_n(c, crate::identity::API_KEY_ID_LEN).collect()
+}
+
+fn new_key(user: UserId, key: &str, withdraw: bool, ip_allow: Vec<IpRange>) -> Command {
+    Command::CreateApiKey {
+        user,
+        key: key.into(),
+        scheme: KeyScheme::Hmac,
+        permissions: KeyPermissions {
+            read: true,
+            trade: true,
+            withdraw,
+        },
+        ip_allow,
+        label: "bot".into(),
+    }
+}
+
+#[test]
+fn names_and_api_keys_are_journaled_state() {
+    let mut t = T::new();
+    let ev = t.ok(Command::RegisterUser { name: "ann".into() });
+    let ann = match ev[0].kind {
+        EventKind::UserCreated { user } => user,
+        ref other => panic!("unexpected {other:?}"),
+    };
+    assert!(
+        matches!(&ev[1].kind, EventKind::UserNamed { user, name } if *user == ann && name == "ann")
+    );
+    assert_eq!(t.e.user_by_name("ann"), Some(ann));
+    assert_eq!(t.e.user_name(ann), Some("ann"));
+    for (name, why) in [
+        ("ann", Reject::NameTaken),
+        ("", Reject::InvalidName),
+        ("has space", Reject::InvalidName),
+        (&*"x".repeat(65), Reject::InvalidName),
+    ] {
+        assert_eq!(t.run(Command::RegisterUser { name: name.into() }), Err(why));
+    }
+
+    let k1 = key_id('a');
+    let ev = t.ok(new_key(ann, &k1, false, vec![]));
+    assert!(matches!(&ev[0].kind, EventKind::ApiKeyCreated { number: 1, key, .. } if *key == k1));
+    let lan = IpRange {
+        addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 0],
+        prefix: 104,
+    };
+    for (cmd, why) in [
+        (new_key(ann, &k1, false, vec![]), Reject::ApiKeyExists),
+        (new_key(ann, "short", false, vec![]), Reject::InvalidApiKey),
+        (
+            new_key(ann, &key_id('-'), false, vec![]),
+            Reject::InvalidApiKey,
+        ),
+        (
+            new_key(ann, &key_id('b'), true, vec![]),
+            Reject::WithdrawNeedsIpAllowList,
+        ),
+        (
+            new_key(UserId(99), &key_id('b'), false, vec![]),
+            Reject::UnknownUser,
+        ),
+        (
+            new_key(
+                ann,
+                &key_id('b'),
+                false,
+                vec![IpRange { prefix: 129, ..lan }],
+            ),
+            Reject::InvalidApiKey,
+        ),
+    ] {
+        assert_eq!(t.run(cmd), Err(why));
+    }
+    let ev = t.ok(new_key(ann, &key_id('b'), true, vec![lan]));
+    assert!(matches!(
+        &ev[0].kind,
+        EventKind::ApiKeyCreated { number: 2, .. }
+    ));
+    let k2 = t.e.api_key(&key_id('b')).expect("key b").clone();
+    assert_eq!((k2.number, k2.user, k2.revoked), (2, ann, false));
+    assert!(k2.permissions.withdraw);
+
+    let revoke = Command::RevokeApiKey { key: k1.clone() };
+    t.ok(revoke.clone());
+    assert!(t.e.api_key(&k1).expect("kept").revoked);
+    assert_eq!(t.run(revoke), Err(Reject::ApiKeyRevoked));
+    assert_eq!(
+        t.run(Command::RevokeApiKey { key: key_id('z') }),
+        Err(Reject::UnknownApiKey)
+    );
+
+    // Snapshot round trip keeps names, keys, revocations and the next key number.
+    let mut bytes = Vec::new();
+    t.e.encode_state(&mut bytes);
+    let back = Engine::decode_state(&bytes, Limits::DEFAULT).expect("decode");
+    assert_eq!(back.state_hash(), t.e.state_hash());
+    assert_eq!(back.user_by_name("ann"), Some(ann));
+    assert_eq!(back.api_key(&key_id('b')), Some(&k2));
+    assert_eq!(back.api_keys().count(), 2);
+}
+
+#[test]
+fn live_keys_per_customer_are_limited() {
+    let mut t = T::with_limits(Limits {
+        api_keys_per_user_max: 2,
+        ..Limits::DEFAULT
+    });
+    let ann = t.user_with(&[]);
+    t.ok(new_key(ann, &key_id('a'), false, vec![]));
+    t.ok(new_key(ann, &key_id('b'), false, vec![]));
+    assert_eq!(
+        t.run(new_key(ann, &key_id('c'), false, vec![])),
+        Err(Reject::TooManyApiKeys)
+    );
+    // A revoked key no longer counts.
+    t.ok(Command::RevokeApiKey { key: key_id('a') });
+    t.ok(new_key(ann, &key_id('c'), false, vec![]));
+}

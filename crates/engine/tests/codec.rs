@@ -4,10 +4,13 @@
 
 use kura_engine::codec::{
     self, decode, encode, escape_into, ip_from_bytes, ip_to_bytes, to_json, try_encode, CodecError,
-    Entry, Origin, CLIENT_ID_MAX, CODEC_VERSION, FEE_TIERS_MAX, OPERATOR_NAME_MAX, REASON_MAX,
-    REFERENCE_MAX, SYMBOL_MAX, USER_AGENT_MAX,
+    Entry, Origin, CLIENT_ID_MAX, CODEC_VERSION, FEE_TIERS_MAX, IDENTITY_TEXT_MAX, IP_RANGES_MAX,
+    OPERATOR_NAME_MAX, REASON_MAX, REFERENCE_MAX, SYMBOL_MAX, USER_AGENT_MAX,
 };
-use kura_engine::{Command, FeeTier, MarketSpec, OrderRef, OrderType, Side, Stp, TimeInForce};
+use kura_engine::{
+    Command, FeeTier, IpRange, KeyPermissions, KeyScheme, MarketSpec, OrderRef, OrderType, Side,
+    Stp, TimeInForce,
+};
 use kura_units::{
     Amount, AmountDelta, AssetId, ClientOrderId, ClientOrderIdError, MarketId, OrderId, PriceTicks,
     QtyLots, Scale, UserId,
@@ -282,6 +285,29 @@ fn command() -> impl Strategy<Value = Command> {
         (asset.clone(), text(REASON_MAX))
             .prop_map(|(asset, reason)| Command::HaltWithdrawals { asset, reason }),
         asset.prop_map(|asset| Command::ResumeWithdrawals { asset }),
+        text(IDENTITY_TEXT_MAX).prop_map(|name| Command::RegisterUser { name }),
+        (
+            any::<u32>().prop_map(UserId),
+            text(IDENTITY_TEXT_MAX),
+            prop::option::of(any::<[u8; 32]>()),
+            0u8..8,
+            prop::collection::vec((any::<[u8; 16]>(), 0u8..=128), 0..=IP_RANGES_MAX),
+            text(IDENTITY_TEXT_MAX),
+        )
+            .prop_map(|(user, key, public, bits, ranges, label)| {
+                Command::CreateApiKey {
+                    user,
+                    key,
+                    scheme: public.map_or(KeyScheme::Hmac, KeyScheme::Ed25519),
+                    permissions: KeyPermissions::from_bits(bits).expect("3 bits"),
+                    ip_allow: ranges
+                        .into_iter()
+                        .map(|(addr, prefix)| IpRange { addr, prefix })
+                        .collect(),
+                    label,
+                }
+            }),
+        text(IDENTITY_TEXT_MAX).prop_map(|key| Command::RevokeApiKey { key }),
     ]
 }
 
@@ -720,6 +746,36 @@ fn goldens() -> Vec<(Entry, &'static str)> {
             ),
             "01 11 1100000000000000 00  0000",
         ),
+        (
+            entry(18, Origin::Internal, Command::RegisterUser { name: "ann".into() }),
+            "01 12 1200000000000000 00  0300 616e6e",
+        ),
+        (
+            entry(
+                19,
+                Origin::Internal,
+                Command::CreateApiKey {
+                    user: UserId(2),
+                    key: "k".into(),
+                    scheme: KeyScheme::Ed25519([7; 32]),
+                    permissions: KeyPermissions {
+                        read: true,
+                        trade: false,
+                        withdraw: true,
+                    },
+                    ip_allow: vec![IpRange {
+                        addr: [1; 16],
+                        prefix: 120,
+                    }],
+                    label: "bot".into(),
+                },
+            ),
+            "01 13 1300000000000000 00  02000000 0100 6b              01 0707070707070707070707070707070707070707070707070707070707070707              05 0100 01010101010101010101010101010101 78 0300 626f74",
+        ),
+        (
+            entry(20, Origin::Internal, Command::RevokeApiKey { key: "k".into() }),
+            "01 14 1400000000000000 00  0100 6b",
+        ),
     ]
 }
 
@@ -746,7 +802,7 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             assert_eq!(prev, e.command.name(), "tag {tag} used twice");
         }
     }
-    // Tags 1..=17 in declaration order of `Command`.
+    // Tags 1..=20 in order.
     let names: Vec<&str> = seen.values().copied().collect();
     assert_eq!(
         names,
@@ -768,11 +824,14 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             "resume_market",
             "halt_withdrawals",
             "resume_withdrawals",
+            "register_user",
+            "create_api_key",
+            "revoke_api_key",
         ]
     );
     assert_eq!(
         seen.keys().copied().collect::<Vec<u8>>(),
-        (1..=17).collect::<Vec<u8>>()
+        (1..=20).collect::<Vec<u8>>()
     );
 }
 
@@ -803,7 +862,7 @@ fn header_errors() {
             version: 0
         })
     );
-    for tag in [0u8, 18, 255] {
+    for tag in [0u8, 21, 255] {
         assert_eq!(
             decode(&internal(tag, &[])),
             Err(CodecError::UnknownCommand { offset: 1, tag })

@@ -325,7 +325,13 @@ pub(crate) fn event(conn: &Connection, ctx: Ctx, e: &Event) -> Result<(), StoreE
                 &[&p, &r],
             )?;
         }
-        EventKind::WithdrawalsHalted { .. } | EventKind::WithdrawalsResumed { .. } => {}
+        // Halts of withdrawals, names and API keys have no table in the read model: the
+        // engine's state answers for them.
+        EventKind::WithdrawalsHalted { .. }
+        | EventKind::WithdrawalsResumed { .. }
+        | EventKind::UserNamed { .. }
+        | EventKind::ApiKeyCreated { .. }
+        | EventKind::ApiKeyRevoked { .. } => {}
     }
     Ok(())
 }
