@@ -23,8 +23,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use kura_engine::codec::{self, Entry};
 use kura_engine::{Command, Ctx, Engine, Event, Limits, Reject};
 use kura_journal::{
-    check_snapshot, load_newest_valid_snapshot, read_records, write_snapshot, Fs, Head, Journal,
-    JournalConfig, JournalError, SnapshotCheck, SnapshotMeta,
+    check_snapshot, list_snapshots, load_newest_valid_snapshot, load_snapshot, read_records,
+    write_snapshot, Fs, Head, Journal, JournalConfig, JournalError, SnapshotCheck, SnapshotMeta,
 };
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -100,6 +100,30 @@ impl std::error::Error for SubmitError {}
 /// The reply channel of one command.
 pub type Reply = Box<dyn FnOnce(Result<Ack, SubmitError>) + Send>;
 
+/// A read of the live engine state, run on the sequencer thread between batches. It is
+/// ordered with commands: it sees every command answered before it was queued. Keep it
+/// short: the sequencer waits for it. Dropped unrun if the node stops.
+pub type Query = Box<dyn FnOnce(&Engine) + Send>;
+
+/// One sequenced command as the sequencer applied it: its context and its events
+/// (empty when the engine refused it).
+#[derive(Clone, Debug)]
+pub struct AppliedCommand {
+    pub ctx: Ctx,
+    pub events: Vec<Event>,
+}
+
+/// Sees every applied batch, in order, on the sequencer thread, after the batch is
+/// durable and applied and before any of its callers hears back (so that, for example,
+/// an API key is usable the moment its creation is acknowledged). Keep it short: hand
+/// the batch to another thread. It also gets the engine state as of the batch's end.
+pub type Observer = Box<dyn FnMut(&Engine, Vec<AppliedCommand>) + Send>;
+
+enum Msg {
+    Command(Request),
+    Query(Query),
+}
+
 struct Request {
     entry: Entry,
     reply: Option<Reply>,
@@ -149,7 +173,7 @@ pub struct NodeStats {
 /// A running node. Dropping the last [`NodeHandle`] and calling [`Node::shutdown`]
 /// drains the queue, takes a final snapshot and stops.
 pub struct Node {
-    tx: Option<SyncSender<Request>>,
+    tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<Result<Head>>>,
     pub recovered: Recovered,
     pub stats: Arc<NodeStats>,
@@ -158,7 +182,7 @@ pub struct Node {
 /// A cheap, cloneable way to submit commands to a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
-    tx: SyncSender<Request>,
+    tx: SyncSender<Msg>,
 }
 
 impl NodeHandle {
@@ -169,13 +193,39 @@ impl NodeHandle {
             entry,
             reply: Some(reply),
         };
-        match self.tx.try_send(request) {
+        match self.tx.try_send(Msg::Command(request)) {
             Ok(()) => {}
-            Err(TrySendError::Full(mut r)) => r.answer(Err(SubmitError::Busy)),
-            Err(TrySendError::Disconnected(mut r)) => {
+            Err(TrySendError::Full(Msg::Command(mut r))) => r.answer(Err(SubmitError::Busy)),
+            Err(TrySendError::Disconnected(Msg::Command(mut r))) => {
                 r.answer(Err(SubmitError::Stopped("the node has stopped".into())))
             }
+            // Only commands are sent above; the request answers itself when dropped.
+            Err(_) => {}
         }
+    }
+
+    /// Queue a read of the live engine state (see [`Query`]). Never blocks.
+    pub fn query(&self, query: Query) -> Result<(), SubmitError> {
+        match self.tx.try_send(Msg::Query(query)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(SubmitError::Stopped("the node has stopped".into()))
+            }
+        }
+    }
+
+    /// Run `f` on the engine and wait for its result (for tests, the CLI and tools).
+    pub fn query_wait<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> R + Send + 'static,
+    ) -> Result<R, SubmitError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.query(Box::new(move |engine| {
+            let _ = tx.send(f(engine));
+        }))?;
+        rx.recv()
+            .map_err(|_| SubmitError::Stopped("the node stopped before the query ran".into()))
     }
 
     /// Submit and wait for the acknowledgement (for tests, the CLI and tools).
@@ -210,7 +260,21 @@ impl std::fmt::Debug for NodeHandle {
 /// `progress` is called with (records replayed, records total if known).
 pub fn recover(
     config: &NodeConfig,
+    progress: impl FnMut(u64),
+) -> Result<(Engine, Journal, Recovered)> {
+    recover_observed(config, progress, None, |_, _| {})
+}
+
+/// [`recover`], for a consumer that must see the events of every command after
+/// `observe_after` (a read model that has applied everything up to that sequence
+/// number): recovery starts from a snapshot at or before it (or from genesis) and
+/// `observe` is called with each replayed command after it, in order (with no events
+/// for a command the engine refused).
+pub fn recover_observed(
+    config: &NodeConfig,
     mut progress: impl FnMut(u64),
+    observe_after: Option<u64>,
+    mut observe: impl FnMut(Ctx, &[Event]),
 ) -> Result<(Engine, Journal, Recovered)> {
     let started = Instant::now();
     let (journal, recovery) = Journal::open(&config.data_dir, config.journal.clone())
@@ -223,8 +287,24 @@ pub fn recover(
         );
     }
     let head = journal.head();
-    let newest = load_newest_valid_snapshot(&config.data_dir)
+    let mut newest = load_newest_valid_snapshot(&config.data_dir)
         .with_context(|| format!("reading snapshots in {}", config.data_dir.display()))?;
+    if let Some(limit) = observe_after {
+        if newest.snapshot.as_ref().is_some_and(|s| s.meta.seq > limit) {
+            // The observer needs events from before the newest snapshot: start from the
+            // newest snapshot at or before `limit`, or from genesis.
+            newest.snapshot = None;
+            for file in list_snapshots(&config.data_dir)?.into_iter().rev() {
+                if file.seq <= limit {
+                    newest.snapshot =
+                        Some(load_snapshot(&file.path).with_context(|| {
+                            format!("reading snapshot {}", file.path.display())
+                        })?);
+                    break;
+                }
+            }
+        }
+    }
     if let Some(bad) = newest.corrupt.first() {
         bail!(
             "snapshot {} is corrupt ({}); move it aside to start from an older snapshot",
@@ -280,6 +360,9 @@ pub fn recover(
                 timestamp_ms: entry.ctx_timestamp_ms,
             };
             let _ = engine.apply(&entry.command, ctx, &mut events);
+            if observe_after.is_some_and(|after| record.seq > after) {
+                observe(ctx, &events);
+            }
             replayed += 1;
             if replayed.is_multiple_of(65_536) {
                 progress(replayed);
@@ -334,12 +417,23 @@ impl Node {
         journal: Journal<F>,
         recovered: Recovered,
     ) -> Result<(Node, NodeHandle)> {
+        Node::start_observed(config, engine, journal, recovered, None)
+    }
+
+    /// [`Node::start_with`], with an [`Observer`] of every applied batch.
+    pub fn start_observed<F: Fs + Send + 'static>(
+        config: NodeConfig,
+        engine: Engine,
+        journal: Journal<F>,
+        recovered: Recovered,
+        observer: Option<Observer>,
+    ) -> Result<(Node, NodeHandle)> {
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let stats = Arc::new(NodeStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("kura-sequencer".into())
-            .spawn(move || sequencer(config, engine, journal, rx, &thread_stats))
+            .spawn(move || sequencer(config, engine, journal, rx, observer, &thread_stats))
             .context("starting the sequencer thread")?;
         let handle = NodeHandle { tx: tx.clone() };
         Ok((
@@ -370,7 +464,8 @@ fn sequencer<F: Fs>(
     config: NodeConfig,
     mut engine: Engine,
     mut journal: Journal<F>,
-    rx: Receiver<Request>,
+    rx: Receiver<Msg>,
+    mut observer: Option<Observer>,
     stats: &NodeStats,
 ) -> Result<Head> {
     let dir = config.data_dir.clone();
@@ -398,10 +493,13 @@ fn sequencer<F: Fs>(
     // Requests taken from the queue but left for the next batch (the journal's batch
     // byte limit was reached), oldest first.
     let mut backlog: VecDeque<Request> = VecDeque::new();
+    // Queries taken with this batch: they run after it is applied.
+    let mut queries: Vec<Query> = Vec::new();
     loop {
         if backlog.is_empty() {
             match rx.recv() {
-                Ok(r) => backlog.push_back(r),
+                Ok(Msg::Command(r)) => backlog.push_back(r),
+                Ok(Msg::Query(q)) => queries.push(q),
                 Err(_) => break,
             }
         }
@@ -411,9 +509,16 @@ fn sequencer<F: Fs>(
                 continue;
             }
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Msg::Command(r)) => batch.push(r),
+                Ok(Msg::Query(q)) => queries.push(q),
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            for q in queries.drain(..) {
+                q(&engine);
+            }
+            continue;
         }
         // Stamp, encode, append. A command the journal format cannot hold is refused
         // here, before it gets a sequence number.
@@ -455,6 +560,9 @@ fn sequencer<F: Fs>(
         if appended.is_ok() {
             batch.truncate(kept); // drops the refused (already answered) requests
             if batch.is_empty() {
+                for q in queries.drain(..) {
+                    q(&engine);
+                }
                 continue;
             }
         }
@@ -477,17 +585,46 @@ fn sequencer<F: Fs>(
             .records
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let first_seq = head.seq + 1 - batch.len() as u64;
-        for (i, mut r) in batch.drain(..).enumerate() {
-            let seq = first_seq + i as u64;
-            let ctx = Ctx {
-                seq,
-                timestamp_ms: r.entry.ctx_timestamp_ms,
-            };
-            events.clear();
-            let result = engine
-                .apply(&r.entry.command, ctx, &mut events)
-                .map(|()| std::mem::take(&mut events));
-            r.answer(Ok(Ack { seq, result }));
+        if let Some(observe) = observer.as_mut() {
+            // Apply all, show the batch to the observer, then answer.
+            let mut results = Vec::with_capacity(batch.len());
+            let mut applied = Vec::with_capacity(batch.len());
+            for (i, r) in batch.iter().enumerate() {
+                let ctx = Ctx {
+                    seq: first_seq + i as u64,
+                    timestamp_ms: r.entry.ctx_timestamp_ms,
+                };
+                events.clear();
+                let result = engine
+                    .apply(&r.entry.command, ctx, &mut events)
+                    .map(|()| std::mem::take(&mut events));
+                applied.push(AppliedCommand {
+                    ctx,
+                    events: result.as_ref().map_or_else(|_| Vec::new(), Clone::clone),
+                });
+                results.push(result);
+            }
+            observe(&engine, applied);
+            for (i, (mut r, result)) in batch.drain(..).zip(results).enumerate() {
+                let seq = first_seq + i as u64;
+                r.answer(Ok(Ack { seq, result }));
+            }
+        } else {
+            for (i, mut r) in batch.drain(..).enumerate() {
+                let seq = first_seq + i as u64;
+                let ctx = Ctx {
+                    seq,
+                    timestamp_ms: r.entry.ctx_timestamp_ms,
+                };
+                events.clear();
+                let result = engine
+                    .apply(&r.entry.command, ctx, &mut events)
+                    .map(|()| std::mem::take(&mut events));
+                r.answer(Ok(Ack { seq, result }));
+            }
+        }
+        for q in queries.drain(..) {
+            q(&engine);
         }
         since_snapshot += head.seq + 1 - first_seq;
         let due_by_count =
@@ -514,8 +651,10 @@ fn sequencer<F: Fs>(
         for mut r in backlog.drain(..) {
             r.answer(Err(SubmitError::Stopped(why.clone())));
         }
-        while let Ok(mut r) = rx.try_recv() {
-            r.answer(Err(SubmitError::Stopped(why.clone())));
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Command(mut r) = msg {
+                r.answer(Err(SubmitError::Stopped(why.clone())));
+            }
         }
     }
     drop(snap_tx);
