@@ -46,6 +46,7 @@
 //! | 0 | `Internal` (the exchange itself, e.g. bootstrap) | none |
 //! | 1 | `Operator` | `name`: string ≤ [`OPERATOR_NAME_MAX`] = 64 |
 //! | 2 | `Api` | `key_id`: `u64`; `ip`: 16 bytes, an IPv6 address in network order (IPv4 as `::ffff:a.b.c.d`); `user_agent`: string ≤ [`USER_AGENT_MAX`] = 256 |
+//! | 3 | `Admin` (an operator action with its reason) | `operator`: string ≤ [`OPERATOR_NAME_MAX`] = 64; `reason`: string ≤ [`REASON_MAX`] = 256 |
 //!
 //! Commands. A tag is never reused: a removed command keeps its number retired, a new
 //! command takes the next unused number. Tag 0 is never a command.
@@ -183,6 +184,7 @@ const TAG_REVOKE_API_KEY: u8 = 20;
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
 const ORIGIN_API: u8 = 2;
+const ORIGIN_ADMIN: u8 = 3;
 
 /// One journal record's payload: a command with when and from whom it came.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +214,13 @@ pub enum Origin {
     Operator {
         /// At most [`OPERATOR_NAME_MAX`] bytes.
         name: String,
+    },
+    /// An operator's action through the admin tooling, with the reason they gave.
+    Admin {
+        /// At most [`OPERATOR_NAME_MAX`] bytes.
+        operator: String,
+        /// At most [`REASON_MAX`] bytes.
+        reason: String,
     },
     /// A customer request through the API.
     Api {
@@ -462,6 +471,11 @@ impl Writer<'_> {
             Origin::Operator { name } => {
                 self.u8(ORIGIN_OPERATOR);
                 self.str(name, OPERATOR_NAME_MAX, "origin.name");
+            }
+            Origin::Admin { operator, reason } => {
+                self.u8(ORIGIN_ADMIN);
+                self.str(operator, OPERATOR_NAME_MAX, "origin.operator");
+                self.str(reason, REASON_MAX, "origin.reason");
             }
             Origin::Api {
                 key_id,
@@ -880,10 +894,14 @@ impl<'a> Reader<'a> {
     }
 
     fn origin(&mut self) -> Res<Origin> {
-        Ok(match self.tag(3, "origin")? {
+        Ok(match self.tag(4, "origin")? {
             ORIGIN_INTERNAL => Origin::Internal,
             ORIGIN_OPERATOR => Origin::Operator {
                 name: self.string(OPERATOR_NAME_MAX, "origin.name")?,
+            },
+            ORIGIN_ADMIN => Origin::Admin {
+                operator: self.string(OPERATOR_NAME_MAX, "origin.operator")?,
+                reason: self.string(REASON_MAX, "origin.reason")?,
             },
             _ => Origin::Api {
                 key_id: self.u64("origin.key_id")?,
@@ -1161,6 +1179,11 @@ pub fn write_json(entry: &Entry, out: &mut String) {
         Origin::Operator { name } => {
             j.str("type", "operator");
             j.str("name", name);
+        }
+        Origin::Admin { operator, reason } => {
+            j.str("type", "admin");
+            j.str("operator", operator);
+            j.str("reason", reason);
         }
         Origin::Api {
             key_id,

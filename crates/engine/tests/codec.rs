@@ -315,6 +315,8 @@ fn origin() -> impl Strategy<Value = Origin> {
     prop_oneof![
         Just(Origin::Internal),
         text(OPERATOR_NAME_MAX).prop_map(|name| Origin::Operator { name }),
+        (text(OPERATOR_NAME_MAX), text(REASON_MAX))
+            .prop_map(|(operator, reason)| Origin::Admin { operator, reason }),
         (any::<u64>(), any::<[u8; 16]>(), text(USER_AGENT_MAX)).prop_map(
             |(key_id, ip, user_agent)| Origin::Api {
                 key_id,
@@ -878,13 +880,13 @@ fn header_errors() {
         })
     );
     let mut bad_origin = internal(3, &[]);
-    bad_origin[10] = 3;
+    bad_origin[10] = 4;
     assert_eq!(
         decode(&bad_origin),
         Err(CodecError::BadTag {
             offset: 10,
             field: "origin",
-            tag: 3
+            tag: 4
         })
     );
     assert_eq!(
