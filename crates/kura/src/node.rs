@@ -122,6 +122,8 @@ pub type Observer = Box<dyn FnMut(&Engine, Vec<AppliedCommand>) + Send>;
 enum Msg {
     Command(Request),
     Query(Query),
+    /// Finish what was queued before this, then stop (see [`Node::stop`]).
+    Stop,
 }
 
 struct Request {
@@ -447,6 +449,17 @@ impl Node {
         ))
     }
 
+    /// Stop now, even while [`NodeHandle`]s are alive: everything queued before this
+    /// call is sequenced and answered, anything submitted after it is answered with
+    /// [`SubmitError::Stopped`]; then the final snapshot is written.
+    pub fn stop(mut self) -> Result<Head> {
+        if let Some(tx) = self.tx.take() {
+            // A blocking send: a full queue is drained by the sequencer meanwhile.
+            let _ = tx.send(Msg::Stop);
+        }
+        self.shutdown()
+    }
+
     /// Stop taking commands, finish the queued ones, take a final snapshot, stop.
     /// Every [`NodeHandle`] must be dropped first, or this waits for them.
     pub fn shutdown(mut self) -> Result<Head> {
@@ -495,11 +508,16 @@ fn sequencer<F: Fs>(
     let mut backlog: VecDeque<Request> = VecDeque::new();
     // Queries taken with this batch: they run after it is applied.
     let mut queries: Vec<Query> = Vec::new();
+    let mut stopping = false;
     loop {
+        if stopping && backlog.is_empty() {
+            break;
+        }
         if backlog.is_empty() {
             match rx.recv() {
                 Ok(Msg::Command(r)) => backlog.push_back(r),
                 Ok(Msg::Query(q)) => queries.push(q),
+                Ok(Msg::Stop) => stopping = true,
                 Err(_) => break,
             }
         }
@@ -508,9 +526,13 @@ fn sequencer<F: Fs>(
                 batch.push(r);
                 continue;
             }
+            if stopping {
+                break;
+            }
             match rx.try_recv() {
                 Ok(Msg::Command(r)) => batch.push(r),
                 Ok(Msg::Query(q)) => queries.push(q),
+                Ok(Msg::Stop) => stopping = true,
                 Err(_) => break,
             }
         }
@@ -657,6 +679,8 @@ fn sequencer<F: Fs>(
             }
         }
     }
+    // Whatever is still queued is answered "stopped" as its request drops.
+    drop(rx);
     drop(snap_tx);
     let snapshots = snapshotter
         .join()

@@ -296,7 +296,11 @@ fn queries_see_every_answered_command_and_the_observer_sees_batches_before_answe
     {
         let seen = seen.lock().expect("lock");
         let seqs: Vec<u64> = seen.iter().map(|a| a.ctx.seq).collect();
-        assert_eq!(seqs, (1..=total).collect::<Vec<u64>>(), "every command, in order");
+        assert_eq!(
+            seqs,
+            (1..=total).collect::<Vec<u64>>(),
+            "every command, in order"
+        );
     }
     drop(handle);
     node.shutdown().expect("shutdown");
@@ -305,9 +309,12 @@ fn queries_see_every_answered_command_and_the_observer_sees_batches_before_answe
     // A consumer that stopped at seq 10 gets exactly the events after it on recovery,
     // even though newer snapshots exist; the recovered state is the live one.
     let mut replayed = Vec::new();
-    let (engine, _journal, rec) = recover_observed(&config, |_| {}, Some(10), |ctx, events| {
-        replayed.push((ctx.seq, events.to_vec()))
-    })
+    let (engine, _journal, rec) = recover_observed(
+        &config,
+        |_| {},
+        Some(10),
+        |ctx, events| replayed.push((ctx.seq, events.to_vec())),
+    )
     .expect("recover observed");
     assert_eq!(engine.state_hash(), live_hash);
     assert_eq!(rec.snapshot_seq, None, "no snapshot at or before seq 10");
@@ -319,4 +326,31 @@ fn queries_see_every_answered_command_and_the_observer_sees_batches_before_answe
         .map(|a| (a.ctx.seq, a.events.clone()))
         .collect();
     assert_eq!(replayed, expected);
+}
+
+#[test]
+fn stop_finishes_queued_commands_and_refuses_later_ones_while_handles_live() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, handle) = Node::start(NodeConfig::new(dir.path())).expect("start");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for cmd in workload(20) {
+        let tx = tx.clone();
+        handle.submit(internal(cmd), Box::new(move |r| tx.send(r).expect("send")));
+    }
+    let queued = workload(20).len();
+    let head = node.stop().expect("stop");
+    // Every command queued before the stop was made durable and answered.
+    let answers: Vec<_> = rx.try_iter().collect();
+    assert_eq!(answers.len(), queued);
+    assert!(answers.iter().all(Result::is_ok));
+    assert_eq!(head.seq, queued as u64);
+    // The handle outlived the node: it is told so, it does not hang.
+    assert!(matches!(
+        handle.submit_wait(internal(Command::CreateUser)),
+        Err(SubmitError::Stopped(_))
+    ));
+    assert!(matches!(
+        handle.query_wait(|e| e.user_count()),
+        Err(SubmitError::Stopped(_))
+    ));
 }
