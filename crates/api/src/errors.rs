@@ -73,6 +73,18 @@ pub enum ParamError {
     /// An unknown parameter was sent to an endpoint that checks for them.
     #[error("unknown parameter")]
     Unknown,
+    /// A parameter this request must not carry (e.g. `price` on a MARKET order).
+    #[error("parameter {name} sent when not required")]
+    NotRequired { name: String },
+    /// One of two parameters is mandatory and neither was sent.
+    #[error("one of {a} or {b} is required")]
+    EitherRequired { a: &'static str, b: &'static str },
+    /// Optional parameters that may not be sent together.
+    #[error("combination of optional parameters invalid")]
+    BadCombination,
+    /// A kline interval Binance does not define.
+    #[error("invalid interval")]
+    InvalidInterval,
 }
 
 /// Everything that can fail a request.
@@ -90,6 +102,14 @@ pub enum Failure {
     TooManyOrders,
     /// A bug or an unavailable dependency (HTTP 500, -1000). Details go to the log only.
     Internal,
+    /// The node shed the request: its command queue is full (HTTP 503, -1008).
+    Busy,
+    /// The node has stopped or its read model is unavailable (HTTP 500, -1001).
+    Unavailable,
+    /// No such endpoint (HTTP 404).
+    NotFound,
+    /// The endpoint exists, not with this method (HTTP 405).
+    MethodNotAllowed,
 }
 
 impl From<AuthError> for Failure {
@@ -197,6 +217,18 @@ pub fn api_error(failure: &Failure) -> ApiError {
             -1000,
             "An unknown error occurred while processing the request.",
         ),
+        Failure::Busy => ApiError::new(
+            503,
+            -1008,
+            "Server is currently overloaded with other requests. Please try again in a few minutes.",
+        ),
+        Failure::Unavailable => ApiError::new(
+            500,
+            -1001,
+            "Internal error; unable to process your request. Please try again.",
+        ),
+        Failure::NotFound => ApiError::new(404, -1020, MSG_UNSUPPORTED),
+        Failure::MethodNotAllowed => ApiError::new(405, -1020, MSG_UNSUPPORTED),
     }
 }
 
@@ -319,6 +351,20 @@ fn param_error(e: &ParamError) -> ApiError {
             format!("Data sent for parameter '{name}' is not valid."),
         ),
         P::Unknown => ApiError::new(400, -1103, "An unknown parameter was sent."),
+        P::NotRequired { name } => ApiError::owned(
+            400,
+            -1106,
+            format!("Parameter '{name}' sent when not required."),
+        ),
+        P::EitherRequired { a, b } => ApiError::owned(
+            400,
+            -1102,
+            format!("Param '{a}' or '{b}' must be sent, but both were empty/null!"),
+        ),
+        P::BadCombination => {
+            ApiError::new(400, -1128, "Combination of optional parameters invalid.")
+        }
+        P::InvalidInterval => ApiError::new(400, -1120, "Invalid interval."),
     }
 }
 
@@ -676,6 +722,37 @@ mod tests {
         assert_eq!((e.status, e.code), (429, -1015));
         let e = api_error(&Failure::Internal);
         assert_eq!((e.status, e.code), (500, -1000));
+        let e = api_error(&Failure::Busy);
+        assert_eq!(
+            (e.status, e.code, e.msg.as_ref()),
+            (
+                503,
+                -1008,
+                "Server is currently overloaded with other requests. Please try again in a few minutes."
+            )
+        );
+        let e = api_error(&Failure::Unavailable);
+        assert_eq!((e.status, e.code), (500, -1001));
+        let e = api_error(&Failure::NotFound);
+        assert_eq!((e.status, e.code), (404, -1020));
+        let e = api_error(&Failure::Param(ParamError::NotRequired {
+            name: "price".to_owned(),
+        }));
+        assert_eq!(
+            (e.code, e.msg.as_ref()),
+            (-1106, "Parameter 'price' sent when not required.")
+        );
+        let e = api_error(&Failure::Param(ParamError::EitherRequired {
+            a: "quantity",
+            b: "quoteOrderQty",
+        }));
+        assert_eq!(
+            (e.code, e.msg.as_ref()),
+            (
+                -1102,
+                "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!"
+            )
+        );
         let e = api_error(&Failure::Param(ParamError::UnknownSymbol));
         assert_eq!(
             (e.status, e.code, e.msg.as_ref()),

@@ -1,6 +1,6 @@
-//! The pure foundations of kura's Binance-compatible API: no sockets, no clock, no
-//! files. The HTTP server (a later crate or module) feeds raw request bytes in and
-//! writes what these functions return.
+//! kura's Binance-compatible API. The foundations are pure (no sockets, no clock, no
+//! files); [`http`] is the axum router that feeds raw request bytes to them and talks to
+//! the node through [`backend::Backend`].
 //!
 //! - [`auth`]: signed-request verification (HMAC-SHA256 hex and Ed25519 base64 over
 //!   the raw query ‖ body), `timestamp`/`recvWindow`, key permissions and IP
@@ -10,14 +10,21 @@
 //! - [`params`]: query/form parsing with size limits and duplicate rejection, and
 //!   typed getters (symbols, exact decimals, Binance enums) that fail with Binance's
 //!   codes.
+//! - [`http`]: [`router`], every REST endpoint (see its module documentation).
+//! - `memory` (feature `testing`): `MemoryBackend`, an in-memory [`backend::Backend`]
+//!   for router tests.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod backend;
 pub mod errors;
+pub mod http;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 pub mod params;
 
 pub use auth::{authenticate, ApiKeyId, ApiKeyRecord, AuthError, MasterKey, Permission};
 pub use errors::{api_error, ApiError, Failure, Op, ParamError};
+pub use http::router;
 pub use params::Params;

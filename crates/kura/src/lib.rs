@@ -3,3 +3,4 @@
 
 pub mod drill;
 pub mod node;
+pub mod server;

@@ -3,10 +3,14 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod admin_cli;
+mod bench_api;
 mod bench_core;
 mod bench_journal;
+mod demo;
 mod ec_stream;
 mod journal_cli;
+mod serve_cli;
 mod stress;
 
 /// kura: a self-hostable Bitcoin spot exchange.
@@ -19,6 +23,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
+    /// Run the exchange: journal, sequencer, read model, REST API, admin socket.
+    Serve(serve_cli::ServeArgs),
+    /// Run a demo exchange with live markets and print a ready API key and a CCXT snippet.
+    Demo(demo::DemoArgs),
+    /// Operator actions against a running server (customers, keys, credits, halts).
+    Admin(admin_cli::AdminArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Rebuild the read model (SQLite) from the journal. The server must be stopped.
+    Reindex {
+        #[arg(long, env = "KURA_DATA", default_value = "kura-data")]
+        data: std::path::PathBuf,
+    },
     /// Benchmarks: each prints one JSON object on stdout (with --json) and progress on
     /// stderr.
     #[command(subcommand)]
@@ -29,6 +47,12 @@ enum Commands {
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a config file with every option, its default and what it does.
+    Example,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +69,9 @@ enum BenchCommand {
     /// Durability on this machine's disk: group commit at offered rates (durable
     /// commands/s, ack latency, fsyncs), one fsync per command, and journal replay speed.
     Journal(bench_journal::JournalArgs),
+    /// The REST API: signed orders through HTTP on loopback with durability on, at offered
+    /// rates and closed loop.
+    Api(bench_api::ApiArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,8 +96,17 @@ fn run() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Commands::Serve(args) => serve_cli::run(&args),
+        Commands::Demo(args) => demo::run(&args),
+        Commands::Admin(args) => admin_cli::run(&args),
+        Commands::Config(ConfigCommand::Example) => {
+            print!("{}", serve_cli::EXAMPLE);
+            Ok(())
+        }
+        Commands::Reindex { data } => serve_cli::reindex(&data),
         Commands::Bench(BenchCommand::Core(args)) => bench_core::run(&args),
         Commands::Bench(BenchCommand::Journal(args)) => bench_journal::run(&args),
+        Commands::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         Commands::Journal(cmd) => journal_cli::run(&cmd),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }

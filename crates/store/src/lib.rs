@@ -28,7 +28,7 @@ mod schema;
 pub use interval::Interval;
 pub use query::{
     BalanceRow, DepositRow, FillRow, Kline, OrderRow, OrderStatus, OrderType, OrdersQuery,
-    TradeRow, TradesQuery, WithdrawalRow, WithdrawalStatus,
+    TickerStats, TradeRow, TradesQuery, WithdrawalRow, WithdrawalStatus,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -205,6 +205,27 @@ pub struct WithdrawalRow {
     pub updated_ms: u64,
 }
 
+/// Trade statistics of one market over a time window (Binance `ticker/24hr`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickerStats {
+    /// Trades inside the window.
+    pub count: u64,
+    /// Price of the first trade inside the window.
+    pub open: Option<PriceTicks>,
+    pub high: Option<PriceTicks>,
+    pub low: Option<PriceTicks>,
+    /// Σ qty inside the window.
+    pub base_volume: QtyLots,
+    /// Σ quote_qty inside the window, in quote minor units.
+    pub quote_volume: Amount,
+    pub first_id: Option<TradeId>,
+    pub last_id: Option<TradeId>,
+    /// The last trade at or before the window's end (inside the window or not).
+    pub last: Option<(PriceTicks, QtyLots)>,
+    /// The last trade before the window's start.
+    pub prev_close: Option<PriceTicks>,
+}
+
 /// Filters of `allOrders`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OrdersQuery {
@@ -652,6 +673,111 @@ impl Store {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Trades of `market` with `start_ms <= time_ms <= end_ms` (each bound optional),
+    /// ascending by id. With a start, the first `limit` from there; without, the most
+    /// recent `limit` (Binance `aggTrades` by time).
+    pub fn trades_between(
+        &self,
+        market: MarketId,
+        start_ms: Option<u64>,
+        end_ms: Option<u64>,
+        limit_: u32,
+    ) -> Result<Vec<TradeRow>, StoreError> {
+        let ascending = start_ms.is_some();
+        let sql = format!(
+            "SELECT {TRADE_COLS} FROM trades
+             WHERE market_id = ?1
+               AND (?2 IS NULL OR time_ms >= ?2)
+               AND (?3 IS NULL OR time_ms <= ?3)
+             ORDER BY trade_id {} LIMIT ?4",
+            if ascending { "ASC" } else { "DESC" }
+        );
+        let mut rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(
+                params![market.0, opt(start_ms)?, opt(end_ms)?, limit(limit_)],
+                trade_row,
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        if !ascending {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    /// Statistics of the trades of `market` with `from_ms <= time_ms <= to_ms`.
+    pub fn ticker_stats(
+        &self,
+        market: MarketId,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<TickerStats, StoreError> {
+        let (from, to) = (int(from_ms)?, int(to_ms)?);
+        let mut stats = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(qty), 0), coalesce(sum(quote_qty), 0),
+                    max(price), min(price), min(trade_id), max(trade_id)
+             FROM trades WHERE market_id = ?1 AND time_ms >= ?2 AND time_ms <= ?3",
+            )?
+            .query_row(params![market.0, from, to], |r| {
+                let max: Option<i64> = r.get(3)?;
+                let min: Option<i64> = r.get(4)?;
+                let first: Option<i64> = r.get(5)?;
+                let last: Option<i64> = r.get(6)?;
+                let nat = |v: Option<i64>, i: usize| {
+                    v.map(|v| u64::try_from(v).map_err(|_| bad(i, "negative value")))
+                        .transpose()
+                };
+                Ok(TickerStats {
+                    count: u(r, 0)?,
+                    base_volume: QtyLots::new(u(r, 1)?),
+                    quote_volume: Amount::new(u(r, 2)?),
+                    high: nat(max, 3)?.map(PriceTicks::new),
+                    low: nat(min, 4)?.map(PriceTicks::new),
+                    first_id: nat(first, 5)?.map(TradeId),
+                    last_id: nat(last, 6)?.map(TradeId),
+                    ..TickerStats::default()
+                })
+            })?;
+        if let Some(first) = stats.first_id {
+            stats.open = Some(
+                self.conn
+                    .prepare_cached("SELECT price FROM trades WHERE trade_id = ?1")?
+                    .query_row([int(first.0)?], |r| u(r, 0).map(PriceTicks::new))?,
+            );
+        }
+        stats.last = self
+            .conn
+            .prepare_cached(
+                "SELECT price, qty FROM trades WHERE market_id = ?1 AND time_ms <= ?2
+                 ORDER BY trade_id DESC LIMIT 1",
+            )?
+            .query_row(params![market.0, to], |r| {
+                Ok((PriceTicks::new(u(r, 0)?), QtyLots::new(u(r, 1)?)))
+            })
+            .optional()?;
+        stats.prev_close = self
+            .conn
+            .prepare_cached(
+                "SELECT price FROM trades WHERE market_id = ?1 AND time_ms < ?2
+                 ORDER BY trade_id DESC LIMIT 1",
+            )?
+            .query_row(params![market.0, from], |r| u(r, 0).map(PriceTicks::new))
+            .optional()?;
+        Ok(stats)
+    }
+
+    /// A customer's fee tier, if the customer exists.
+    pub fn fee_tier(&self, user: UserId) -> Result<Option<u8>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT fee_tier FROM users WHERE user_id = ?1")?
+            .query_row([user.0], |r| r.get(0))
+            .optional()?)
     }
 
     /// A market's id by its symbol.

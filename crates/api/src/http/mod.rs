@@ -1,0 +1,498 @@
+//! The Binance-compatible REST API over HTTP: [`router`] builds an axum router over any
+//! [`Backend`]. Handlers parse with [`crate::params`], authenticate with
+//! [`crate::auth::authenticate`], answer errors through the one table
+//! ([`crate::errors::api_error`]) and never touch the sequencer, journal or SQLite
+//! except through the backend.
+//!
+//! Every decimal goes out as a JSON string at its asset's scale (prices and quote
+//! amounts at the quote asset's, quantities at the base asset's); ids and times are
+//! JSON integers (ms since the epoch). Fees are charged in the quote asset.
+//!
+//! Consistency: the answer to a new order or a cancel is built from the engine's events
+//! for that command; balances come from the engine ([`Backend::query`]) so they agree
+//! with every answered command; history (orders, fills, trades, klines) comes from the
+//! read model ([`Backend::read`]), which has caught up with every answered command.
+//!
+//! # Endpoints and the request weight each would count (rate limiting comes later)
+//!
+//! | method | path | security | weight |
+//! |---|---|---|---|
+//! | GET | `/api/v3/ping` | none | 1 |
+//! | GET | `/api/v3/time` | none | 1 |
+//! | GET | `/api/v3/exchangeInfo` | none | 20 |
+//! | GET | `/api/v3/depth` | none | 5 (limit ≤ 100), 25 (≤ 500), 50 (≤ 1000), 250 (≤ 5000) |
+//! | GET | `/api/v3/trades` | none | 25 |
+//! | GET | `/api/v3/aggTrades` | none | 4 |
+//! | GET | `/api/v3/klines` | none | 2 |
+//! | GET | `/api/v3/ticker/24hr` | none | 2 per symbol up to 20; 40 (21–100); 80 (more, or all) |
+//! | GET | `/api/v3/ticker/price` | none | 2 (one symbol), 4 (several or all) |
+//! | GET | `/api/v3/ticker/bookTicker` | none | 2 (one symbol), 4 (several or all) |
+//! | POST | `/api/v3/order` | TRADE | 1 (and 1 order) |
+//! | POST | `/api/v3/order/test` | TRADE | 1 (20 with `computeCommissionRates`) |
+//! | GET | `/api/v3/order` | USER_DATA | 4 |
+//! | DELETE | `/api/v3/order` | TRADE | 1 |
+//! | GET | `/api/v3/openOrders` | USER_DATA | 6 with a symbol, 80 without |
+//! | DELETE | `/api/v3/openOrders` | TRADE | 1 |
+//! | GET | `/api/v3/allOrders` | USER_DATA | 20 |
+//! | GET | `/api/v3/myTrades` | USER_DATA | 20 (5 with `orderId`) |
+//! | GET | `/api/v3/account` | USER_DATA | 20 |
+//! | GET | `/sapi/v1/capital/config/getall` | USER_DATA | 10 |
+//! | GET | `/sapi/v1/system/status` | none | 1 |
+//! | GET | `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` | none | 1 (empty stubs) |
+//! | GET | `/sapi/v1/margin/allPairs`, `/sapi/v1/margin/isolated/allPairs` | USER_DATA | 1 (always `[]`) |
+//!
+//! Anything else is 404 (a known path with another method, 405) with a JSON error body.
+//!
+//! Client address: axum's `ConnectInfo<SocketAddr>` (serve with
+//! `into_make_service_with_connect_info::<SocketAddr>()`). Every command carries
+//! `Origin::Api { key_id, ip, user_agent }` (user agent cut to 256 bytes).
+//!
+//! Known limitations: no rate limiting and no `X-MBX-USED-WEIGHT` headers yet; no
+//! order lists (OCO), amend, or cancel-replace endpoints; `aggTrades` gives one
+//! aggregate per trade; `selfTradePreventionMode` of an order is not in the read model,
+//! so history rows omit it.
+
+mod account;
+mod market;
+mod stubs;
+mod trading;
+
+use crate::auth::{self, ApiKeyId, Permission, SignedRequest, API_KEY_HEADER};
+use crate::backend::{Backend, BackendError};
+use crate::errors::{api_error, ApiError, Failure, ParamError};
+use crate::params::{Params, MAX_BODY_LEN};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, USER_AGENT};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kura_engine::codec::{ip_to_bytes, Origin, USER_AGENT_MAX};
+use kura_engine::{Engine, MarketSpec};
+use kura_units::{MarketId, PriceTicks, QtyLots, Scale, UserId};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// Build the REST router over `backend`.
+pub fn router<B: Backend>(backend: B) -> Router {
+    Router::new()
+        .route("/api/v3/ping", get(market::ping))
+        .route("/api/v3/time", get(market::time::<B>))
+        .route("/api/v3/exchangeInfo", get(market::exchange_info::<B>))
+        .route("/api/v3/depth", get(market::depth::<B>))
+        .route("/api/v3/trades", get(market::trades::<B>))
+        .route("/api/v3/aggTrades", get(market::agg_trades::<B>))
+        .route("/api/v3/klines", get(market::klines::<B>))
+        .route("/api/v3/ticker/24hr", get(market::ticker_24hr::<B>))
+        .route("/api/v3/ticker/price", get(market::ticker_price::<B>))
+        .route("/api/v3/ticker/bookTicker", get(market::book_ticker::<B>))
+        .route(
+            "/api/v3/order",
+            get(trading::query_order::<B>)
+                .post(trading::new_order::<B>)
+                .delete(trading::cancel_order::<B>),
+        )
+        .route(
+            "/api/v3/order/test",
+            axum::routing::post(trading::test_order::<B>),
+        )
+        .route(
+            "/api/v3/openOrders",
+            get(trading::open_orders::<B>).delete(trading::cancel_open_orders::<B>),
+        )
+        .route("/api/v3/allOrders", get(trading::all_orders::<B>))
+        .route("/api/v3/myTrades", get(trading::my_trades::<B>))
+        .route("/api/v3/account", get(account::account::<B>))
+        .route(
+            "/sapi/v1/capital/config/getall",
+            get(account::capital_config::<B>),
+        )
+        .route("/sapi/v1/system/status", get(account::system_status))
+        .route(
+            "/fapi/v1/exchangeInfo",
+            get(stubs::futures_exchange_info::<B>),
+        )
+        .route(
+            "/dapi/v1/exchangeInfo",
+            get(stubs::futures_exchange_info::<B>),
+        )
+        .route("/sapi/v1/margin/allPairs", get(stubs::margin_pairs::<B>))
+        .route(
+            "/sapi/v1/margin/isolated/allPairs",
+            get(stubs::margin_pairs::<B>),
+        )
+        .fallback(stubs::not_found)
+        .method_not_allowed_fallback(stubs::method_not_allowed)
+        .with_state(backend)
+}
+
+// ---- errors ----------------------------------------------------------------------
+
+/// An error answer: HTTP status and Binance's `{"code":…,"msg":…}`.
+#[derive(Debug)]
+pub(crate) struct Fail(ApiError);
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            [(CONTENT_TYPE, "application/json;charset=UTF-8")],
+            self.0.to_json(),
+        )
+            .into_response()
+    }
+}
+
+impl From<Failure> for Fail {
+    fn from(f: Failure) -> Fail {
+        Fail(api_error(&f))
+    }
+}
+
+impl From<ParamError> for Fail {
+    fn from(e: ParamError) -> Fail {
+        Failure::Param(e).into()
+    }
+}
+
+impl From<auth::AuthError> for Fail {
+    fn from(e: auth::AuthError) -> Fail {
+        Failure::Auth(e).into()
+    }
+}
+
+impl From<BackendError> for Fail {
+    fn from(e: BackendError) -> Fail {
+        let failure = match &e {
+            BackendError::Busy => Failure::Busy,
+            BackendError::Stopped(_) | BackendError::ReadModel(_) => {
+                tracing::error!(error = %e, "api: backend unavailable");
+                Failure::Unavailable
+            }
+            BackendError::Invalid(_) => {
+                tracing::error!(error = %e, "api: command refused by the journal");
+                Failure::Internal
+            }
+        };
+        failure.into()
+    }
+}
+
+impl From<kura_store::StoreError> for Fail {
+    fn from(e: kura_store::StoreError) -> Fail {
+        tracing::error!(error = %e, "api: read model query failed");
+        Failure::Unavailable.into()
+    }
+}
+
+pub(crate) type HttpResult = Result<Response, Fail>;
+
+/// A JSON success answer.
+pub(crate) fn json(value: serde_json::Value) -> HttpResult {
+    Ok(axum::Json(value).into_response())
+}
+
+// ---- the request as handlers see it ----------------------------------------------
+
+/// What every handler reads from a request: raw query and body (signatures are over
+/// the raw bytes), the API key header, the client address and user agent.
+#[derive(Debug)]
+pub(crate) struct Req {
+    query: Vec<u8>,
+    body: Vec<u8>,
+    api_key: Option<Vec<u8>>,
+    ip: IpAddr,
+    user_agent: String,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Req {
+    type Rejection = Fail;
+
+    async fn from_request(req: Request, state: &S) -> Result<Req, Fail> {
+        let (mut parts, body) = req.into_parts();
+        let ip = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state).await {
+            Ok(ConnectInfo(addr)) => addr.ip(),
+            Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
+        let api_key = parts
+            .headers
+            .get(API_KEY_HEADER)
+            .map(|v| v.as_bytes().to_vec());
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .map(|v| truncate_utf8(&String::from_utf8_lossy(v.as_bytes()), USER_AGENT_MAX))
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(body, MAX_BODY_LEN)
+            .await
+            .map_err(|_| Fail::from(ParamError::TooLarge))?
+            .to_vec();
+        Ok(Req {
+            query,
+            body,
+            api_key,
+            ip,
+            user_agent,
+        })
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+impl Req {
+    /// Parameters of an unsigned endpoint.
+    fn params(&self) -> Result<Params, Fail> {
+        Ok(Params::parse(&self.query, &self.body)?)
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    user: UserId,
+    params: Params,
+    origin: Origin,
+}
+
+/// Every check of a signed endpoint needing `permission`.
+async fn authenticate<B: Backend>(
+    backend: &B,
+    req: &Req,
+    permission: Permission,
+) -> Result<Caller, Fail> {
+    let record = ApiKeyId::parse(req.api_key.as_deref())
+        .ok()
+        .and_then(|id| backend.api_key(&id));
+    let signed = SignedRequest {
+        api_key: req.api_key.as_deref(),
+        raw_query: &req.query,
+        raw_body: &req.body,
+        client_ip: req.ip,
+    };
+    let authenticated = auth::authenticate(
+        &signed,
+        |_| record.as_ref(),
+        backend.master_key(),
+        permission,
+        backend.now_ms(),
+    )?;
+    // `authenticate` succeeded, so it found the record.
+    let key_id = record.map(|r| r.number).ok_or(Failure::Internal)?;
+    Ok(Caller {
+        user: authenticated.user,
+        params: authenticated.params,
+        origin: Origin::Api {
+            key_id,
+            ip: ip_to_bytes(req.ip),
+            user_agent: req.user_agent.clone(),
+        },
+    })
+}
+
+// ---- markets and decimals --------------------------------------------------------
+
+/// One market with what formatting and parsing need, copied out of the engine.
+#[derive(Clone, Debug)]
+pub(crate) struct MarketInfo {
+    id: MarketId,
+    symbol: String,
+    base: String,
+    quote: String,
+    base_scale: Scale,
+    quote_scale: Scale,
+    spec: MarketSpec,
+    halted: bool,
+}
+
+impl MarketInfo {
+    fn of(engine: &Engine, id: MarketId) -> Option<MarketInfo> {
+        let spec = engine.market_spec(id)?;
+        Some(MarketInfo {
+            id,
+            symbol: spec.symbol.clone(),
+            base: engine.asset_symbol(spec.base)?.to_owned(),
+            quote: engine.asset_symbol(spec.quote)?.to_owned(),
+            base_scale: engine.asset_scale(spec.base)?,
+            quote_scale: engine.asset_scale(spec.quote)?,
+            spec: spec.clone(),
+            halted: engine.market_halted(id).is_some(),
+        })
+    }
+
+    /// Every market, by id.
+    fn all(engine: &Engine) -> Vec<MarketInfo> {
+        (0..engine.market_count())
+            .filter_map(|i| u32::try_from(i).ok())
+            .filter_map(|i| MarketInfo::of(engine, MarketId(i)))
+            .collect()
+    }
+
+    /// A price in ticks as a decimal of the quote asset.
+    fn price(&self, p: PriceTicks) -> String {
+        decimal(
+            u128::from(p.get()) * u128::from(self.spec.tick.get()),
+            self.quote_scale,
+        )
+    }
+
+    /// A quantity in lots as a decimal of the base asset.
+    fn qty(&self, q: QtyLots) -> String {
+        decimal(
+            u128::from(q.get()) * u128::from(self.spec.lot.get()),
+            self.base_scale,
+        )
+    }
+
+    /// Quote minor units as a decimal.
+    fn quote_amount(&self, a: u128) -> String {
+        decimal(a, self.quote_scale)
+    }
+}
+
+/// The market named by a symbol (-1121 if none).
+async fn market_info<B: Backend>(backend: &B, symbol: &str) -> Result<MarketInfo, Fail> {
+    let symbol = symbol.to_owned();
+    backend
+        .query(move |e| {
+            e.market_by_symbol(&symbol)
+                .and_then(|id| MarketInfo::of(e, id))
+        })
+        .await?
+        .ok_or_else(|| ParamError::UnknownSymbol.into())
+}
+
+/// Every market.
+async fn all_markets<B: Backend>(backend: &B) -> Result<Vec<MarketInfo>, Fail> {
+    Ok(backend.query(MarketInfo::all).await?)
+}
+
+/// `minor` at `scale` as a decimal with exactly `scale` fraction digits.
+pub(crate) fn decimal(minor: u128, scale: Scale) -> String {
+    let places = usize::from(scale.places());
+    if places == 0 {
+        return minor.to_string();
+    }
+    let factor = u128::from(scale.factor());
+    format!(
+        "{}.{:0width$}",
+        minor / factor,
+        minor % factor,
+        width = places
+    )
+}
+
+/// A signed decimal (`-12.50`): `magnitude` with a sign.
+pub(crate) fn signed_decimal(negative: bool, magnitude: u128, scale: Scale) -> String {
+    let text = decimal(magnitude, scale);
+    if negative && magnitude != 0 {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
+/// `limit`: default when absent, at most `max` (larger values are capped, as Binance
+/// does); zero is refused.
+fn limit_param(params: &Params, default: u32, max: u32) -> Result<u32, Fail> {
+    match params.u64_opt("limit")? {
+        None => Ok(default),
+        Some(0) => Err(ParamError::InvalidValue {
+            name: "limit".to_owned(),
+        }
+        .into()),
+        Some(n) => Ok(u32::try_from(n).unwrap_or(max).min(max)),
+    }
+}
+
+/// Binance's legal range for the `symbols` parameter, quoted in its -1100 message.
+pub const SYMBOLS_PATTERN: &str =
+    "^\\[(\"[A-Z0-9-_.]{1,20}\"(,\"[A-Z0-9-_.]{1,20}\"){0,}){0,1}\\]$";
+
+/// Which markets a market-data request is about.
+#[derive(Debug)]
+enum Selection {
+    One(String),
+    Many(Vec<String>),
+    All,
+}
+
+fn selection(params: &Params) -> Result<Selection, Fail> {
+    match (params.optional("symbol"), params.optional("symbols")) {
+        (Some(_), Some(_)) => Err(ParamError::BadCombination.into()),
+        (Some(_), None) => Ok(Selection::One(params.symbol("symbol")?.to_owned())),
+        (None, Some(text)) => {
+            let bad = || ParamError::IllegalChars {
+                name: Some("symbols".to_owned()),
+                pattern: Some(SYMBOLS_PATTERN),
+            };
+            let list: Vec<String> = serde_json::from_str(text).map_err(|_| bad())?;
+            let ok = list.iter().all(|s| {
+                !s.is_empty()
+                    && s.len() <= 20
+                    && s.bytes().all(|b| {
+                        b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b)
+                    })
+            });
+            if !ok {
+                return Err(bad().into());
+            }
+            Ok(Selection::Many(list))
+        }
+        (None, None) => Ok(Selection::All),
+    }
+}
+
+/// The markets a selection names, in the order named (-1121 for an unknown one).
+fn select(markets: Vec<MarketInfo>, sel: &Selection) -> Result<Vec<MarketInfo>, Fail> {
+    let find = |s: &str| {
+        markets
+            .iter()
+            .find(|m| m.symbol == s)
+            .cloned()
+            .ok_or_else(|| Fail::from(ParamError::UnknownSymbol))
+    };
+    match sel {
+        Selection::All => Ok(markets.clone()),
+        Selection::One(s) => Ok(vec![find(s)?]),
+        Selection::Many(list) => list.iter().map(|s| find(s)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals() {
+        let s = |p| Scale::new(p).expect("scale");
+        assert_eq!(decimal(0, s(8)), "0.00000000");
+        assert_eq!(decimal(123_456_789, s(8)), "1.23456789");
+        assert_eq!(decimal(15_000_000, s(0)), "15000000");
+        assert_eq!(decimal(5, s(2)), "0.05");
+        assert_eq!(
+            decimal(u128::from(u64::MAX) * 10, s(2)),
+            "1844674407370955161.50"
+        );
+        assert_eq!(signed_decimal(true, 250, s(2)), "-2.50");
+        assert_eq!(signed_decimal(true, 0, s(2)), "0.00");
+    }
+
+    #[test]
+    fn user_agent_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let cut = truncate_utf8(&long, 256);
+        assert_eq!(cut.len(), 256);
+        let odd = format!("a{long}");
+        assert_eq!(truncate_utf8(&odd, 256).len(), 255);
+        assert_eq!(truncate_utf8("ccxt/4.5.90", 256), "ccxt/4.5.90");
+    }
+}

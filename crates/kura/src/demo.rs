@@ -1,0 +1,328 @@
+//! `kura demo`: a running exchange for a newcomer in one command.
+//!
+//! It starts a server on a fresh data directory (or `--data`), with the default markets
+//! BTC/JPY and BTC/USD, three customers (`demo`, whose API key it prints; `maker` and
+//! `taker`, two simulated traders), and a market maker that keeps both books populated
+//! around a reference price that moves at random, while the taker trades against it now
+//! and then, so the books, trades, tickers and candles are alive.
+
+use crate::serve_cli::{self, ServeArgs};
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use kura::server::admin::{self, Envelope, Request};
+use kura::server::backend::NodeBackend;
+use kura::server::{self as server};
+use kura_api::backend::Backend;
+use kura_engine::codec::{Entry, Origin};
+use kura_engine::{Command, OrderType, Side, TimeInForce};
+use kura_units::{MarketId, PriceTicks, QtyLots, UserId};
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Do not run the simulated market maker and taker.
+    #[arg(long)]
+    no_maker: bool,
+    /// Milliseconds between market-maker updates.
+    #[arg(long, default_value_t = 500)]
+    tick_ms: u64,
+}
+
+const OPERATOR: &str = "kura-demo";
+
+async fn admin(backend: &NodeBackend, request: Request) -> Result<Value> {
+    admin::handle(
+        backend,
+        Envelope {
+            operator: OPERATOR.into(),
+            request,
+        },
+    )
+    .await
+}
+
+async fn ensure_user(backend: &NodeBackend, name: &str, funds: &[(&str, &str)]) -> Result<()> {
+    let exists = {
+        let n = name.to_owned();
+        backend
+            .query(move |e| e.user_by_name(&n).is_some())
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+    };
+    if !exists {
+        admin(backend, Request::UserCreate { name: name.into() }).await?;
+        for (asset, amount) in funds {
+            admin(
+                backend,
+                Request::Credit {
+                    user: name.into(),
+                    asset: (*asset).into(),
+                    amount: (*amount).into(),
+                    reference: format!("demo-{name}-{asset}"),
+                    reason: "demo starting balance".into(),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+struct Book {
+    market: MarketId,
+    /// Reference price in ticks.
+    reference: u64,
+    /// Half the spread and the step between levels, in ticks.
+    step: u64,
+}
+
+/// A small xorshift generator: the demo's prices need variety, not cryptography.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+async fn submit(backend: &NodeBackend, command: Command) {
+    let entry = Entry {
+        ctx_timestamp_ms: 0,
+        origin: Origin::Operator {
+            name: "demo-simulator".into(),
+        },
+        command,
+    };
+    // A refused order (for example while a market is halted) is simply skipped.
+    let _ = backend.submit(entry).await;
+}
+
+fn limit(user: UserId, market: MarketId, side: Side, price: u64, lots: u64) -> Command {
+    Command::PlaceOrder {
+        user,
+        market,
+        side,
+        order: OrderType::Limit {
+            price: PriceTicks::new(price),
+            qty: QtyLots::new(lots),
+            tif: TimeInForce::Gtc,
+            post_only: false,
+        },
+        client_id: None,
+        stp: None,
+    }
+}
+
+async fn market_maker(backend: NodeBackend, tick: Duration) -> Result<()> {
+    let ids = backend
+        .query(|e| {
+            Some((
+                e.user_by_name("maker")?,
+                e.user_by_name("taker")?,
+                e.market_by_symbol("BTCJPY")?,
+                e.market_by_symbol("BTCUSD")?,
+            ))
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("demo customers or markets missing"))?;
+    let (maker, taker, jpy, usd) = ids;
+    let mut books = [
+        Book {
+            market: jpy,
+            reference: 15_000_000,
+            step: 1_000,
+        },
+        Book {
+            market: usd,
+            reference: 10_000_000,
+            step: 500,
+        },
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        interval.tick().await;
+        for book in &mut books {
+            // A random walk of the reference, at most 0.1 % a tick.
+            let drift = book.reference / 1_000;
+            let delta = rng.below(2 * drift + 1);
+            book.reference = (book.reference + delta)
+                .saturating_sub(drift)
+                .max(book.step * 20);
+            submit(
+                &backend,
+                Command::CancelAll {
+                    user: maker,
+                    market: book.market,
+                },
+            )
+            .await;
+            for level in 1..=10u64 {
+                let lots = 100 + rng.below(900);
+                let bid = book.reference - level * book.step;
+                let ask = book.reference + level * book.step;
+                submit(&backend, limit(maker, book.market, Side::Buy, bid, lots)).await;
+                submit(&backend, limit(maker, book.market, Side::Sell, ask, lots)).await;
+            }
+            // The taker crosses the spread now and then.
+            if rng.below(3) == 0 {
+                let side = if rng.below(2) == 0 {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                };
+                submit(
+                    &backend,
+                    Command::PlaceOrder {
+                        user: taker,
+                        market: book.market,
+                        side,
+                        order: OrderType::MarketBase {
+                            qty: QtyLots::new(10 + rng.below(200)),
+                        },
+                        client_id: None,
+                        stp: None,
+                    },
+                )
+                .await;
+            }
+        }
+    }
+}
+
+fn snippet(rest: &str, key: &str, secret: &str) -> String {
+    format!(
+        r#"import ccxt
+from urllib.parse import urlsplit
+ex = ccxt.binance({{'apiKey': '{key}', 'secret': '{secret}', 'options': {{'defaultType': 'spot', 'fetchMarkets': {{'types': ['spot']}}, 'fetchCurrencies': False, 'fetchMargins': False, 'fetchOpenOrders': {{'warnWithoutSymbol': False}}}}}})
+ex.urls['api'].update({{k: '{rest}' + urlsplit(v).path for k, v in ex.urls['api'].items() if isinstance(v, str)}})
+ex.exceptions['exact'].update(ex.exceptions['spot']['exact'])
+ex.load_markets()
+print(ex.fetch_ticker('BTC/JPY')['last'])
+print(ex.create_order('BTC/JPY', 'limit', 'buy', 0.001, 14000000)['status'])
+print(ex.fetch_balance()['JPY'])
+"#
+    )
+}
+
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let mut serve = args.serve.clone();
+    if serve.data.is_none() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        serve.data = Some(std::env::temp_dir().join(format!("kura-demo-{stamp}")));
+    }
+    let config = serve_cli::resolve(&serve)?;
+    let listen = config.listen;
+    let data = config.data_dir().to_path_buf();
+    let exchange = serve_cli::open(config)?;
+    let rt = serve_cli::runtime()?;
+    let tick = Duration::from_millis(args.tick_ms.max(10));
+    let no_maker = args.no_maker;
+    rt.block_on(async {
+        let backend = exchange.backend().clone();
+        ensure_user(
+            &backend,
+            "demo",
+            &[("BTC", "10"), ("JPY", "100000000"), ("USD", "1000000")],
+        )
+        .await?;
+        ensure_user(
+            &backend,
+            "maker",
+            &[
+                ("BTC", "10000"),
+                ("JPY", "1000000000000"),
+                ("USD", "10000000000"),
+            ],
+        )
+        .await?;
+        ensure_user(
+            &backend,
+            "taker",
+            &[
+                ("BTC", "10000"),
+                ("JPY", "1000000000000"),
+                ("USD", "10000000000"),
+            ],
+        )
+        .await?;
+        let key = admin(
+            &backend,
+            Request::KeyCreate {
+                user: "demo".into(),
+                perms: vec!["read".into(), "trade".into()],
+                ed25519_public: None,
+                ip_allow: vec![],
+                label: "demo".into(),
+            },
+        )
+        .await?;
+        let field = |k: &str| key.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+        let (api_key, secret) = (field("key"), field("secret"));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen} (try --listen 127.0.0.1:0)"))?;
+        let addr = listener.local_addr()?;
+        let rest = format!("http://{addr}");
+        println!("kura demo is running.\n");
+        println!("  REST API:    {rest}/api/v3  (Binance spot v3)");
+        println!("  data:        {}", data.display());
+        println!("  API key:     {api_key}");
+        println!("  API secret:  {secret}");
+        println!("  customer:    demo (10 BTC, 100,000,000 JPY, 1,000,000 USD)");
+        println!(
+            "  markets:     BTC/JPY, BTC/USD{}",
+            if no_maker {
+                ""
+            } else {
+                " (a market maker keeps them moving)"
+            }
+        );
+        println!("\nPaste into Python (pip install ccxt==4.5.90):\n");
+        println!("{}", snippet(&rest, &api_key, &secret));
+        println!("Admin: kura admin --data {} balances demo", data.display());
+        println!("Stop with Ctrl-C.");
+        let maker = (!no_maker).then(|| tokio::spawn(market_maker(backend.clone(), tick)));
+        drop(backend);
+        let served = exchange.serve(listener, server::shutdown_signal()).await;
+        if let Some(task) = maker {
+            task.abort();
+        }
+        served
+    })?;
+    let head = exchange.stop()?;
+    eprintln!(
+        "kura stopped cleanly at seq {}; data kept in {}",
+        head.seq,
+        data.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_snippet_has_no_block_statements_so_it_pastes_into_a_repl() {
+        let s = super::snippet("http://127.0.0.1:8080", "K", "S");
+        for line in s.lines() {
+            assert!(
+                !line.starts_with(' ') && !line.trim_end().ends_with(':'),
+                "{line}"
+            );
+        }
+        assert!(s.contains("'apiKey': 'K'") && s.contains("'secret': 'S'"));
+        assert!(s.contains("'http://127.0.0.1:8080' + urlsplit(v).path"));
+    }
+}

@@ -1,0 +1,226 @@
+//! `kura serve`, `kura config example` and `kura reindex`.
+//!
+//! Every option has a default, can be set in the config file, and can be overridden by
+//! a flag or an environment variable (flag > environment > file > default).
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kura::server::{self, Exchange, ServerConfig};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The documented defaults, as `kura config example` prints them.
+pub const EXAMPLE: &str = r#"# kura configuration file (TOML). Every option is optional: shown here with its
+# default. Each one can also be set by a flag (--name-with-dashes) or an environment
+# variable (KURA_NAME_IN_CAPITALS); flags win over the environment, which wins over
+# this file.
+
+# Where the journal, snapshots, read model, master key and admin socket live.
+data = "kura-data"
+
+# Where the REST API listens. Keep it on loopback unless a TLS proxy sits in front.
+listen = "127.0.0.1:8080"
+
+# Commands waiting for the sequencer, at most; beyond that new requests get 503.
+queue_capacity = 65536
+
+# Commands made durable by one fsync, at most.
+batch_max = 4096
+
+# Take a snapshot after this many commands (0: never by count) ...
+snapshot_every_commands = 1000000
+
+# ... or after this many seconds with new commands (0: never by time).
+snapshot_every_secs = 600
+
+# How long a history read (orders, trades) waits for the read model to catch up
+# with the commands answered before it, in milliseconds.
+read_wait_ms = 5000
+"#;
+
+/// Options of `kura serve` (and the server part of `kura demo`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Data directory.
+    #[arg(long, env = "KURA_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address of the REST API.
+    #[arg(long, env = "KURA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// A TOML config file (`kura config example` prints one).
+    #[arg(long, env = "KURA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "KURA_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+    #[arg(long, env = "KURA_BATCH_MAX")]
+    pub batch_max: Option<usize>,
+    #[arg(long, env = "KURA_SNAPSHOT_EVERY_COMMANDS")]
+    pub snapshot_every_commands: Option<u64>,
+    #[arg(long, env = "KURA_SNAPSHOT_EVERY_SECS")]
+    pub snapshot_every_secs: Option<u64>,
+    #[arg(long, env = "KURA_READ_WAIT_MS")]
+    pub read_wait_ms: Option<u64>,
+}
+
+/// The config file: the same names as the flags, with underscores.
+#[derive(Deserialize, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub queue_capacity: Option<usize>,
+    pub batch_max: Option<usize>,
+    pub snapshot_every_commands: Option<u64>,
+    pub snapshot_every_secs: Option<u64>,
+    pub read_wait_ms: Option<u64>,
+}
+
+pub fn parse_file(text: &str) -> Result<FileConfig> {
+    Ok(toml::from_str(text)?)
+}
+
+/// Flags and environment over the file over the defaults.
+pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
+    let file = match &args.config {
+        Some(path) => parse_file(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading the config file {}", path.display()))?,
+        )
+        .with_context(|| format!("in the config file {}", path.display()))?,
+        None => FileConfig::default(),
+    };
+    let data = args
+        .data
+        .clone()
+        .or(file.data)
+        .unwrap_or_else(|| PathBuf::from("kura-data"));
+    let mut config = ServerConfig::new(data);
+    if let Some(listen) = args.listen.or(file.listen) {
+        config.listen = listen;
+    }
+    if let Some(v) = args.queue_capacity.or(file.queue_capacity) {
+        config.node.queue_capacity = v.max(1);
+    }
+    if let Some(v) = args.batch_max.or(file.batch_max) {
+        config.node.batch_max = v.max(1);
+    }
+    if let Some(v) = args
+        .snapshot_every_commands
+        .or(file.snapshot_every_commands)
+    {
+        config.node.snapshot_every_commands = v;
+    }
+    if let Some(v) = args.snapshot_every_secs.or(file.snapshot_every_secs) {
+        config.node.snapshot_every = (v > 0).then(|| Duration::from_secs(v));
+    }
+    if let Some(v) = args.read_wait_ms.or(file.read_wait_ms) {
+        config.read_wait = Duration::from_millis(v);
+    }
+    Ok(config)
+}
+
+fn replay_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} replaying the journal: {pos} commands")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kura-api")
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Open the exchange with a replay progress bar.
+pub fn open(config: ServerConfig) -> Result<Exchange> {
+    let bar = replay_bar();
+    let exchange = Exchange::open(config, |n| bar.set_position(n));
+    bar.finish_and_clear();
+    exchange
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let config = resolve(args)?;
+    let listen = config.listen;
+    let exchange = open(config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("listening on http://{addr}");
+        exchange.serve(listener, server::shutdown_signal()).await
+    })?;
+    let head = exchange.stop()?;
+    eprintln!("kura stopped cleanly at seq {}", head.seq);
+    Ok(())
+}
+
+/// `kura reindex --data DIR`.
+pub fn reindex(data: &Path) -> Result<()> {
+    let config = kura::node::NodeConfig::new(data);
+    let bar = replay_bar();
+    let seq = server::reindex(&config, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    println!("read model rebuilt from the journal up to seq {seq}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_to_the_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("kura.toml");
+        std::fs::write(&path, EXAMPLE).expect("write");
+        let from_file = resolve(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .expect("the example resolves");
+        let defaults = ServerConfig::new("kura-data");
+        assert_eq!(from_file.listen, defaults.listen);
+        assert_eq!(from_file.node.queue_capacity, defaults.node.queue_capacity);
+        assert_eq!(from_file.node.batch_max, defaults.node.batch_max);
+        assert_eq!(
+            from_file.node.snapshot_every_commands,
+            defaults.node.snapshot_every_commands
+        );
+        assert_eq!(from_file.node.snapshot_every, defaults.node.snapshot_every);
+        assert_eq!(from_file.read_wait, defaults.read_wait);
+        assert_eq!(from_file.node.data_dir, defaults.node.data_dir);
+        // Every option of the file is set in the example.
+        let file = parse_file(EXAMPLE).expect("parses");
+        assert!(file.data.is_some() && file.listen.is_some() && file.read_wait_ms.is_some());
+        assert!(file.queue_capacity.is_some() && file.batch_max.is_some());
+        assert!(file.snapshot_every_commands.is_some() && file.snapshot_every_secs.is_some());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("kura.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nbatch_max = 7\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            batch_max: Some(9),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args).expect("resolve");
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(config.node.batch_max, 9);
+        std::fs::write(&path, "listne = \"127.0.0.1:9000\"\n").expect("write");
+        let err = resolve(&args).expect_err("typo refused");
+        assert!(format!("{err:#}").contains("listne"), "{err:#}");
+    }
+}

@@ -1,0 +1,421 @@
+//! The admin channel: a Unix socket in the data directory (`admin.sock`, mode 0600, so
+//! only the account that runs the node can use it), one JSON request per line, one JSON
+//! answer per line. `kura admin …` is its client.
+//!
+//! Every action that changes state is a journaled command whose origin is
+//! `Origin::Admin { operator, reason }`: who did it (the operator name the CLI sends,
+//! by default the login name) and why (a reason, required for money and halts).
+//! Secrets: an HMAC key's secret is derived from the master key and returned once in the
+//! answer to `key_create`; it is never journaled, stored or logged. An Ed25519 key's
+//! private half never reaches the server: the CLI generates it and sends the public key.
+
+use super::backend::{parse_ip_range, NodeBackend};
+use anyhow::{anyhow, bail, Context, Result};
+use kura_api::auth::ApiKeyId;
+use kura_api::backend::Backend;
+use kura_engine::codec::{Entry, Origin};
+use kura_engine::{Command, Engine, Event, EventKind, KeyPermissions, KeyScheme};
+use kura_units::{format_decimal, parse_decimal, Amount, AmountDelta, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+/// The socket's file name inside the data directory.
+pub const SOCKET_NAME: &str = "admin.sock";
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// One admin request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    UserCreate {
+        name: String,
+    },
+    KeyCreate {
+        user: String,
+        perms: Vec<String>,
+        /// Hex of an Ed25519 public key; absent for an HMAC key.
+        ed25519_public: Option<String>,
+        #[serde(default)]
+        ip_allow: Vec<String>,
+        #[serde(default)]
+        label: String,
+    },
+    KeyRevoke {
+        key: String,
+        reason: String,
+    },
+    Credit {
+        user: String,
+        asset: String,
+        amount: String,
+        reference: String,
+        reason: String,
+    },
+    Debit {
+        user: String,
+        asset: String,
+        amount: String,
+        reason: String,
+    },
+    Halt {
+        symbol: String,
+        reason: String,
+    },
+    Resume {
+        symbol: String,
+        reason: String,
+    },
+    Balances {
+        user: Option<String>,
+    },
+}
+
+/// A request with who sends it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub operator: String,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// Send one request to the node that owns `data_dir` and return its answer.
+pub fn call(data_dir: &Path, envelope: &Envelope) -> Result<Value> {
+    use std::os::unix::net::UnixStream;
+    let path = socket_path(data_dir);
+    let mut stream = UnixStream::connect(&path).with_context(|| {
+        format!(
+            "connecting to {} (is `kura serve --data {}` running?)",
+            path.display(),
+            data_dir.display()
+        )
+    })?;
+    let mut line = serde_json::to_string(envelope)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("reading the node's answer")?;
+    let value: Value = serde_json::from_str(answer.trim())
+        .with_context(|| format!("the node answered {answer:?}"))?;
+    match value.get("error").and_then(Value::as_str) {
+        Some(why) => bail!("{why}"),
+        None => Ok(value),
+    }
+}
+
+/// Serve the admin socket until `shutdown` resolves.
+pub async fn serve(
+    path: PathBuf,
+    backend: NodeBackend,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    // A stale socket from a killed node: the data-directory lock proves nobody owns it.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            _ = &mut shutdown => break,
+            conn = listener.accept() => conn,
+        };
+        let Ok((stream, _)) = conn else { continue };
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = match serde_json::from_str::<Envelope>(line.trim()) {
+                Ok(env) => match handle(&backend, env).await {
+                    Ok(v) => v,
+                    Err(e) => json!({ "error": format!("{e:#}") }),
+                },
+                Err(e) => json!({ "error": format!("malformed admin request: {e}") }),
+            };
+            let mut out = answer.to_string();
+            out.push('\n');
+            let _ = write.write_all(out.as_bytes()).await;
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn origin(operator: &str, reason: &str) -> Origin {
+    Origin::Admin {
+        operator: operator.chars().take(64).collect(),
+        reason: reason.to_owned(),
+    }
+}
+
+async fn run(backend: &NodeBackend, origin: Origin, command: Command) -> Result<Vec<Event>> {
+    let outcome = backend
+        .submit(Entry {
+            ctx_timestamp_ms: 0,
+            origin,
+            command,
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    outcome
+        .result
+        .map_err(|r| anyhow!("refused by the exchange: {r}"))
+}
+
+async fn user_id(backend: &NodeBackend, name: &str) -> Result<UserId> {
+    let n = name.to_owned();
+    backend
+        .query(move |e| e.user_by_name(&n))
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("no customer named {name:?}"))
+}
+
+/// Asset id and amount in minor units.
+async fn asset_amount(
+    backend: &NodeBackend,
+    asset: &str,
+    amount: &str,
+) -> Result<(kura_units::AssetId, Amount)> {
+    let a = asset.to_ascii_uppercase();
+    let found = backend
+        .query(move |e| {
+            e.asset_by_symbol(&a)
+                .and_then(|id| Some((id, e.asset_scale(id)?)))
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let (id, scale) = found.ok_or_else(|| anyhow!("unknown asset {asset:?}"))?;
+    let minor =
+        parse_decimal(amount, scale).map_err(|e| anyhow!("amount {amount:?} for {asset}: {e}"))?;
+    Ok((id, Amount::new(minor)))
+}
+
+fn balances_json(engine: &Engine, only: Option<UserId>) -> Value {
+    let mut rows = Vec::new();
+    let users: Vec<UserId> = match only {
+        Some(u) => vec![u],
+        None => (0..engine.user_count() as u32).map(UserId).collect(),
+    };
+    for user in users {
+        for a in 0..engine.asset_count() as u16 {
+            let asset = kura_units::AssetId(a);
+            let (Ok(b), Some(scale), Some(symbol)) = (
+                engine.ledger().balance(user, asset),
+                engine.asset_scale(asset),
+                engine.asset_symbol(asset),
+            ) else {
+                continue;
+            };
+            rows.push(json!({
+                "user": engine.user_name(user).map_or_else(|| format!("#{}", user.0), str::to_owned),
+                "asset": symbol,
+                "free": format_decimal(b.available.get(), scale),
+                "locked": format_decimal(b.held.get(), scale),
+            }));
+        }
+    }
+    Value::Array(rows)
+}
+
+fn permissions(perms: &[String]) -> Result<KeyPermissions> {
+    let mut p = KeyPermissions::default();
+    for name in perms {
+        match name.trim() {
+            "read" => p.read = true,
+            "trade" => p.trade = true,
+            "withdraw" => p.withdraw = true,
+            other => bail!("unknown permission {other:?} (read, trade, withdraw)"),
+        }
+    }
+    Ok(p)
+}
+
+pub async fn handle(backend: &NodeBackend, env: Envelope) -> Result<Value> {
+    let op = env.operator;
+    match env.request {
+        Request::UserCreate { name } => {
+            let events = run(
+                backend,
+                origin(&op, "create customer"),
+                Command::RegisterUser { name: name.clone() },
+            )
+            .await?;
+            let id = events.iter().find_map(|e| match e.kind {
+                EventKind::UserCreated { user } => Some(user.0),
+                _ => None,
+            });
+            Ok(json!({ "user": name, "id": id }))
+        }
+        Request::KeyCreate {
+            user,
+            perms,
+            ed25519_public,
+            ip_allow,
+            label,
+        } => {
+            let uid = user_id(backend, &user).await?;
+            let permissions = permissions(&perms)?;
+            let ip_allow = ip_allow
+                .iter()
+                .map(|t| parse_ip_range(t).ok_or_else(|| anyhow!("bad IP range {t:?}")))
+                .collect::<Result<Vec<_>>>()?;
+            let scheme = match &ed25519_public {
+                None => KeyScheme::Hmac,
+                Some(hex_key) => {
+                    let mut public = [0u8; 32];
+                    hex::decode_to_slice(hex_key, &mut public)
+                        .map_err(|_| anyhow!("ed25519_public must be 64 hex digits"))?;
+                    KeyScheme::Ed25519(public)
+                }
+            };
+            let key = ApiKeyId::from_random(rand::random::<[u8; 32]>());
+            let events = run(
+                backend,
+                origin(&op, "create API key"),
+                Command::CreateApiKey {
+                    user: uid,
+                    key: key.as_str().to_owned(),
+                    scheme,
+                    permissions,
+                    ip_allow,
+                    label,
+                },
+            )
+            .await?;
+            let number = events.iter().find_map(|e| match e.kind {
+                EventKind::ApiKeyCreated { number, .. } => Some(number),
+                _ => None,
+            });
+            let secret = match scheme {
+                KeyScheme::Hmac => Some(backend.master_key().derive_hmac_secret(&key)),
+                KeyScheme::Ed25519(_) => None,
+            };
+            Ok(json!({
+                "user": user,
+                "key": key.as_str(),
+                "number": number,
+                "scheme": if secret.is_some() { "hmac" } else { "ed25519" },
+                "secret": secret.as_ref().map(|s| s.expose().to_owned()),
+                "permissions": {
+                    "read": permissions.read,
+                    "trade": permissions.trade,
+                    "withdraw": permissions.withdraw,
+                },
+            }))
+        }
+        Request::KeyRevoke { key, reason } => {
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::RevokeApiKey { key: key.clone() },
+            )
+            .await?;
+            Ok(json!({ "revoked": key }))
+        }
+        Request::Credit {
+            user,
+            asset,
+            amount,
+            reference,
+            reason,
+        } => {
+            let uid = user_id(backend, &user).await?;
+            let (aid, amt) = asset_amount(backend, &asset, &amount).await?;
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::Deposit {
+                    user: uid,
+                    asset: aid,
+                    amount: amt,
+                    reference: reference.clone(),
+                },
+            )
+            .await?;
+            Ok(json!({ "credited": amount, "asset": asset, "user": user, "reference": reference }))
+        }
+        Request::Debit {
+            user,
+            asset,
+            amount,
+            reason,
+        } => {
+            let uid = user_id(backend, &user).await?;
+            let (aid, amt) = asset_amount(backend, &asset, &amount).await?;
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::Adjust {
+                    user: uid,
+                    asset: aid,
+                    delta: AmountDelta::debit(amt),
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+            Ok(json!({ "debited": amount, "asset": asset, "user": user }))
+        }
+        Request::Halt { symbol, reason } | Request::Resume { symbol, reason }
+            if reason.trim().is_empty() =>
+        {
+            bail!("a reason is required to halt or resume {symbol}")
+        }
+        Request::Halt { symbol, reason } => {
+            let market = market_id(backend, &symbol).await?;
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::HaltMarket {
+                    market,
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+            Ok(json!({ "halted": symbol, "reason": reason }))
+        }
+        Request::Resume { symbol, reason } => {
+            let market = market_id(backend, &symbol).await?;
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::ResumeMarket { market },
+            )
+            .await?;
+            Ok(json!({ "resumed": symbol }))
+        }
+        Request::Balances { user } => {
+            let only = match &user {
+                Some(name) => Some(user_id(backend, name).await?),
+                None => None,
+            };
+            backend
+                .query(move |e| balances_json(e, only))
+                .await
+                .map_err(|e| anyhow!("{e}"))
+        }
+    }
+}
+
+async fn market_id(backend: &NodeBackend, symbol: &str) -> Result<kura_units::MarketId> {
+    let s = symbol.to_ascii_uppercase();
+    backend
+        .query(move |e| e.market_by_symbol(&s))
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("unknown market {symbol:?}"))
+}

@@ -1,0 +1,353 @@
+//! The exchange server: node (journal + sequencer + engine), read model, HTTP API and
+//! admin socket in one process.
+//!
+//! Start-up ([`Exchange::open`]): lock the data directory, load (or create) the master
+//! key, open the read model, recover the engine from the journal while feeding the read
+//! model every command it has not applied yet, load the API key table, start the
+//! sequencer with an observer that updates the key table and hands each applied batch to
+//! the projector thread, and on a fresh directory sequence the default assets and
+//! markets. [`Exchange::serve`] then runs the HTTP API and the admin socket until the
+//! shutdown signal; [`Exchange::stop`] drains, fsyncs, snapshots and stops.
+
+pub mod admin;
+pub mod backend;
+pub mod files;
+
+use crate::node::{self, AppliedCommand, Node, NodeConfig, Observer};
+use anyhow::{anyhow, bail, Context, Result};
+use backend::{key_record, key_table, BackendParts, KeyTable, NodeBackend};
+use kura_engine::{genesis, EventKind};
+use kura_journal::Head;
+use kura_store::{Applied, Store};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The read model's file name inside the data directory.
+pub const STORE_FILE: &str = "read-model.sqlite";
+
+/// Everything `kura serve` needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub node: NodeConfig,
+    pub listen: SocketAddr,
+    /// How long a history read waits for the read model to catch up.
+    pub read_wait: Duration,
+    /// Batches waiting for the projector, at most (the sequencer waits beyond that).
+    pub projector_queue: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            node: NodeConfig::new(data_dir),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            read_wait: Duration::from_secs(5),
+            projector_queue: 1024,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.node.data_dir
+    }
+}
+
+/// A running exchange (without its HTTP listener).
+#[derive(Debug)]
+pub struct Exchange {
+    config: ServerConfig,
+    node: Node,
+    backend: NodeBackend,
+    projector: JoinHandle<Result<()>>,
+    _lock: files::DirLock,
+}
+
+fn projector(
+    mut store: Store,
+    rx: mpsc::Receiver<Vec<AppliedCommand>>,
+    applied: watch::Sender<u64>,
+) -> Result<()> {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while batches.len() < 64 {
+            match rx.try_recv() {
+                Ok(more) => batches.push(more),
+                Err(_) => break,
+            }
+        }
+        let flat: Vec<Applied<'_>> = batches
+            .iter()
+            .flatten()
+            .map(|a| Applied::new(a.ctx, &a.events))
+            .collect();
+        if let Err(e) = store.apply_batch(&flat) {
+            tracing::error!(error = %e, "the read model failed; history reads stop until `kura reindex`");
+            return Err(anyhow!("read model: {e}"));
+        }
+        if let Some(last) = flat.last() {
+            applied.send_replace(last.ctx.seq);
+        }
+    }
+    Ok(())
+}
+
+fn observer(
+    keys: KeyTable,
+    engine_seq: Arc<AtomicU64>,
+    to_projector: mpsc::SyncSender<Vec<AppliedCommand>>,
+) -> Observer {
+    Box::new(move |engine, batch| {
+        for e in batch.iter().flat_map(|a| &a.events) {
+            if let EventKind::ApiKeyCreated { key, .. } | EventKind::ApiKeyRevoked { key, .. } =
+                &e.kind
+            {
+                if let Some(record) = engine.api_key(key).and_then(|k| key_record(key, k)) {
+                    if let Ok(mut table) = keys.write() {
+                        table.insert(record.id.clone(), record);
+                    }
+                }
+            }
+        }
+        if let Some(last) = batch.last() {
+            engine_seq.store(last.ctx.seq, Ordering::Release);
+        }
+        // Blocks when the projector is a full queue behind (bounded memory); fails only
+        // when it has stopped, which it has logged.
+        let _ = to_projector.send(batch);
+    })
+}
+
+impl Exchange {
+    /// Recover and start everything but the listeners. `progress` sees replay counts.
+    pub fn open(config: ServerConfig, progress: impl FnMut(u64)) -> Result<Exchange> {
+        let dir = config.data_dir().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        let lock = files::DirLock::acquire(&dir)?;
+        let master = files::load_or_create_master_key(&dir)?;
+        let store_path = dir.join(STORE_FILE);
+        let mut store = Store::open(&store_path)
+            .with_context(|| format!("opening the read model {}", store_path.display()))?;
+        let store_seq = store.last_seq().unwrap_or(0);
+
+        let (engine, journal, recovered) =
+            recover_into_store(&config.node, &mut store, store_seq, progress)?;
+        let head = recovered.head;
+        if store.last_seq().unwrap_or(0) > head.seq {
+            bail!(
+                "the read model {} is at seq {} but the journal ends at {}: it belongs to \
+                 another journal; run `kura reindex --data {}`",
+                store_path.display(),
+                store.last_seq().unwrap_or(0),
+                head.seq,
+                dir.display()
+            );
+        }
+        tracing::info!(
+            head = head.seq,
+            snapshot = ?recovered.snapshot_seq,
+            replayed = recovered.replayed,
+            read_model = store.last_seq().unwrap_or(0),
+            "recovered"
+        );
+        let fresh = head.seq == 0 && engine.market_count() == 0;
+        let keys = key_table(&engine);
+        let engine_seq = Arc::new(AtomicU64::new(head.seq));
+        let (applied_tx, applied_rx) = watch::channel(head.seq);
+        let (proj_tx, proj_rx) = mpsc::sync_channel(config.projector_queue.max(1));
+        let projector = std::thread::Builder::new()
+            .name("kura-projector".into())
+            .spawn(move || projector(store, proj_rx, applied_tx))
+            .context("starting the projector thread")?;
+        let (node, handle) = Node::start_observed(
+            config.node.clone(),
+            engine,
+            journal,
+            recovered,
+            Some(observer(
+                Arc::clone(&keys),
+                Arc::clone(&engine_seq),
+                proj_tx,
+            )),
+        )?;
+        if fresh {
+            for command in genesis::genesis() {
+                let ack = handle
+                    .submit_wait(node::internal(command))
+                    .map_err(|e| anyhow!("sequencing the default markets: {e}"))?;
+                if let Err(r) = ack.result {
+                    bail!("the default markets were refused: {r}");
+                }
+            }
+            tracing::info!("fresh data directory: created BTC, JPY, USD and BTCJPY, BTCUSD");
+        }
+        let backend = NodeBackend::new(BackendParts {
+            handle,
+            keys,
+            master,
+            engine_seq,
+            store_seq: applied_rx,
+            store_path,
+            read_wait: config.read_wait,
+        });
+        Ok(Exchange {
+            config,
+            node,
+            backend,
+            projector,
+            _lock: lock,
+        })
+    }
+
+    pub fn backend(&self) -> &NodeBackend {
+        &self.backend
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The node's counters (journal commits and records), readable from any thread.
+    pub fn stats(&self) -> Arc<node::NodeStats> {
+        Arc::clone(&self.node.stats)
+    }
+
+    /// Serve HTTP on `listener` and the admin socket until `shutdown` resolves; then stop
+    /// taking requests and let in-flight ones finish. Writes `server.json` once listening
+    /// and removes it on the way out.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let addr = listener.local_addr()?;
+        let dir = self.config.data_dir().to_path_buf();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let admin = tokio::spawn(admin::serve(
+            admin::socket_path(&dir),
+            self.backend.clone(),
+            wait_true(stop_rx.clone()),
+        ));
+        files::write_server_json(&dir, addr)?;
+        let router = kura_api::http::router(self.backend.clone());
+        let http = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(wait_true(stop_rx));
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let served = http.await.context("serving HTTP");
+        signal.abort();
+        let admin_result = admin.await;
+        files::remove_server_json(&dir);
+        served?;
+        admin_result.map_err(|e| anyhow!("admin socket task: {e}"))??;
+        Ok(())
+    }
+
+    /// Finish what is queued, write the final snapshot, let the projector catch up.
+    pub fn stop(self) -> Result<Head> {
+        let Exchange {
+            node,
+            backend,
+            projector,
+            ..
+        } = self;
+        drop(backend);
+        let head = node.stop()?;
+        match projector.join() {
+            Ok(r) => r?,
+            Err(_) => bail!("the projector thread panicked"),
+        }
+        Ok(head)
+    }
+}
+
+/// Recover the engine, feeding `store` the events of every command after `store_seq`.
+fn recover_into_store(
+    config: &NodeConfig,
+    store: &mut Store,
+    store_seq: u64,
+    progress: impl FnMut(u64),
+) -> Result<(kura_engine::Engine, kura_journal::Journal, node::Recovered)> {
+    let mut pending: Vec<AppliedCommand> = Vec::new();
+    let mut failed: Option<anyhow::Error> = None;
+    let flush = |store: &mut Store, pending: &mut Vec<AppliedCommand>| {
+        let flat: Vec<Applied<'_>> = pending
+            .iter()
+            .map(|a| Applied::new(a.ctx, &a.events))
+            .collect();
+        let r = store.apply_batch(&flat).map(|_| ());
+        pending.clear();
+        r
+    };
+    let recovered = node::recover_observed(config, progress, Some(store_seq), |ctx, events| {
+        if failed.is_some() {
+            return;
+        }
+        pending.push(AppliedCommand {
+            ctx,
+            events: events.to_vec(),
+        });
+        if pending.len() >= 4096 {
+            if let Err(e) = flush(store, &mut pending) {
+                failed = Some(e.into());
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.context("catching up the read model; `kura reindex` rebuilds it"));
+    }
+    flush(store, &mut pending).context("catching up the read model")?;
+    Ok(recovered)
+}
+
+/// Rebuild the read model from the journal (`kura reindex`). Refuses while a server
+/// holds the data directory. Returns the sequence number it reached.
+pub fn reindex(config: &NodeConfig, progress: impl FnMut(u64)) -> Result<u64> {
+    let dir = &config.data_dir;
+    let _lock = files::DirLock::acquire(dir)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.join(format!("{STORE_FILE}{suffix}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+    let store_path = dir.join(STORE_FILE);
+    let mut store = Store::open(&store_path)
+        .with_context(|| format!("creating the read model {}", store_path.display()))?;
+    let (_engine, _journal, recovered) = recover_into_store(config, &mut store, 0, progress)?;
+    Ok(recovered.head.seq)
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining requests, then the final snapshot");
+}
