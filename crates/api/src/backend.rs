@@ -40,6 +40,8 @@ pub enum BackendError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub seq: u64,
+    /// The time the sequencer stamped on the command (Binance `transactTime`).
+    pub timestamp_ms: u64,
     pub result: Result<Vec<Event>, Reject>,
 }
 

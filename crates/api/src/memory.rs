@@ -97,6 +97,7 @@ impl MemoryBackend {
         state.entries.push(entry);
         Ok(Outcome {
             seq: ctx.seq,
+            timestamp_ms: ctx.timestamp_ms,
             result,
         })
     }

@@ -228,6 +228,63 @@ impl Drop for TempDir {
     }
 }
 
+/// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on Linux).
+const USER_HZ: u64 = 100;
+
+/// CPU time of this process's live threads by thread name, milliseconds (empty where
+/// `/proc` is not there). Threads that exit between two readings are not counted.
+fn cpu_ms_by_thread() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, ..., utime (14th), stime (15th).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        *out.entry(comm.trim().to_owned()).or_default() += ticks * 1_000 / USER_HZ;
+    }
+    out
+}
+
+/// `after - before`, per thread name, dropping names that used nothing.
+fn cpu_delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, ms)| {
+            (
+                name.clone(),
+                ms.saturating_sub(before.get(name).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, ms)| *ms > 0)
+        .collect()
+}
+
+/// The system's load averages when the benchmark started (other work on the machine
+/// shows here).
+fn loadavg() -> Option<String> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
 // ---- the flow ----------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -533,10 +590,11 @@ impl Tally {
 }
 
 /// The node's counters at one moment.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Counters {
     commits: u64,
     records: u64,
+    cpu_ms: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -544,6 +602,7 @@ impl Counters {
         Counters {
             commits: stats.commits.load(Ordering::Relaxed),
             records: stats.records.load(Ordering::Relaxed),
+            cpu_ms: cpu_ms_by_thread(),
         }
     }
 }
@@ -568,6 +627,8 @@ struct RunReport {
     elapsed_ns: u64,
     commits: u64,
     records: u64,
+    /// CPU time of this process's threads during the run, by thread name.
+    cpu_ms: BTreeMap<String, u64>,
 }
 
 fn us(ns: u64) -> u64 {
@@ -621,6 +682,7 @@ impl RunReport {
             "fsyncs": self.commits,
             "fsyncs_per_sec": per_sec(self.commits, self.elapsed_ns),
             "mean_batch": ratio(self.records, self.commits),
+            "cpu_ms_by_thread": self.cpu_ms,
         });
         match self.load {
             Load::Open { rate } => {
@@ -957,6 +1019,7 @@ impl Bench {
             max_in_flight: tally.max_in_flight.load(Ordering::Relaxed),
             commits: after.commits - before.commits,
             records: after.records - before.records,
+            cpu_ms: cpu_delta(&before.cpu_ms, &after.cpu_ms),
         })
     }
 
@@ -1121,6 +1184,7 @@ fn measure(
 
 pub fn run(a: &ApiArgs) -> Result<()> {
     let started = Instant::now();
+    let load_at_start = loadavg();
     if a.rates.is_empty() && a.connections == 0 {
         bail!("nothing to run: give --rates or a positive --connections");
     }
@@ -1187,6 +1251,7 @@ pub fn run(a: &ApiArgs) -> Result<()> {
             a.client_threads
         ),
         "cpus": cpus,
+        "loadavg_at_start": load_at_start,
         "disk": tmp.0.display().to_string(),
         "endpoint": "POST /api/v3/order (newOrderRespType=ACK), DELETE /api/v3/order; HTTP/1.1 keep-alive on loopback, HMAC-SHA256 signed",
         "durability": "every command journaled and fdatasync'ed (group commit) before it is answered",

@@ -70,6 +70,8 @@ impl NodeConfig {
 #[derive(Debug)]
 pub struct Ack {
     pub seq: u64,
+    /// The time the sequencer stamped on the command (its `Ctx::timestamp_ms`).
+    pub timestamp_ms: u64,
     pub result: Result<Vec<Event>, Reject>,
 }
 
@@ -629,7 +631,11 @@ fn sequencer<F: Fs>(
             observe(&engine, applied);
             for (i, (mut r, result)) in batch.drain(..).zip(results).enumerate() {
                 let seq = first_seq + i as u64;
-                r.answer(Ok(Ack { seq, result }));
+                r.answer(Ok(Ack {
+                    seq,
+                    timestamp_ms: r.entry.ctx_timestamp_ms,
+                    result,
+                }));
             }
         } else {
             for (i, mut r) in batch.drain(..).enumerate() {
@@ -642,7 +648,11 @@ fn sequencer<F: Fs>(
                 let result = engine
                     .apply(&r.entry.command, ctx, &mut events)
                     .map(|()| std::mem::take(&mut events));
-                r.answer(Ok(Ack { seq, result }));
+                r.answer(Ok(Ack {
+                    seq,
+                    timestamp_ms: r.entry.ctx_timestamp_ms,
+                    result,
+                }));
             }
         }
         for q in queries.drain(..) {

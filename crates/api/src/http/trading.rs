@@ -494,6 +494,7 @@ pub(super) async fn new_order<B: Backend>(State(b): State<B>, req: Req) -> HttpR
             },
         })
         .await?;
+    let transact_ms = outcome.timestamp_ms;
     let events = outcome.result.map_err(|reject| {
         Fail::from(Failure::Reject {
             reject,
@@ -502,7 +503,7 @@ pub(super) async fn new_order<B: Backend>(State(b): State<B>, req: Req) -> HttpR
     })?;
     let p = placed(&events);
     let id = p.order.ok_or(Failure::Internal)?;
-    json(new_order_json(&order, &p, id, b.now_ms()))
+    json(new_order_json(&order, &p, id, transact_ms))
 }
 
 pub(super) async fn test_order<B: Backend>(State(b): State<B>, req: Req) -> HttpResult {
@@ -710,7 +711,7 @@ pub(super) async fn cancel_order<B: Backend>(State(b): State<B>, req: Req) -> Ht
     let m = caller_market(&b, &caller.params).await?;
     let order = order_ref(&caller.params)?;
     let cancel_id = cancel_client_id(&caller.params)?;
-    let outcome = submit_cancel(
+    let (events, transact_ms) = submit_cancel(
         &b,
         &caller,
         Command::CancelOrder {
@@ -720,17 +721,17 @@ pub(super) async fn cancel_order<B: Backend>(State(b): State<B>, req: Req) -> Ht
         },
     )
     .await?;
-    let ids = cancelled(&outcome);
+    let ids = cancelled(&events);
     let rows = rows_of(&b, &m, ids).await?;
     let row = rows.first().ok_or(Failure::Internal)?;
-    json(cancel_json(&m, row, &cancel_id, b.now_ms()))
+    json(cancel_json(&m, row, &cancel_id, transact_ms))
 }
 
 async fn submit_cancel<B: Backend>(
     b: &B,
     caller: &Caller,
     command: Command,
-) -> Result<Vec<Event>, Fail> {
+) -> Result<(Vec<Event>, u64), Fail> {
     let outcome = b
         .submit(Entry {
             ctx_timestamp_ms: b.now_ms(),
@@ -738,18 +739,20 @@ async fn submit_cancel<B: Backend>(
             command,
         })
         .await?;
-    outcome.result.map_err(|reject| {
+    let at = outcome.timestamp_ms;
+    let events = outcome.result.map_err(|reject| {
         Fail::from(Failure::Reject {
             reject,
             op: Op::CancelOrder,
         })
-    })
+    })?;
+    Ok((events, at))
 }
 
 pub(super) async fn cancel_open_orders<B: Backend>(State(b): State<B>, req: Req) -> HttpResult {
     let caller = authenticate(&b, &req, Permission::Trade).await?;
     let m = caller_market(&b, &caller.params).await?;
-    let events = submit_cancel(
+    let (events, now) = submit_cancel(
         &b,
         &caller,
         Command::CancelAll {
@@ -759,7 +762,6 @@ pub(super) async fn cancel_open_orders<B: Backend>(State(b): State<B>, req: Req)
     )
     .await?;
     let rows = rows_of(&b, &m, cancelled(&events)).await?;
-    let now = b.now_ms();
     let out = rows
         .iter()
         .map(|r| {

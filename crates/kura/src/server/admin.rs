@@ -111,19 +111,25 @@ pub fn call(data_dir: &Path, envelope: &Envelope) -> Result<Value> {
     }
 }
 
-/// Serve the admin socket until `shutdown` resolves.
+/// Bind the admin socket (mode 0600). A stale socket left by a killed node is replaced:
+/// the data-directory lock proves nobody owns it.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve the bound admin socket until `shutdown` resolves, then remove it.
 pub async fn serve(
+    listener: tokio::net::UnixListener,
     path: PathBuf,
     backend: NodeBackend,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    // A stale socket from a killed node: the data-directory lock proves nobody owns it.
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
-        .with_context(|| format!("binding the admin socket {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     tokio::pin!(shutdown);
     loop {
         let conn = tokio::select! {

@@ -195,6 +195,7 @@ impl Backend for NodeBackend {
             let ack = rx.await.map_err(gone)?.map_err(submit_error)?;
             Ok(Outcome {
                 seq: ack.seq,
+                timestamp_ms: ack.timestamp_ms,
                 result: ack.result,
             })
         }

@@ -228,8 +228,12 @@ impl Exchange {
         let addr = listener.local_addr()?;
         let dir = self.config.data_dir().to_path_buf();
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Both listeners are bound before server.json says where they are.
+        let admin_path = admin::socket_path(&dir);
+        let admin_listener = admin::bind(&admin_path)?;
         let admin = tokio::spawn(admin::serve(
-            admin::socket_path(&dir),
+            admin_listener,
+            admin_path,
             self.backend.clone(),
             wait_true(stop_rx.clone()),
         ));
