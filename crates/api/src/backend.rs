@@ -14,10 +14,12 @@
 //!   answered, and stops seeing a revoked one as soon as the revocation was answered.
 
 use crate::auth::{ApiKeyId, ApiKeyRecord, MasterKey};
+use crate::feed::Published;
 use kura_engine::codec::Entry;
 use kura_engine::{Engine, Event, Reject};
 use kura_store::Store;
 use std::future::Future;
+use std::sync::Arc;
 
 /// Why the backend could not serve a call. The HTTP layer maps these to 503 / 500.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -73,4 +75,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     /// The server clock, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Every durable, applied batch from now on, with its book changes (see
+    /// [`crate::feed`]). A receiver that falls a whole channel behind gets `Lagged`
+    /// and must resynchronise (a WebSocket connection is closed with a reason).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>>;
 }

@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod backend;
 pub mod errors;
+pub mod feed;
 pub mod http;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;

@@ -8,6 +8,7 @@
 
 use crate::auth::{ApiKeyId, ApiKeyRecord, HmacSecret, KeyScheme, MasterKey, Permissions};
 use crate::backend::{Backend, BackendError, Outcome};
+use crate::feed::{Published, Publisher};
 use kura_engine::codec::{Entry, Origin};
 use kura_engine::{genesis, Command, Ctx, Engine, EventKind, Limits, Reject};
 use kura_store::Store;
@@ -30,6 +31,7 @@ struct Inner {
     master: MasterKey,
     now_ms: AtomicU64,
     busy: AtomicBool,
+    feed: tokio::sync::broadcast::Sender<Arc<Published>>,
 }
 
 #[derive(Debug)]
@@ -39,6 +41,7 @@ struct State {
     seq: u64,
     /// Every entry submitted, as sequenced (timestamp overwritten).
     entries: Vec<Entry>,
+    publisher: Publisher,
 }
 
 fn stopped<T>(_: T) -> BackendError {
@@ -57,11 +60,13 @@ impl MemoryBackend {
                     store,
                     seq: 0,
                     entries: Vec::new(),
+                    publisher: Publisher::default(),
                 }),
                 keys: Mutex::new(BTreeMap::new()),
                 master,
                 now_ms: AtomicU64::new(now_ms),
                 busy: AtomicBool::new(false),
+                feed: tokio::sync::broadcast::channel(4096).0,
             }),
         };
         for command in genesis::genesis() {
@@ -95,6 +100,14 @@ impl MemoryBackend {
             .apply(ctx, events)
             .map_err(|e| BackendError::ReadModel(e.to_string()))?;
         state.entries.push(entry);
+        // Publish as the node does: one batch per command here.
+        let published = {
+            let State {
+                engine, publisher, ..
+            } = &mut *state;
+            publisher.publish(engine, vec![(ctx, events.to_vec())])
+        };
+        let _ = self.inner.feed.send(Arc::new(published));
         Ok(Outcome {
             seq: ctx.seq,
             timestamp_ms: ctx.timestamp_ms,
@@ -250,5 +263,9 @@ impl Backend for MemoryBackend {
 
     fn now_ms(&self) -> u64 {
         self.inner.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>> {
+        self.inner.feed.subscribe()
     }
 }

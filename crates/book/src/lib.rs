@@ -319,6 +319,15 @@ impl<T: Copy> Book<T> {
         })
     }
 
+    /// Total quantity resting at `price` on `side` (zero when there is no such level).
+    pub fn level_quantity(&self, side: Side, price: PriceTicks) -> QtyLots {
+        self.side_index(side)
+            .get(price.get())
+            .map_or(QtyLots::new(0), |l| {
+                QtyLots::new(self.levels[l as usize].total)
+            })
+    }
+
     /// Up to `n` levels of one side, best first, as (price, total quantity).
     pub fn depth(&self, side: Side, n: usize) -> Vec<(PriceTicks, QtyLots)> {
         self.side_index(side)

@@ -55,6 +55,19 @@ fn price_time_priority_table() {
     assert_eq!(p.filled_tl, 5 * 100 + 7 * 101);
     assert_eq!(p.end, TakerEnd::Filled);
     assert_eq!(b.order(OrderId(2)).map(|o| o.remaining.get()), Some(3));
+    // Level totals by price: 101 keeps id 2's 3 lots; 100 is gone; no bids.
+    assert_eq!(
+        b.level_quantity(Side::Sell, PriceTicks::new(101)),
+        QtyLots::new(3)
+    );
+    assert_eq!(
+        b.level_quantity(Side::Sell, PriceTicks::new(100)),
+        QtyLots::new(0)
+    );
+    assert_eq!(
+        b.level_quantity(Side::Buy, PriceTicks::new(101)),
+        QtyLots::new(0)
+    );
     b.check_invariants().unwrap();
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 struct Running {
     addr: SocketAddr,
+    backend: kura::server::backend::NodeBackend,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Exchange>,
 }
@@ -26,6 +27,7 @@ fn config(dir: &Path) -> ServerConfig {
 
 async fn start(dir: &Path) -> Running {
     let exchange = Exchange::open(config(dir), |_| {}).expect("open");
+    let backend = exchange.backend().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -55,10 +57,16 @@ async fn start(dir: &Path) -> Running {
         );
         tokio::task::yield_now().await;
     }
-    Running { addr, stop, task }
+    Running {
+        addr,
+        backend,
+        stop,
+        task,
+    }
 }
 
 async fn stop(r: Running) -> u64 {
+    drop(r.backend);
     r.stop.send(()).expect("signal");
     let exchange = r.task.await.expect("join");
     tokio::task::spawn_blocking(move || exchange.stop().expect("stop").seq)
@@ -342,4 +350,78 @@ async fn admin_actions_are_journaled_keys_work_at_once_and_state_survives_restar
     assert_eq!(reached, head);
     let store = kura_store::Store::open(d.join(kura::server::STORE_FILE)).expect("store");
     assert_eq!(store.last_seq(), Some(head));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_publishes_durable_batches_whose_update_ids_match_rest_depth() {
+    use kura_api::backend::Backend;
+    use kura_engine::codec::Entry;
+    use kura_engine::{Command, OrderType, Side, TimeInForce};
+    use kura_units::{MarketId, PriceTicks, QtyLots, UserId};
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let r = start(d).await;
+    admin(d, "ops", Request::UserCreate { name: "bo".into() })
+        .await
+        .expect("user");
+    admin(
+        d,
+        "ops",
+        Request::Credit {
+            user: "bo".into(),
+            asset: "JPY".into(),
+            amount: "100000000".into(),
+            reference: "seed".into(),
+            reason: "test".into(),
+        },
+    )
+    .await
+    .expect("credit");
+    let mut feed = r.backend.subscribe();
+    let (_, before) = http(r.addr, "GET", "/api/v3/depth?symbol=BTCJPY", None).await;
+    let before_id = before["lastUpdateId"].as_u64().expect("id");
+    let outcome = r
+        .backend
+        .submit(Entry {
+            ctx_timestamp_ms: 0,
+            origin: kura_engine::codec::Origin::Internal,
+            command: Command::PlaceOrder {
+                user: UserId(0),
+                market: MarketId(0),
+                side: Side::Buy,
+                order: OrderType::Limit {
+                    price: PriceTicks::new(15_000_000),
+                    qty: QtyLots::new(7),
+                    tif: TimeInForce::Gtc,
+                    post_only: false,
+                },
+                client_id: None,
+                stp: None,
+            },
+        })
+        .await
+        .expect("durable");
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    // The batch that carried the order, with its book change.
+    let published = loop {
+        let p = feed.recv().await.expect("feed");
+        if p.commands.iter().any(|(ctx, _)| ctx.seq == outcome.seq) {
+            break p;
+        }
+    };
+    let diff = published
+        .books
+        .iter()
+        .find(|b| b.market == MarketId(0))
+        .expect("a BTCJPY diff");
+    assert_eq!(diff.first_update_id, before_id + 1);
+    assert_eq!(
+        diff.bids,
+        vec![(PriceTicks::new(15_000_000), QtyLots::new(7))]
+    );
+    let (_, after) = http(r.addr, "GET", "/api/v3/depth?symbol=BTCJPY", None).await;
+    assert_eq!(after["lastUpdateId"].as_u64(), Some(diff.last_update_id));
+    assert_eq!(after["bids"][0][0], "15000000");
+    drop(feed);
+    stop(r).await;
 }

@@ -12,6 +12,7 @@
 use crate::node::{NodeHandle, SubmitError};
 use kura_api::auth::{ApiKeyId, ApiKeyRecord, IpNet, KeyScheme, MasterKey, Permissions};
 use kura_api::backend::{Backend, BackendError, Outcome};
+use kura_api::feed::Published;
 use kura_engine::codec::{ip_from_bytes, Entry};
 use kura_engine::{ApiKey, Engine, IpRange};
 use kura_store::Store;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Every API key by id, as the engine holds them (revoked ones disabled).
 pub type KeyTable = Arc<RwLock<HashMap<ApiKeyId, ApiKeyRecord>>>;
@@ -109,6 +110,7 @@ struct Inner {
     store_path: PathBuf,
     readers: Mutex<Vec<Store>>,
     read_wait: Duration,
+    feed: broadcast::Sender<Arc<Published>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -130,6 +132,8 @@ pub struct BackendParts {
     pub store_seq: watch::Receiver<u64>,
     pub store_path: PathBuf,
     pub read_wait: Duration,
+    /// Where the observer publishes every applied batch.
+    pub feed: broadcast::Sender<Arc<Published>>,
 }
 
 fn submit_error(e: SubmitError) -> BackendError {
@@ -156,6 +160,7 @@ impl NodeBackend {
                 store_path: parts.store_path,
                 readers: Mutex::new(Vec::new()),
                 read_wait: parts.read_wait,
+                feed: parts.feed,
             }),
         }
     }
@@ -258,6 +263,10 @@ impl Backend for NodeBackend {
 
     fn master_key(&self) -> &MasterKey {
         &self.inner.master
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.inner.feed.subscribe()
     }
 
     fn now_ms(&self) -> u64 {

@@ -16,6 +16,7 @@ pub mod files;
 use crate::node::{self, AppliedCommand, Node, NodeConfig, Observer};
 use anyhow::{anyhow, bail, Context, Result};
 use backend::{key_record, key_table, BackendParts, KeyTable, NodeBackend};
+use kura_api::feed::{Published, Publisher};
 use kura_engine::{genesis, EventKind};
 use kura_journal::Head;
 use kura_store::{Applied, Store};
@@ -26,7 +27,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// The read model's file name inside the data directory.
 pub const STORE_FILE: &str = "read-model.sqlite";
@@ -96,12 +97,23 @@ fn projector(
     Ok(())
 }
 
+/// Batches the feed holds for slow subscribers before they lag.
+pub const FEED_CAPACITY: usize = 4096;
+
 fn observer(
     keys: KeyTable,
     engine_seq: Arc<AtomicU64>,
     to_projector: mpsc::SyncSender<Vec<AppliedCommand>>,
+    mut publisher: Publisher,
+    feed: broadcast::Sender<Arc<Published>>,
 ) -> Observer {
     Box::new(move |engine, batch| {
+        // Market data and user events: published only now that the batch is durable.
+        let books = publisher.book_diffs(engine, batch.iter().flat_map(|a| &a.events));
+        if feed.receiver_count() > 0 {
+            let commands = batch.iter().map(|a| (a.ctx, a.events.clone())).collect();
+            let _ = feed.send(Arc::new(Published { commands, books }));
+        }
         for e in batch.iter().flat_map(|a| &a.events) {
             if let EventKind::ApiKeyCreated { key, .. } | EventKind::ApiKeyRevoked { key, .. } =
                 &e.kind
@@ -157,6 +169,8 @@ impl Exchange {
         );
         let fresh = head.seq == 0 && engine.market_count() == 0;
         let keys = key_table(&engine);
+        let publisher = Publisher::new(&engine);
+        let feed = broadcast::channel(FEED_CAPACITY).0;
         let engine_seq = Arc::new(AtomicU64::new(head.seq));
         let (applied_tx, applied_rx) = watch::channel(head.seq);
         let (proj_tx, proj_rx) = mpsc::sync_channel(config.projector_queue.max(1));
@@ -173,6 +187,8 @@ impl Exchange {
                 Arc::clone(&keys),
                 Arc::clone(&engine_seq),
                 proj_tx,
+                publisher,
+                feed.clone(),
             )),
         )?;
         if fresh {
@@ -194,6 +210,7 @@ impl Exchange {
             store_seq: applied_rx,
             store_path,
             read_wait: config.read_wait,
+            feed,
         });
         Ok(Exchange {
             config,
