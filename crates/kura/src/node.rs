@@ -20,6 +20,7 @@
 //! inconsistency stops start-up with a message naming what and where.
 
 use anyhow::{anyhow, bail, Context, Result};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use kura_engine::codec::{self, Entry};
 use kura_engine::{Command, Ctx, Engine, Event, Limits, Reject};
 use kura_journal::{
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +42,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Commands waiting for the sequencer, at most; a full queue refuses new commands.
     pub queue_capacity: usize,
+    /// Cancels (and market halts) waiting, at most, in their own lane: a queue full of
+    /// new orders never refuses a cancel, and the sequencer takes cancels first.
+    pub priority_capacity: usize,
     /// Commands per journal commit, at most.
     pub batch_max: usize,
     /// Take a snapshot after this many commands (0: never by count).
@@ -56,6 +60,7 @@ impl NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
             queue_capacity: 65_536,
+            priority_capacity: 65_536,
             batch_max: 4_096,
             snapshot_every_commands: 1_000_000,
             snapshot_every: Some(Duration::from_secs(600)),
@@ -177,7 +182,7 @@ pub struct NodeStats {
 /// A running node. Dropping the last [`NodeHandle`] and calling [`Node::shutdown`]
 /// drains the queue, takes a final snapshot and stops.
 pub struct Node {
-    tx: Option<SyncSender<Msg>>,
+    tx: Option<Lanes>,
     thread: Option<JoinHandle<Result<Head>>>,
     pub recovered: Recovered,
     pub stats: Arc<NodeStats>,
@@ -186,7 +191,40 @@ pub struct Node {
 /// A cheap, cloneable way to submit commands to a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
-    tx: SyncSender<Msg>,
+    tx: Lanes,
+}
+
+/// The two queues into the sequencer.
+#[derive(Clone)]
+struct Lanes {
+    normal: Sender<Msg>,
+    /// Cancels and halts: never shed because new orders filled the normal lane.
+    priority: Sender<Msg>,
+}
+
+/// Whether a command takes the priority lane: cancelling and halting reduce risk, so
+/// they must get through while new orders are being shed.
+pub fn is_priority(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::CancelOrder { .. } | Command::CancelAll { .. } | Command::HaltMarket { .. }
+    )
+}
+
+/// The next message, priority lane first; blocks. `None` once both lanes are closed.
+fn next_msg(normal: &Receiver<Msg>, priority: &Receiver<Msg>) -> Option<Msg> {
+    if let Ok(m) = priority.try_recv() {
+        return Some(m);
+    }
+    crossbeam_channel::select_biased! {
+        recv(priority) -> m => m.ok().or_else(|| normal.recv().ok()),
+        recv(normal) -> m => m.ok().or_else(|| priority.recv().ok()),
+    }
+}
+
+/// The next queued message without waiting, priority lane first.
+fn try_next_msg(normal: &Receiver<Msg>, priority: &Receiver<Msg>) -> Option<Msg> {
+    priority.try_recv().or_else(|_| normal.try_recv()).ok()
 }
 
 impl NodeHandle {
@@ -197,7 +235,12 @@ impl NodeHandle {
             entry,
             reply: Some(reply),
         };
-        match self.tx.try_send(Msg::Command(request)) {
+        let lane = if is_priority(&request.entry.command) {
+            &self.tx.priority
+        } else {
+            &self.tx.normal
+        };
+        match lane.try_send(Msg::Command(request)) {
             Ok(()) => {}
             Err(TrySendError::Full(Msg::Command(mut r))) => r.answer(Err(SubmitError::Busy)),
             Err(TrySendError::Disconnected(Msg::Command(mut r))) => {
@@ -210,7 +253,7 @@ impl NodeHandle {
 
     /// Queue a read of the live engine state (see [`Query`]). Never blocks.
     pub fn query(&self, query: Query) -> Result<(), SubmitError> {
-        match self.tx.try_send(Msg::Query(query)) {
+        match self.tx.normal.try_send(Msg::Query(query)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => {
@@ -432,12 +475,23 @@ impl Node {
         recovered: Recovered,
         observer: Option<Observer>,
     ) -> Result<(Node, NodeHandle)> {
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let (normal, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let (priority, prio_rx) = crossbeam_channel::bounded(config.priority_capacity.max(1));
+        let tx = Lanes { normal, priority };
         let stats = Arc::new(NodeStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("kura-sequencer".into())
-            .spawn(move || sequencer(config, engine, journal, rx, observer, &thread_stats))
+            .spawn(move || {
+                sequencer(
+                    config,
+                    engine,
+                    journal,
+                    (rx, prio_rx),
+                    observer,
+                    &thread_stats,
+                )
+            })
             .context("starting the sequencer thread")?;
         let handle = NodeHandle { tx: tx.clone() };
         Ok((
@@ -457,7 +511,7 @@ impl Node {
     pub fn stop(mut self) -> Result<Head> {
         if let Some(tx) = self.tx.take() {
             // A blocking send: a full queue is drained by the sequencer meanwhile.
-            let _ = tx.send(Msg::Stop);
+            let _ = tx.normal.send(Msg::Stop);
         }
         self.shutdown()
     }
@@ -479,7 +533,7 @@ fn sequencer<F: Fs>(
     config: NodeConfig,
     mut engine: Engine,
     mut journal: Journal<F>,
-    rx: Receiver<Msg>,
+    (rx, prio_rx): (Receiver<Msg>, Receiver<Msg>),
     mut observer: Option<Observer>,
     stats: &NodeStats,
 ) -> Result<Head> {
@@ -516,11 +570,11 @@ fn sequencer<F: Fs>(
             break;
         }
         if backlog.is_empty() {
-            match rx.recv() {
-                Ok(Msg::Command(r)) => backlog.push_back(r),
-                Ok(Msg::Query(q)) => queries.push(q),
-                Ok(Msg::Stop) => stopping = true,
-                Err(_) => break,
+            match next_msg(&rx, &prio_rx) {
+                Some(Msg::Command(r)) => backlog.push_back(r),
+                Some(Msg::Query(q)) => queries.push(q),
+                Some(Msg::Stop) => stopping = true,
+                None => break,
             }
         }
         while batch.len() < config.batch_max {
@@ -531,11 +585,11 @@ fn sequencer<F: Fs>(
             if stopping {
                 break;
             }
-            match rx.try_recv() {
-                Ok(Msg::Command(r)) => batch.push(r),
-                Ok(Msg::Query(q)) => queries.push(q),
-                Ok(Msg::Stop) => stopping = true,
-                Err(_) => break,
+            match try_next_msg(&rx, &prio_rx) {
+                Some(Msg::Command(r)) => batch.push(r),
+                Some(Msg::Query(q)) => queries.push(q),
+                Some(Msg::Stop) => stopping = true,
+                None => break,
             }
         }
         if batch.is_empty() {
@@ -683,7 +737,7 @@ fn sequencer<F: Fs>(
         for mut r in backlog.drain(..) {
             r.answer(Err(SubmitError::Stopped(why.clone())));
         }
-        while let Ok(msg) = rx.try_recv() {
+        while let Some(msg) = try_next_msg(&rx, &prio_rx) {
             if let Msg::Command(mut r) = msg {
                 r.answer(Err(SubmitError::Stopped(why.clone())));
             }
@@ -691,6 +745,7 @@ fn sequencer<F: Fs>(
     }
     // Whatever is still queued is answered "stopped" as its request drops.
     drop(rx);
+    drop(prio_rx);
     drop(snap_tx);
     let snapshots = snapshotter
         .join()

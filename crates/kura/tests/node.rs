@@ -227,8 +227,11 @@ fn batches_larger_than_the_journal_batch_limit_are_split() {
     for i in 0..n {
         let tx = tx.clone();
         handle.submit(
-            internal(Command::HaltMarket {
-                market: MarketId(0),
+            // A normal-lane command (halts take the priority lane) with a long text.
+            internal(Command::Adjust {
+                user: UserId(0),
+                asset: kura_units::AssetId(0),
+                delta: kura_units::AmountDelta::credit(Amount::new(1)),
                 reason: format!("{i:0>250}"),
             }),
             Box::new(move |r| {
@@ -353,4 +356,99 @@ fn stop_finishes_queued_commands_and_refuses_later_ones_while_handles_live() {
         handle.query_wait(|e| e.user_count()),
         Err(SubmitError::Stopped(_))
     ));
+}
+
+#[test]
+fn cancels_get_through_and_go_first_while_new_orders_are_shed() {
+    use kura_engine::{EventKind, OrderRef};
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = NodeConfig::new(dir.path());
+    config.queue_capacity = 4;
+    config.priority_capacity = 4;
+    let (node, handle) = Node::start(config).expect("start");
+    for cmd in workload(1) {
+        handle.submit_wait(internal(cmd)).expect("setup");
+    }
+    let order = |price: u64| Command::PlaceOrder {
+        user: UserId(0),
+        market: MarketId(0),
+        side: Side::Buy,
+        order: OrderType::Limit {
+            price: PriceTicks::new(price),
+            qty: QtyLots::new(1),
+            tif: TimeInForce::Gtc,
+            post_only: false,
+        },
+        client_id: None,
+        stp: None,
+    };
+    // The resting order the cancel is for (workload(1) placed order 1 already).
+    let resting = handle
+        .submit_wait(internal(order(14_000_000)))
+        .expect("ack");
+    let id = resting
+        .result
+        .expect("placed")
+        .iter()
+        .find_map(|e| match e.kind {
+            EventKind::OrderAccepted { order, .. } => Some(order),
+            _ => None,
+        })
+        .expect("order id");
+
+    // Hold the sequencer inside a query until the lanes are loaded.
+    let (running_tx, running_rx) = mpsc::channel();
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    handle
+        .query(Box::new(move |_| {
+            running_tx.send(()).expect("signal");
+            let _ = gate_rx.recv();
+        }))
+        .expect("query");
+    running_rx.recv().expect("the sequencer is held");
+
+    let (tx, rx) = mpsc::channel();
+    let send = |tag: &'static str, cmd: Command| {
+        let tx = tx.clone();
+        handle.submit(
+            internal(cmd),
+            Box::new(move |r| tx.send((tag, r)).expect("send")),
+        );
+    };
+    for _ in 0..4 {
+        send("order", order(13_000_000));
+    }
+    send("shed", order(13_000_000));
+    // The fifth order was refused at once: the normal lane is full.
+    let (tag, shed) = rx.recv().expect("answer");
+    assert_eq!((tag, shed.map(|a| a.seq)), ("shed", Err(SubmitError::Busy)));
+    send(
+        "cancel",
+        Command::CancelOrder {
+            user: UserId(0),
+            market: MarketId(0),
+            order: OrderRef::Id(id),
+        },
+    );
+    gate_tx.send(()).expect("release");
+    let mut seqs = std::collections::BTreeMap::new();
+    for _ in 0..5 {
+        let (tag, r) = rx.recv().expect("answer");
+        let ack = r.expect("accepted");
+        if tag == "cancel" {
+            let events = ack.result.as_ref().expect("cancelled");
+            assert!(events.iter().any(|e| matches!(
+                e.kind,
+                EventKind::OrderCancelled { order, .. } if order == id
+            )));
+        }
+        seqs.entry(tag).or_insert_with(Vec::new).push(ack.seq);
+    }
+    // The cancel was sequenced before every order queued ahead of it.
+    let cancel = seqs["cancel"][0];
+    assert!(seqs["order"].iter().all(|&s| s > cancel), "{seqs:?}");
+    assert_eq!(seqs["order"].len(), 4);
+    drop(handle);
+    node.shutdown().expect("shutdown");
 }
