@@ -143,7 +143,7 @@ pub struct ApiArgs {
     #[arg(long, default_value = "1", value_parser = any_seconds)]
     warmup_secs: Duration,
     /// Offered rates of the open-loop runs, requests per second (`5k` allowed).
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000", value_parser = offered_rate)]
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000,8000", value_parser = offered_rate)]
     rates: Vec<u64>,
     /// Connections of the closed-loop (maximum throughput) run; 0 skips it.
     #[arg(long, default_value_t = 64)]
