@@ -113,6 +113,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut last = self.last_seq;
         let mut applied = 0;
+        let mut candles = project::Candles::default();
         for a in batch {
             if last.is_some_and(|l| a.ctx.seq <= l) {
                 continue;
@@ -124,11 +125,12 @@ impl Store {
                         event: e.seq,
                     });
                 }
-                project::event(&tx, a.ctx, e)?;
+                project::event(&tx, &mut candles, a.ctx, e)?;
             }
             last = Some(a.ctx.seq);
             applied += 1;
         }
+        candles.flush(&tx)?;
         if applied > 0 {
             let v = last.map(project::int).transpose()?;
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'last_seq'", [v])?;

@@ -46,7 +46,12 @@ fn update_order(
     }
 }
 
-pub(crate) fn event(conn: &Connection, ctx: Ctx, e: &Event) -> Result<(), StoreError> {
+pub(crate) fn event(
+    conn: &Connection,
+    candles: &mut Candles,
+    ctx: Ctx,
+    e: &Event,
+) -> Result<(), StoreError> {
     let seq = int(ctx.seq)?;
     let ms = int(ctx.timestamp_ms)?;
     match &e.kind {
@@ -278,7 +283,7 @@ pub(crate) fn event(conn: &Connection, ctx: Ctx, e: &Event) -> Result<(), StoreE
                        WHERE order_id = ?1";
             update_order(conn, sql, maker_order.0, ctx, &[&q, &qq])?;
             update_order(conn, sql, taker_order.0, ctx, &[&q, &qq])?;
-            klines(conn, market.0, ctx.timestamp_ms, p, q, qq, taker_buys)?;
+            candles.add(market.0, ctx.timestamp_ms, p, q, qq, taker_buys)?;
         }
         EventKind::OrderRested { order, .. } => {
             update_order(
@@ -347,42 +352,103 @@ fn set_status(conn: &Connection, order: u64, ctx: Ctx, status: &str) -> Result<(
 }
 
 /// Fold one trade into the kline of every interval.
-fn klines(
-    conn: &Connection,
-    market: u32,
-    time_ms: u64,
-    price: i64,
-    qty: i64,
+/// One candle's trades within one batch, before they are merged into the table.
+#[derive(Clone, Copy, Debug)]
+struct Candle {
+    open: i64,
+    high: i64,
+    low: i64,
+    close: i64,
+    base: i64,
     quote: i64,
-    taker_buys: bool,
-) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO klines (market_id, interval, open_time_ms, open, high, low, close,
-             base_volume, quote_volume, trade_count, taker_buy_base, taker_buy_quote)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?4, ?5, ?6, 1, ?7, ?8)
-         ON CONFLICT (market_id, interval, open_time_ms) DO UPDATE SET
-             high = max(high, excluded.high),
-             low = min(low, excluded.low),
-             close = excluded.close,
-             base_volume = base_volume + excluded.base_volume,
-             quote_volume = quote_volume + excluded.quote_volume,
-             trade_count = trade_count + 1,
-             taker_buy_base = taker_buy_base + excluded.taker_buy_base,
-             taker_buy_quote = taker_buy_quote + excluded.taker_buy_quote",
-    )?;
-    let (tb, tq) = if taker_buys { (qty, quote) } else { (0, 0) };
-    for interval in Interval::ALL {
-        let open = int(interval.open_time(time_ms))?;
-        stmt.execute(params![
-            market,
-            interval.as_str(),
-            open,
-            price,
-            qty,
-            quote,
-            tb,
-            tq
-        ])?;
+    trades: i64,
+    taker_buy_base: i64,
+    taker_buy_quote: i64,
+}
+
+/// Candles touched by a batch: every trade updates one candle per interval, but the
+/// table is written once per candle per batch (15 intervals × trades would otherwise
+/// dominate the projector's cost).
+#[derive(Debug, Default)]
+pub(crate) struct Candles {
+    open: std::collections::BTreeMap<(u32, &'static str, i64), Candle>,
+}
+
+impl Candles {
+    fn add(
+        &mut self,
+        market: u32,
+        time_ms: u64,
+        price: i64,
+        qty: i64,
+        quote: i64,
+        taker_buys: bool,
+    ) -> Result<(), StoreError> {
+        let (tb, tq) = if taker_buys { (qty, quote) } else { (0, 0) };
+        for interval in Interval::ALL {
+            let open = int(interval.open_time(time_ms))?;
+            self.open
+                .entry((market, interval.as_str(), open))
+                .and_modify(|c| {
+                    c.high = c.high.max(price);
+                    c.low = c.low.min(price);
+                    c.close = price;
+                    c.base += qty;
+                    c.quote += quote;
+                    c.trades += 1;
+                    c.taker_buy_base += tb;
+                    c.taker_buy_quote += tq;
+                })
+                .or_insert(Candle {
+                    open: price,
+                    high: price,
+                    low: price,
+                    close: price,
+                    base: qty,
+                    quote,
+                    trades: 1,
+                    taker_buy_base: tb,
+                    taker_buy_quote: tq,
+                });
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Merge every touched candle into the table (an existing candle keeps its open).
+    pub(crate) fn flush(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        if self.open.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO klines (market_id, interval, open_time_ms, open, high, low, close,
+                 base_volume, quote_volume, trade_count, taker_buy_base, taker_buy_quote)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (market_id, interval, open_time_ms) DO UPDATE SET
+                 high = max(high, excluded.high),
+                 low = min(low, excluded.low),
+                 close = excluded.close,
+                 base_volume = base_volume + excluded.base_volume,
+                 quote_volume = quote_volume + excluded.quote_volume,
+                 trade_count = trade_count + excluded.trade_count,
+                 taker_buy_base = taker_buy_base + excluded.taker_buy_base,
+                 taker_buy_quote = taker_buy_quote + excluded.taker_buy_quote",
+        )?;
+        for ((market, interval, open_time), c) in std::mem::take(&mut self.open) {
+            stmt.execute(params![
+                market,
+                interval,
+                open_time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.base,
+                c.quote,
+                c.trades,
+                c.taker_buy_base,
+                c.taker_buy_quote
+            ])?;
+        }
+        Ok(())
+    }
 }
