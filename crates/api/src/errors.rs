@@ -8,7 +8,8 @@
 //! `InvalidOrder`.
 //!
 //! Status codes: 400 for request, filter and business errors; 401 for API-key errors
-//! (-2014, -2015); 429 for rate limits; 500 for internal errors.
+//! (-2014, -2015); 429 for rate limits; 418 for an address banned for ignoring them
+//! (see [`crate::limits`]); 500 for internal errors.
 //!
 //! An engine [`Reject`] depends on what was being done: an unknown order is -2011
 //! "Unknown order sent." when cancelling and -2013 "Order does not exist." when
@@ -100,6 +101,23 @@ pub enum Failure {
     TooManyRequests,
     /// Order-rate limit exceeded (HTTP 429, -1015).
     TooManyOrders,
+    /// The request weight of the client's address is over `limit` per `interval`
+    /// (e.g. "1 MINUTE"): HTTP 429, -1003 with Binance's text naming the limit.
+    WeightLimit {
+        limit: u32,
+        interval: &'static str,
+    },
+    /// The client's address kept sending after 429s and is banned until `until_ms`
+    /// (ms since the epoch): HTTP 418, -1003.
+    Banned {
+        until_ms: u64,
+    },
+    /// The API key placed `limit` orders per `interval` (e.g. "10 SECOND") already:
+    /// HTTP 429, -1015 with Binance's text naming the limit.
+    OrderLimit {
+        limit: u32,
+        interval: &'static str,
+    },
     /// A bug or an unavailable dependency (HTTP 500, -1000). Details go to the log only.
     Internal,
     /// The node shed the request: its command queue is full (HTTP 503, -1008).
@@ -212,6 +230,28 @@ pub fn api_error(failure: &Failure) -> ApiError {
         Failure::Param(e) => param_error(e),
         Failure::TooManyRequests => ApiError::new(429, -1003, "Too many requests queued."),
         Failure::TooManyOrders => ApiError::new(429, -1015, "Too many new orders."),
+        Failure::WeightLimit { limit, interval } => ApiError::owned(
+            429,
+            -1003,
+            format!(
+                "Too much request weight used; current limit is {limit} request weight per \
+                 {interval}. Please use WebSocket Streams for live updates to avoid polling \
+                 the API."
+            ),
+        ),
+        Failure::Banned { until_ms } => ApiError::owned(
+            418,
+            -1003,
+            format!(
+                "Way too much request weight used; IP banned until {until_ms}. Please use \
+                 WebSocket Streams for live updates to avoid bans."
+            ),
+        ),
+        Failure::OrderLimit { limit, interval } => ApiError::owned(
+            429,
+            -1015,
+            format!("Too many new orders; current limit is {limit} orders per {interval}."),
+        ),
         Failure::Internal => ApiError::new(
             500,
             -1000,
@@ -720,6 +760,43 @@ mod tests {
         assert_eq!((e.status, e.code), (429, -1003));
         let e = api_error(&Failure::TooManyOrders);
         assert_eq!((e.status, e.code), (429, -1015));
+        let e = api_error(&Failure::WeightLimit {
+            limit: 6000,
+            interval: "1 MINUTE",
+        });
+        assert_eq!(
+            (e.status, e.code, e.msg.as_ref()),
+            (
+                429,
+                -1003,
+                "Too much request weight used; current limit is 6000 request weight per 1 MINUTE. \
+                 Please use WebSocket Streams for live updates to avoid polling the API."
+            )
+        );
+        let e = api_error(&Failure::Banned {
+            until_ms: 1_700_000_120_000,
+        });
+        assert_eq!(
+            (e.status, e.code, e.msg.as_ref()),
+            (
+                418,
+                -1003,
+                "Way too much request weight used; IP banned until 1700000120000. \
+                 Please use WebSocket Streams for live updates to avoid bans."
+            )
+        );
+        let e = api_error(&Failure::OrderLimit {
+            limit: 100,
+            interval: "10 SECOND",
+        });
+        assert_eq!(
+            (e.status, e.code, e.msg.as_ref()),
+            (
+                429,
+                -1015,
+                "Too many new orders; current limit is 100 orders per 10 SECOND."
+            )
+        );
         let e = api_error(&Failure::Internal);
         assert_eq!((e.status, e.code), (500, -1000));
         let e = api_error(&Failure::Busy);

@@ -11,6 +11,8 @@
 //!   typed getters (symbols, exact decimals, Binance enums) that fail with Binance's
 //!   codes.
 //! - [`http`]: [`router`], every REST endpoint (see its module documentation).
+//! - [`ws`]: the WebSocket market streams, the user-data stream (WS-API
+//!   `userDataStream.subscribe.signature` and listen keys), all bounded.
 //! - `memory` (feature `testing`): `MemoryBackend`, an in-memory [`backend::Backend`]
 //!   for router tests.
 
@@ -21,9 +23,12 @@ pub mod backend;
 pub mod errors;
 pub mod feed;
 pub mod http;
+pub mod limits;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+pub mod openapi;
 pub mod params;
+pub mod ws;
 
 pub use auth::{authenticate, ApiKeyId, ApiKeyRecord, AuthError, MasterKey, Permission};
 pub use errors::{api_error, ApiError, Failure, Op, ParamError};

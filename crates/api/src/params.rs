@@ -338,15 +338,22 @@ fn hex_digit(b: u8) -> Option<u8> {
 
 /// Plain decimal digits into a `u64`; `Err(true)` on overflow, `Err(false)` on any
 /// other character (signs, spaces, exponents, empty).
+/// A non-negative integer as Binance's LONG: at most `i64::MAX` (ids and times are
+/// stored as signed 64-bit integers); `Err(true)` for an overflow, `Err(false)` for a
+/// malformed value.
 fn parse_u64(text: &str) -> Result<u64, bool> {
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(text.len() > 20 && text.bytes().all(|b| b.is_ascii_digit()));
     }
-    text.bytes().try_fold(0u64, |acc, b| {
+    let v = text.bytes().try_fold(0u64, |acc, b| {
         acc.checked_mul(10)
             .and_then(|v| v.checked_add(u64::from(b - b'0')))
             .ok_or(true)
-    })
+    })?;
+    if v > i64::MAX as u64 {
+        return Err(true);
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -358,6 +365,21 @@ mod tests {
 
     fn p(q: &str) -> Params {
         Params::parse(q.as_bytes(), b"").expect("parses")
+    }
+
+    #[test]
+    fn integers_are_binance_longs() {
+        assert_eq!(p("t=9223372036854775807").u64("t"), Ok(i64::MAX as u64));
+        for big in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+        ] {
+            let e = p(&format!("t={big}")).u64("t").expect_err("overflow");
+            assert_eq!(e, ParamError::Overflow { name: "t".into() }, "{big}");
+            let api = api_error(&Failure::Param(e));
+            assert_eq!((api.status, api.code), (400, -1108));
+        }
     }
 
     fn code(e: ParamError) -> (i32, String) {
@@ -510,7 +532,7 @@ mod tests {
         assert_eq!(ps.new_order_resp_type(), Ok(Some(RespType::Ack)));
         assert_eq!(ps.self_trade_prevention(), Ok(Some(Stp::ExpireBoth)));
         assert_eq!(p("type=MARKET").order_type(), Ok(OrderKind::Market));
-        assert_eq!(p("n=18446744073709551615").u64("n"), Ok(u64::MAX));
+        assert_eq!(p("n=9223372036854775807").u64("n"), Ok(i64::MAX as u64));
         assert!(matches!(
             p("n=18446744073709551616").u64("n"),
             Err(ParamError::Overflow { .. })

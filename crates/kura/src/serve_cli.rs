@@ -38,6 +38,14 @@ snapshot_every_secs = 600
 # How long a history read (orders, trades) waits for the read model to catch up
 # with the commands answered before it, in milliseconds.
 read_wait_ms = 5000
+
+# Admission control (Binance's values): request weight per client address per
+# minute, and new orders per API key per 10 seconds and per day. Beyond them: 429
+# with Retry-After, then 418 bans that grow for repeat offenders. Cancels are never
+# refused for these reasons.
+request_weight_per_minute = 6000
+orders_per_10s = 100
+orders_per_day = 200000
 "#;
 
 /// Options of `kura serve` (and the server part of `kura demo`).
@@ -62,6 +70,12 @@ pub struct ServeArgs {
     pub snapshot_every_secs: Option<u64>,
     #[arg(long, env = "KURA_READ_WAIT_MS")]
     pub read_wait_ms: Option<u64>,
+    #[arg(long, env = "KURA_REQUEST_WEIGHT_PER_MINUTE")]
+    pub request_weight_per_minute: Option<u32>,
+    #[arg(long, env = "KURA_ORDERS_PER_10S")]
+    pub orders_per_10s: Option<u32>,
+    #[arg(long, env = "KURA_ORDERS_PER_DAY")]
+    pub orders_per_day: Option<u32>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -75,6 +89,9 @@ pub struct FileConfig {
     pub snapshot_every_commands: Option<u64>,
     pub snapshot_every_secs: Option<u64>,
     pub read_wait_ms: Option<u64>,
+    pub request_weight_per_minute: Option<u32>,
+    pub orders_per_10s: Option<u32>,
+    pub orders_per_day: Option<u32>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -117,6 +134,19 @@ pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
     }
     if let Some(v) = args.read_wait_ms.or(file.read_wait_ms) {
         config.read_wait = Duration::from_millis(v);
+    }
+    let limits = &mut config.api.limits;
+    if let Some(v) = args
+        .request_weight_per_minute
+        .or(file.request_weight_per_minute)
+    {
+        limits.request_weight_per_minute = v.max(1);
+    }
+    if let Some(v) = args.orders_per_10s.or(file.orders_per_10s) {
+        limits.orders_per_10s = v.max(1);
+    }
+    if let Some(v) = args.orders_per_day.or(file.orders_per_day) {
+        limits.orders_per_day = v.max(1);
     }
     Ok(config)
 }
@@ -204,6 +234,14 @@ mod tests {
         assert!(file.data.is_some() && file.listen.is_some() && file.read_wait_ms.is_some());
         assert!(file.queue_capacity.is_some() && file.batch_max.is_some());
         assert!(file.snapshot_every_commands.is_some() && file.snapshot_every_secs.is_some());
+        assert!(file.request_weight_per_minute.is_some() && file.orders_per_10s.is_some());
+        assert!(file.orders_per_day.is_some());
+        let (a, b) = (from_file.api.limits, defaults.api.limits);
+        assert_eq!(a.request_weight_per_minute, b.request_weight_per_minute);
+        assert_eq!(
+            (a.orders_per_10s, a.orders_per_day),
+            (b.orders_per_10s, b.orders_per_day)
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ const ROWS_LIMIT_MAX: u32 = 1_000;
 /// buckets). A window with more trades than this gives fewer klines than asked.
 const SECOND_KLINE_TRADES_MAX: u32 = 50_000;
 /// The rolling window of `ticker/24hr`.
-const DAY_MS: u64 = 86_400_000;
+pub(crate) const DAY_MS: u64 = 86_400_000;
 
 pub(super) async fn ping() -> HttpResult {
     json(json!({}))
@@ -98,7 +98,11 @@ fn symbol_info(m: &MarketInfo) -> Value {
     })
 }
 
-pub(super) async fn exchange_info<B: Backend>(State(b): State<B>, req: Req) -> HttpResult {
+pub(super) async fn exchange_info<B: Backend>(
+    State(b): State<B>,
+    axum::Extension(limits): axum::Extension<crate::limits::Limits>,
+    req: Req,
+) -> HttpResult {
     let params = req.params()?;
     let sel = selection(&params)?;
     let markets = select(all_markets(&b).await?, &sel)?;
@@ -106,12 +110,8 @@ pub(super) async fn exchange_info<B: Backend>(State(b): State<B>, req: Req) -> H
     json(json!({
         "timezone": "UTC",
         "serverTime": b.now_ms(),
-        "rateLimits": [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
-            {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
-            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
-        ],
+        // What admission enforces, from the same configuration.
+        "rateLimits": limits.rate_limits_json(),
         "exchangeFilters": [],
         "symbols": symbols,
     }))
@@ -144,7 +144,7 @@ pub(super) async fn depth<B: Backend>(State(b): State<B>, req: Req) -> HttpResul
     json(answer)
 }
 
-fn trade_json(m: &MarketInfo, t: &TradeRow) -> Value {
+pub(crate) fn trade_json(m: &MarketInfo, t: &TradeRow) -> Value {
     json!({
         "id": t.trade_id.0,
         "price": m.price(t.price),
@@ -210,7 +210,7 @@ enum KlineInterval {
     Stored(Interval),
 }
 
-fn kline_json(m: &MarketInfo, k: &Kline) -> Value {
+pub(crate) fn kline_json(m: &MarketInfo, k: &Kline) -> Value {
     json!([
         k.open_time_ms,
         m.price(k.open),
@@ -374,7 +374,7 @@ fn change_percent(open: u128, last: u128) -> String {
     signed_decimal(neg, diff * 100_000 / open, scale)
 }
 
-fn ticker_json(
+pub(crate) fn ticker_json(
     m: &MarketInfo,
     bid: Option<(PriceTicks, QtyLots)>,
     ask: Option<(PriceTicks, QtyLots)>,
@@ -484,6 +484,52 @@ pub(super) async fn book_ticker<B: Backend>(State(b): State<B>, req: Req) -> Htt
         })
         .collect();
     one_or_many(&sel, rows)
+}
+
+// ---- shared with the WebSocket streams (crate::ws) ---------------------------------
+
+impl MarketInfo {
+    /// Every market, by id.
+    pub(crate) fn every(engine: &kura_engine::Engine) -> Vec<MarketInfo> {
+        MarketInfo::all(engine)
+    }
+
+    pub(crate) fn market_id(&self) -> MarketId {
+        self.id
+    }
+
+    /// The exchange symbol (`BTCJPY`).
+    pub(crate) fn symbol_name(&self) -> &str {
+        &self.symbol
+    }
+
+    /// The quote asset's symbol (fees are charged in it).
+    pub(crate) fn quote_asset(&self) -> &str {
+        &self.quote
+    }
+
+    /// A price as REST prints it.
+    pub(crate) fn price_text(&self, p: PriceTicks) -> String {
+        self.price(p)
+    }
+
+    /// A quantity as REST prints it.
+    pub(crate) fn qty_text(&self, q: QtyLots) -> String {
+        self.qty(q)
+    }
+
+    /// Quote minor units as REST prints them.
+    pub(crate) fn quote_text(&self, minor: u128) -> String {
+        self.quote_amount(minor)
+    }
+
+    /// A number of lots (a sum possibly wider than 64 bits) as a base-asset decimal.
+    pub(crate) fn lots_text(&self, lots: u128) -> String {
+        decimal(
+            lots.saturating_mul(u128::from(self.spec.lot.get())),
+            self.base_scale,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! with every answered command; history (orders, fills, trades, klines) comes from the
 //! read model ([`Backend::read`]), which has caught up with every answered command.
 //!
-//! # Endpoints and the request weight each would count (rate limiting comes later)
+//! # Endpoints and the request weight each counts (see [`crate::limits`])
 //!
 //! | method | path | security | weight |
 //! |---|---|---|---|
@@ -24,7 +24,7 @@
 //! | GET | `/api/v3/trades` | none | 25 |
 //! | GET | `/api/v3/aggTrades` | none | 4 |
 //! | GET | `/api/v3/klines` | none | 2 |
-//! | GET | `/api/v3/ticker/24hr` | none | 2 per symbol up to 20; 40 (21–100); 80 (more, or all) |
+//! | GET | `/api/v3/ticker/24hr` | none | 2 (one symbol, or 1–20 symbols); 40 (21–100); 80 (more, or all) |
 //! | GET | `/api/v3/ticker/price` | none | 2 (one symbol), 4 (several or all) |
 //! | GET | `/api/v3/ticker/bookTicker` | none | 2 (one symbol), 4 (several or all) |
 //! | POST | `/api/v3/order` | TRADE | 1 (and 1 order) |
@@ -40,6 +40,7 @@
 //! | GET | `/sapi/v1/system/status` | none | 1 |
 //! | GET | `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` | none | 1 (empty stubs) |
 //! | GET | `/sapi/v1/margin/allPairs`, `/sapi/v1/margin/isolated/allPairs` | USER_DATA | 1 (always `[]`) |
+//! | GET | `/openapi.json` | none | 1 (this API as an OpenAPI 3 document: [`crate::openapi`]) |
 //!
 //! Anything else is 404 (a known path with another method, 405) with a JSON error body.
 //!
@@ -47,10 +48,13 @@
 //! `into_make_service_with_connect_info::<SocketAddr>()`). Every command carries
 //! `Origin::Api { key_id, ip, user_agent }` (user agent cut to 256 bytes).
 //!
-//! Known limitations: no rate limiting and no `X-MBX-USED-WEIGHT` headers yet; no
-//! order lists (OCO), amend, or cancel-replace endpoints; `aggTrades` gives one
-//! aggregate per trade; `selfTradePreventionMode` of an order is not in the read model,
-//! so history rows omit it.
+//! Admission ([`crate::limits`], installed by [`router_with`]): request weight per
+//! address and order counts per key, with `X-MBX-USED-WEIGHT-1M` on every response,
+//! 429/418 with `Retry-After` over the limits; cancels are never shed.
+//!
+//! Known limitations: no order lists (OCO), amend, or cancel-replace endpoints;
+//! `aggTrades` gives one aggregate per trade; `selfTradePreventionMode` of an order is
+//! not in the read model, so history rows omit it.
 
 mod account;
 mod market;
@@ -63,67 +67,128 @@ use crate::errors::{api_error, ApiError, Failure, ParamError};
 use crate::params::{Params, MAX_BODY_LEN};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{CONTENT_TYPE, USER_AGENT};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use kura_engine::codec::{ip_to_bytes, Origin, USER_AGENT_MAX};
 use kura_engine::{Engine, MarketSpec};
 use kura_units::{MarketId, PriceTicks, QtyLots, Scale, UserId};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// Build the REST router over `backend`.
+/// How [`router_with`] is configured; the default is Binance's limits.
+#[derive(Clone, Debug, Default)]
+pub struct RouterConfig {
+    /// Request-weight and order-rate limits.
+    pub limits: crate::limits::Limits,
+}
+
+/// Build the REST router over `backend`, with the default [`RouterConfig`].
 pub fn router<B: Backend>(backend: B) -> Router {
-    Router::new()
-        .route("/api/v3/ping", get(market::ping))
-        .route("/api/v3/time", get(market::time::<B>))
-        .route("/api/v3/exchangeInfo", get(market::exchange_info::<B>))
-        .route("/api/v3/depth", get(market::depth::<B>))
-        .route("/api/v3/trades", get(market::trades::<B>))
-        .route("/api/v3/aggTrades", get(market::agg_trades::<B>))
-        .route("/api/v3/klines", get(market::klines::<B>))
-        .route("/api/v3/ticker/24hr", get(market::ticker_24hr::<B>))
-        .route("/api/v3/ticker/price", get(market::ticker_price::<B>))
-        .route("/api/v3/ticker/bookTicker", get(market::book_ticker::<B>))
-        .route(
-            "/api/v3/order",
-            get(trading::query_order::<B>)
-                .post(trading::new_order::<B>)
-                .delete(trading::cancel_order::<B>),
-        )
-        .route(
-            "/api/v3/order/test",
-            axum::routing::post(trading::test_order::<B>),
-        )
-        .route(
-            "/api/v3/openOrders",
-            get(trading::open_orders::<B>).delete(trading::cancel_open_orders::<B>),
-        )
-        .route("/api/v3/allOrders", get(trading::all_orders::<B>))
-        .route("/api/v3/myTrades", get(trading::my_trades::<B>))
-        .route("/api/v3/account", get(account::account::<B>))
-        .route(
-            "/sapi/v1/capital/config/getall",
-            get(account::capital_config::<B>),
-        )
-        .route("/sapi/v1/system/status", get(account::system_status))
-        .route(
-            "/fapi/v1/exchangeInfo",
-            get(stubs::futures_exchange_info::<B>),
-        )
-        .route(
-            "/dapi/v1/exchangeInfo",
-            get(stubs::futures_exchange_info::<B>),
-        )
-        .route("/sapi/v1/margin/allPairs", get(stubs::margin_pairs::<B>))
-        .route(
-            "/sapi/v1/margin/isolated/allPairs",
-            get(stubs::margin_pairs::<B>),
-        )
+    router_with(backend, RouterConfig::default())
+}
+
+/// Build the REST router over `backend`; every request passes admission
+/// ([`crate::limits`]) first.
+pub fn router_with<B: Backend>(backend: B, config: RouterConfig) -> Router {
+    let advertised = axum::Extension(config.limits.clone());
+    let limiter = std::sync::Arc::new(crate::limits::Limiter::new(config.limits));
+    let gate = crate::limits::Gate::new(backend.clone(), limiter);
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, (method, path)| {
+            r.route(path, endpoint::<B>(method, path))
+        })
+        .merge(crate::ws::routes(backend.clone()))
         .fallback(stubs::not_found)
         .method_not_allowed_fallback(stubs::method_not_allowed)
+        .layer(advertised)
         .with_state(backend)
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::limits::admit::<B>,
+        ))
 }
+
+/// Every REST route the router serves, as (method, path). [`router_with`] registers
+/// exactly these, each through [`endpoint`], and the OpenAPI document served at
+/// [`crate::openapi::PATH`] is tested against this list in both directions.
+pub const ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/api/v3/ping"),
+    (Method::GET, "/api/v3/time"),
+    (Method::GET, "/api/v3/exchangeInfo"),
+    (Method::GET, "/api/v3/depth"),
+    (Method::GET, "/api/v3/trades"),
+    (Method::GET, "/api/v3/aggTrades"),
+    (Method::GET, "/api/v3/klines"),
+    (Method::GET, "/api/v3/ticker/24hr"),
+    (Method::GET, "/api/v3/ticker/price"),
+    (Method::GET, "/api/v3/ticker/bookTicker"),
+    (Method::POST, "/api/v3/order"),
+    (Method::GET, "/api/v3/order"),
+    (Method::DELETE, "/api/v3/order"),
+    (Method::POST, "/api/v3/order/test"),
+    (Method::GET, "/api/v3/openOrders"),
+    (Method::DELETE, "/api/v3/openOrders"),
+    (Method::GET, "/api/v3/allOrders"),
+    (Method::GET, "/api/v3/myTrades"),
+    (Method::GET, "/api/v3/account"),
+    (Method::GET, "/sapi/v1/capital/config/getall"),
+    (Method::GET, "/sapi/v1/system/status"),
+    (Method::GET, "/fapi/v1/exchangeInfo"),
+    (Method::GET, "/dapi/v1/exchangeInfo"),
+    (Method::GET, "/sapi/v1/margin/allPairs"),
+    (Method::GET, "/sapi/v1/margin/isolated/allPairs"),
+    (Method::GET, crate::openapi::PATH),
+];
+
+/// The handler of one entry of [`ROUTES`].
+///
+/// # Panics
+/// On a (method, path) with no handler: a route added to [`ROUTES`] without one here
+/// is a bug, and building the router (every router test, every server start) stops at
+/// it.
+fn endpoint<B: Backend>(method: &Method, path: &str) -> MethodRouter<B> {
+    match (method.as_str(), path) {
+        ("GET", "/api/v3/ping") => get(market::ping),
+        ("GET", "/api/v3/time") => get(market::time::<B>),
+        ("GET", "/api/v3/exchangeInfo") => get(market::exchange_info::<B>),
+        ("GET", "/api/v3/depth") => get(market::depth::<B>),
+        ("GET", "/api/v3/trades") => get(market::trades::<B>),
+        ("GET", "/api/v3/aggTrades") => get(market::agg_trades::<B>),
+        ("GET", "/api/v3/klines") => get(market::klines::<B>),
+        ("GET", "/api/v3/ticker/24hr") => get(market::ticker_24hr::<B>),
+        ("GET", "/api/v3/ticker/price") => get(market::ticker_price::<B>),
+        ("GET", "/api/v3/ticker/bookTicker") => get(market::book_ticker::<B>),
+        ("POST", "/api/v3/order") => post(trading::new_order::<B>),
+        ("GET", "/api/v3/order") => get(trading::query_order::<B>),
+        ("DELETE", "/api/v3/order") => delete(trading::cancel_order::<B>),
+        ("POST", "/api/v3/order/test") => post(trading::test_order::<B>),
+        ("GET", "/api/v3/openOrders") => get(trading::open_orders::<B>),
+        ("DELETE", "/api/v3/openOrders") => delete(trading::cancel_open_orders::<B>),
+        ("GET", "/api/v3/allOrders") => get(trading::all_orders::<B>),
+        ("GET", "/api/v3/myTrades") => get(trading::my_trades::<B>),
+        ("GET", "/api/v3/account") => get(account::account::<B>),
+        ("GET", "/sapi/v1/capital/config/getall") => get(account::capital_config::<B>),
+        ("GET", "/sapi/v1/system/status") => get(account::system_status),
+        ("GET", "/fapi/v1/exchangeInfo" | "/dapi/v1/exchangeInfo") => {
+            get(stubs::futures_exchange_info::<B>)
+        }
+        ("GET", "/sapi/v1/margin/allPairs" | "/sapi/v1/margin/isolated/allPairs") => {
+            get(stubs::margin_pairs::<B>)
+        }
+        ("GET", crate::openapi::PATH) => get(crate::openapi::serve),
+        _ => panic!("http::ROUTES lists {method} {path}, which has no handler in http::endpoint"),
+    }
+}
+
+// ---- WebSocket streams (crate::ws) ----------------------------------------------
+// `router_with` merges `crate::ws::routes` (`/ws`, `/ws/{name}`, `/stream`,
+// `/ws-api/v3`, `/api/v3/userDataStream`); these renderers are shared with the streams
+// so that both APIs print the same JSON.
+
+pub(crate) use market::{kline_json, ticker_json, trade_json, DAY_MS};
+pub(crate) use trading::{budget_spent, side_name, tif_name};
 
 // ---- errors ----------------------------------------------------------------------
 

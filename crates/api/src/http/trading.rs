@@ -35,14 +35,14 @@ const HISTORY_LIMIT_MAX: u32 = 1_000;
 const UNSUPPORTED_ORDER_PARAMS: [&str; 4] =
     ["stopPrice", "icebergQty", "trailingDelta", "strategyId"];
 
-fn side_name(side: Side) -> &'static str {
+pub(crate) fn side_name(side: Side) -> &'static str {
     match side {
         Side::Buy => "BUY",
         Side::Sell => "SELL",
     }
 }
 
-fn tif_name(tif: TimeInForce) -> &'static str {
+pub(crate) fn tif_name(tif: TimeInForce) -> &'static str {
     match tif {
         TimeInForce::Gtc => "GTC",
         TimeInForce::Ioc => "IOC",
@@ -391,7 +391,7 @@ fn placed(events: &[Event]) -> Placed {
 /// Whether a market order by quote amount spent its budget: what is left would not buy
 /// one more lot at its average price. The engine ends such an order as expired (it
 /// stops when the budget runs out); Binance reports it FILLED.
-fn budget_spent(budget: Amount, cum_quote: u128, executed_lots: u128) -> bool {
+pub(crate) fn budget_spent(budget: Amount, cum_quote: u128, executed_lots: u128) -> bool {
     executed_lots > 0
         && u128::from(budget.get()).saturating_sub(cum_quote) * executed_lots < cum_quote
 }

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub read_wait: Duration,
     /// Batches waiting for the projector, at most (the sequencer waits beyond that).
     pub projector_queue: usize,
+    /// The REST API's admission limits (request weights, order rates, bans).
+    pub api: kura_api::http::RouterConfig,
 }
 
 impl ServerConfig {
@@ -50,6 +52,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             read_wait: Duration::from_secs(5),
             projector_queue: 1024,
+            api: kura_api::http::RouterConfig::default(),
         }
     }
 
@@ -255,7 +258,7 @@ impl Exchange {
             wait_true(stop_rx.clone()),
         ));
         files::write_server_json(&dir, addr)?;
-        let router = kura_api::http::router(self.backend.clone());
+        let router = kura_api::http::router_with(self.backend.clone(), self.config.api.clone());
         let http = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,0 +1,536 @@
+//! Binance's WebSocket streams over the event feed ([`crate::feed`]).
+//!
+//! # Endpoints
+//!
+//! | path | what |
+//! |---|---|
+//! | `/ws`, `/ws/<name>` | raw market streams: `<name>` a stream name (subscribed at once), a listen key (that customer's user-data stream, events unwrapped), or anything else (ignored: CCXT opens `/ws/0`, `/ws/1`, …) |
+//! | `/stream?streams=a/b` | the same streams, each event wrapped `{"stream":…,"data":…}` |
+//! | `/ws-api/v3` | the WS-API method `userDataStream.subscribe.signature` (also `userDataStream.unsubscribe`, `ping`, `time`); user events wrapped `{"subscriptionId":0,"event":…}` |
+//! | `POST/PUT/DELETE /api/v3/userDataStream` | listen keys (`X-MBX-APIKEY`, not signed) |
+//!
+//! Market connections take `SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`,
+//! `SET_PROPERTY` / `GET_PROPERTY` (`combined`). Every `SUBSCRIBE` is acknowledged with
+//! `{"result":null,"id":…}`, repeats too; a bad request gets
+//! `{"error":{"code":…,"msg":…},"id":…}`.
+//!
+//! Streams (symbols in lower case): `<sym>@depth`, `<sym>@depth@100ms` (diffs),
+//! `<sym>@depth5|10|20[@100ms]` (partial books), `<sym>@trade`, `<sym>@aggTrade`,
+//! `<sym>@kline_<interval>`, `<sym>@miniTicker`, `<sym>@ticker`, `<sym>@bookTicker`,
+//! `!miniTicker@arr`. Decimals are printed by the REST renderers
+//! ([`crate::http`]), so both APIs agree to the digit.
+//!
+//! # Where events come from
+//! Only from the feed, which the node publishes for durable commands. Depth diffs are
+//! the feed's [`crate::feed::BookDiff`]s, one event per diff, unchanged: `U`/`u` are
+//! the market's update ids shared with REST `depth`'s `lastUpdateId`, so a client
+//! applying them to a REST snapshot stays in sync, and `U == previous u + 1` always
+//! holds on a connection. Partial books, book tickers and full tickers (which carry the
+//! best bid and ask) are read from the engine when the feed says the market changed,
+//! at most once per 100 ms (`@100ms`, book tickers) or per second. Klines and 24-hour
+//! tickers are seeded from the read model when subscribed and then kept from the
+//! feed's trades (trades the seed already counted are skipped by trade id).
+//!
+//! # Bounds ([`WsConfig`], Binance's figures by default)
+//! - Every connection has one send queue of [`WsConfig::send_queue_max`] messages.
+//!   When it is full the client is not reading fast enough: the connection is closed
+//!   (code 1008, reason "slow consumer…") instead of buffering. A connection whose feed
+//!   receiver fell a whole channel behind (`Lagged`) is closed too (1013), since it
+//!   missed events.
+//! - Connections per client address and in total; streams per connection; incoming
+//!   message size and rate (over the rate: closed, 1008).
+//! - A ping every [`WsConfig::ping_interval`]; a client silent for
+//!   [`WsConfig::pong_timeout`] is dropped.
+//! - Listen keys: one per customer, expiring [`WsConfig::listen_key_ttl_ms`] after the
+//!   last `POST`/`PUT`.
+//!
+//! Known limitations: each connection keeps its own kline and ticker state (seeded from
+//! the read model), so a 24-hour ticker drops trades that leave its window only when it
+//! re-seeds, once a minute; `@depth` (1000 ms) sends every diff as it comes, like
+//! `@depth@100ms`; klines are sent when a trade changes them (and once more, closed,
+//! when their interval ends), not every 2 s.
+
+mod conn;
+mod market;
+mod user;
+
+use crate::auth::{self, ApiKeyId, Permission, API_KEY_HEADER};
+use crate::backend::Backend;
+use crate::errors::{api_error, Failure, ParamError};
+use crate::params::Params;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use kura_units::UserId;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Binance: at most 1024 streams per connection.
+pub const SUBSCRIPTIONS_MAX: usize = 1024;
+/// Messages queued for one connection before it counts as a slow consumer.
+pub const SEND_QUEUE_MAX: usize = 1024;
+/// Binance: 5 incoming messages per second per connection.
+pub const MESSAGES_PER_SECOND: u32 = 5;
+/// Binance: 300 connections per address (per 5 minutes there; at once here).
+pub const CONNECTIONS_PER_IP_MAX: usize = 300;
+/// Open WebSocket connections of the whole server.
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// Largest incoming message (a SUBSCRIBE of 1024 long stream names fits).
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Binance pings every 20 s and drops a connection silent for a minute.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Binance: a listen key expires 60 minutes after its last keepalive.
+pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
+/// Characters of a listen key (Binance's are 60; ours 64, like an API key id).
+pub const LISTEN_KEY_LEN: usize = 64;
+
+const _: () = assert!(SEND_QUEUE_MAX >= SUBSCRIPTIONS_MAX / 4, "room for a burst");
+const _: () = assert!(PONG_TIMEOUT.as_secs() >= 2 * PING_INTERVAL.as_secs());
+
+/// The limits of the WebSocket endpoints; the default is the constants above.
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    pub send_queue_max: usize,
+    pub subscriptions_max: usize,
+    pub connections_per_ip_max: usize,
+    pub connections_max: usize,
+    pub message_bytes_max: usize,
+    pub messages_per_second: u32,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub listen_key_ttl_ms: u64,
+}
+
+impl Default for WsConfig {
+    fn default() -> WsConfig {
+        WsConfig {
+            send_queue_max: SEND_QUEUE_MAX,
+            subscriptions_max: SUBSCRIPTIONS_MAX,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX,
+            connections_max: CONNECTIONS_MAX,
+            message_bytes_max: MESSAGE_BYTES_MAX,
+            messages_per_second: MESSAGES_PER_SECOND,
+            ping_interval: PING_INTERVAL,
+            pong_timeout: PONG_TIMEOUT,
+            listen_key_ttl_ms: LISTEN_KEY_TTL_MS,
+        }
+    }
+}
+
+/// What the WebSocket endpoints share: the limits, the open connections per address,
+/// and the listen keys.
+#[derive(Debug)]
+pub struct Hub {
+    config: WsConfig,
+    connections: Mutex<Connections>,
+    listen_keys: Mutex<BTreeMap<String, ListenKey>>,
+}
+
+#[derive(Debug, Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+#[derive(Clone, Debug)]
+struct ListenKey {
+    user: UserId,
+    expires_ms: u64,
+}
+
+impl Hub {
+    pub fn new(config: WsConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            connections: Mutex::new(Connections::default()),
+            listen_keys: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &WsConfig {
+        &self.config
+    }
+
+    /// Open WebSocket connections (a connection counts until its socket is dropped).
+    pub fn open_connections(&self) -> usize {
+        self.connections.lock().map_or(0, |c| c.total)
+    }
+
+    /// Count a new connection from `ip`, if the limits allow it.
+    fn admit(self: &Arc<Hub>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut c = self.connections.lock().ok()?;
+        let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= self.config.connections_max || mine >= self.config.connections_per_ip_max {
+            return None;
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, mine + 1);
+        Some(ConnectionSlot {
+            hub: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// The customer of a live listen key.
+    fn listen_key_user(&self, key: &str, now_ms: u64) -> Option<UserId> {
+        let keys = self.listen_keys.lock().ok()?;
+        keys.get(key)
+            .filter(|k| k.expires_ms > now_ms)
+            .map(|k| k.user)
+    }
+
+    /// The customer's listen key, created if they have none, its expiry pushed back.
+    fn create_listen_key(&self, user: UserId, now_ms: u64) -> Option<String> {
+        let mut keys = self.listen_keys.lock().ok()?;
+        keys.retain(|_, k| k.expires_ms > now_ms);
+        let expires_ms = now_ms.saturating_add(self.config.listen_key_ttl_ms);
+        if let Some((text, k)) = keys.iter_mut().find(|(_, k)| k.user == user) {
+            k.expires_ms = expires_ms;
+            return Some(text.clone());
+        }
+        let text = random_listen_key();
+        keys.insert(text.clone(), ListenKey { user, expires_ms });
+        Some(text)
+    }
+
+    /// Push back the expiry of `user`'s key `key` (false: no such live key).
+    fn keep_alive(&self, user: UserId, key: &str, now_ms: u64) -> bool {
+        let Ok(mut keys) = self.listen_keys.lock() else {
+            return false;
+        };
+        match keys.get_mut(key) {
+            Some(k) if k.user == user && k.expires_ms > now_ms => {
+                k.expires_ms = now_ms.saturating_add(self.config.listen_key_ttl_ms);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remove `user`'s key `key` (false: no such key).
+    fn close_listen_key(&self, user: UserId, key: &str) -> bool {
+        let Ok(mut keys) = self.listen_keys.lock() else {
+            return false;
+        };
+        if keys.get(key).is_some_and(|k| k.user == user) {
+            keys.remove(key);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn random_listen_key() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rngs::OsRng;
+    (0..LISTEN_KEY_LEN)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// One counted connection; dropping it uncounts it.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    hub: Arc<Hub>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.hub.connections.lock() {
+            c.total = c.total.saturating_sub(1);
+            let left = c
+                .per_ip
+                .get(&self.ip)
+                .copied()
+                .unwrap_or(1)
+                .saturating_sub(1);
+            if left == 0 {
+                c.per_ip.remove(&self.ip);
+            } else {
+                c.per_ip.insert(self.ip, left);
+            }
+        }
+    }
+}
+
+/// The state of the WebSocket routes.
+#[derive(Debug)]
+pub(crate) struct WsState<B> {
+    backend: B,
+    hub: Arc<Hub>,
+}
+
+impl<B: Clone> Clone for WsState<B> {
+    fn clone(&self) -> Self {
+        WsState {
+            backend: self.backend.clone(),
+            hub: Arc::clone(&self.hub),
+        }
+    }
+}
+
+/// The WebSocket and listen-key routes with the default [`WsConfig`], to merge into
+/// the REST router ([`crate::http::router_with`] does).
+pub fn routes<B: Backend, S: Clone + Send + Sync + 'static>(backend: B) -> Router<S> {
+    routes_with(backend, Hub::new(WsConfig::default()))
+}
+
+/// The WebSocket and listen-key routes over `hub`.
+pub fn routes_with<B: Backend, S: Clone + Send + Sync + 'static>(
+    backend: B,
+    hub: Arc<Hub>,
+) -> Router<S> {
+    Router::new()
+        .route("/ws", get(market_root::<B>))
+        .route("/ws/{name}", get(market_named::<B>))
+        .route("/stream", get(combined::<B>))
+        .route("/ws-api/v3", get(ws_api::<B>))
+        .route(
+            "/api/v3/userDataStream",
+            post(listen_key_create::<B>)
+                .put(listen_key_keep_alive::<B>)
+                .delete(listen_key_close::<B>),
+        )
+        .with_state(WsState { backend, hub })
+}
+
+/// Only the WebSocket and listen-key routes, as a router of their own (tests of the
+/// limits serve this with a small [`WsConfig`]).
+pub fn router<B: Backend>(backend: B, hub: Arc<Hub>) -> Router {
+    routes_with(backend, hub)
+}
+
+/// The client's address (unspecified when the server was not started with
+/// `into_make_service_with_connect_info`).
+#[derive(Debug)]
+struct PeerIp(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PeerIp, Self::Rejection> {
+        Ok(PeerIp(
+            match ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await {
+                Ok(ConnectInfo(addr)) => addr.ip(),
+                Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
+        ))
+    }
+}
+
+/// An HTTP error answer in Binance's format.
+fn fail(failure: Failure) -> Response {
+    let e = api_error(&failure);
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json;charset=UTF-8",
+        )],
+        e.to_json(),
+    )
+        .into_response()
+}
+
+fn too_many_connections() -> Response {
+    fail(Failure::TooManyRequests)
+}
+
+/// Upgrade to a connection running `mode`, if the connection limits allow it.
+fn upgrade<B: Backend>(
+    st: WsState<B>,
+    ip: IpAddr,
+    ws: WebSocketUpgrade,
+    mode: conn::Mode,
+) -> Response {
+    let Some(slot) = st.hub.admit(ip) else {
+        return too_many_connections();
+    };
+    let max = st.hub.config.message_bytes_max;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| conn::run(socket, st.backend, st.hub, mode, slot))
+}
+
+async fn market_root<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(
+        st,
+        ip,
+        ws,
+        conn::Mode::Market {
+            combined: false,
+            streams: Vec::new(),
+        },
+    )
+}
+
+async fn market_named<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    Path(name): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Some(user) = st.hub.listen_key_user(&name, st.backend.now_ms()) {
+        let mode = conn::Mode::ListenKey { key: name, user };
+        return upgrade(st, ip, ws, mode);
+    }
+    // `/ws/<stream>` subscribes a stream; anything else (CCXT's `/ws/0`) is ignored.
+    let streams = if market::StreamName::parse(&name).is_some() {
+        vec![name]
+    } else {
+        Vec::new()
+    };
+    upgrade(
+        st,
+        ip,
+        ws,
+        conn::Mode::Market {
+            combined: false,
+            streams,
+        },
+    )
+}
+
+async fn combined<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let streams: Vec<String> = query
+        .get("streams")
+        .map(|s| {
+            s.split('/')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if streams.len() > st.hub.config.subscriptions_max
+        || streams
+            .iter()
+            .any(|n| market::StreamName::parse(n).is_none())
+    {
+        return fail(Failure::Param(ParamError::InvalidValue {
+            name: "streams".to_owned(),
+        }));
+    }
+    upgrade(
+        st,
+        ip,
+        ws,
+        conn::Mode::Market {
+            combined: true,
+            streams,
+        },
+    )
+}
+
+async fn ws_api<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(st, ip, ws, conn::Mode::WsApi { ip })
+}
+
+// ---- listen keys -----------------------------------------------------------------
+
+/// The customer of the `X-MBX-APIKEY` header (a live key allowed from `ip`).
+fn key_user<B: Backend>(b: &B, headers: &HeaderMap, ip: IpAddr) -> Result<UserId, Failure> {
+    let id = ApiKeyId::parse(headers.get(API_KEY_HEADER).map(|v| v.as_bytes()))
+        .map_err(Failure::Auth)?;
+    let record = b
+        .api_key(&id)
+        .ok_or(Failure::Auth(auth::AuthError::UnknownApiKey))?;
+    auth::check_access(&record, Permission::Read, ip).map_err(Failure::Auth)?;
+    Ok(record.user)
+}
+
+/// `listenKey` from the query or the form body.
+fn listen_key_param(query: Option<&str>, body: &[u8]) -> Result<String, Failure> {
+    let params = Params::parse(query.unwrap_or("").as_bytes(), body).map_err(Failure::Param)?;
+    params
+        .required("listenKey")
+        .map(str::to_owned)
+        .map_err(Failure::Param)
+}
+
+fn listen_key_missing() -> Response {
+    let body = serde_json::json!({"code": -1125, "msg": "This listenKey does not exist."});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+async fn listen_key_create<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    headers: HeaderMap,
+) -> Response {
+    let user = match key_user(&st.backend, &headers, ip) {
+        Ok(u) => u,
+        Err(f) => return fail(f),
+    };
+    match st.hub.create_listen_key(user, st.backend.now_ms()) {
+        Some(key) => axum::Json(serde_json::json!({ "listenKey": key })).into_response(),
+        None => fail(Failure::Internal),
+    }
+}
+
+async fn listen_key_keep_alive<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let user = match key_user(&st.backend, &headers, ip) {
+        Ok(u) => u,
+        Err(f) => return fail(f),
+    };
+    let key = match listen_key_param(uri.query(), &body) {
+        Ok(k) => k,
+        Err(f) => return fail(f),
+    };
+    if st.hub.keep_alive(user, &key, st.backend.now_ms()) {
+        axum::Json(serde_json::json!({})).into_response()
+    } else {
+        listen_key_missing()
+    }
+}
+
+async fn listen_key_close<B: Backend>(
+    State(st): State<WsState<B>>,
+    PeerIp(ip): PeerIp,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let user = match key_user(&st.backend, &headers, ip) {
+        Ok(u) => u,
+        Err(f) => return fail(f),
+    };
+    let key = match listen_key_param(uri.query(), &body) {
+        Ok(k) => k,
+        Err(f) => return fail(f),
+    };
+    if st.hub.close_listen_key(user, &key) {
+        axum::Json(serde_json::json!({})).into_response()
+    } else {
+        listen_key_missing()
+    }
+}
