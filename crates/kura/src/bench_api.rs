@@ -49,6 +49,7 @@
 //! many), so the figures are a lower bound for a server with cores of its own.
 
 use crate::bench_journal::Rate;
+use crate::bench_journal::TempDir;
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
@@ -201,31 +202,6 @@ fn mix(mut z: u64) -> u64 {
 
 fn histogram() -> Result<Histogram<u64>> {
     Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 3).map_err(|e| anyhow!("histogram: {e}"))
-}
-
-/// The temporary data directory; removed when dropped.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(parent: &Path) -> Result<TempDir> {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = parent.join(format!("kura-bench-api-{}-{stamp}", std::process::id()));
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("could not remove {}: {e}", self.0.display());
-        }
-    }
 }
 
 /// Clock ticks per second of `/proc`'s CPU times (`USER_HZ`, 100 on Linux).
@@ -1202,7 +1178,7 @@ pub fn run(a: &ApiArgs) -> Result<()> {
     let server_rt = runtime(server_threads, "kura-http")?;
     let client_rt = runtime(a.client_threads, "bench-client")?;
     let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = TempDir::new(&parent)?;
+    let tmp = TempDir::new(&parent, "api")?;
     eprintln!("data directories under {}", tmp.0.display());
 
     let mut open = Vec::new();

@@ -166,16 +166,17 @@ fn ratio(n: u64, d: u64) -> f64 {
     (n as f64 / d as f64 * 100.0).round() / 100.0
 }
 
-/// The temporary data directory; removed when dropped.
+/// A benchmark's temporary data directory; removed when dropped.
 #[derive(Debug)]
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(parent: &Path) -> Result<TempDir> {
+    /// A fresh directory `kura-bench-<label>-<pid>-<time>` under `parent`.
+    pub(crate) fn new(parent: &Path, label: &str) -> Result<TempDir> {
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let path = parent.join(format!("kura-bench-journal-{}-{stamp}", std::process::id()));
+        let path = parent.join(format!("kura-bench-{label}-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
         std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -658,7 +659,7 @@ pub fn run(a: &JournalArgs) -> Result<()> {
         limits: ec_stream::limits(&w),
     });
     let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = TempDir::new(&parent)?;
+    let tmp = TempDir::new(&parent, "journal")?;
     eprintln!("data directory: {}", tmp.0.display());
 
     // 1. Group commit at each offered rate, each on a fresh node.
