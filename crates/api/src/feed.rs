@@ -16,6 +16,7 @@
 use kura_engine::{Ctx, Engine, Event, EventKind, Side};
 use kura_units::{MarketId, OrderId, PriceTicks, QtyLots};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// One market's book changes over one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +36,8 @@ pub struct BookDiff {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Published {
     /// Every command of the batch in order, with its events (none if it was refused).
-    pub commands: Vec<(Ctx, Vec<Event>)>,
+    /// Shared with the read-model projector: the batch is copied once, not per consumer.
+    pub commands: Arc<Vec<(Ctx, Vec<Event>)>>,
     /// Book changes, one per market whose update id advanced, by market id.
     pub books: Vec<BookDiff>,
 }
@@ -82,7 +84,10 @@ impl Publisher {
     /// Publish one batch: `engine` is the state after it.
     pub fn publish(&mut self, engine: &Engine, commands: Vec<(Ctx, Vec<Event>)>) -> Published {
         let books = self.book_diffs(engine, commands.iter().flat_map(|(_, events)| events));
-        Published { commands, books }
+        Published {
+            commands: Arc::new(commands),
+            books,
+        }
     }
 
     /// The book changes of one batch, given its events in order; `engine` is the state

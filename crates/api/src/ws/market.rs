@@ -411,7 +411,7 @@ impl MarketStreams {
                 }
             }
         }
-        for (ctx, events) in &batch.commands {
+        for (ctx, events) in batch.commands.iter() {
             for e in events {
                 if let EventKind::Trade {
                     market,

@@ -228,7 +228,7 @@ impl UserStream {
         batch: &crate::feed::Published,
         out: &mut Outbox,
     ) -> Result<(), Closing> {
-        for (ctx, events) in &batch.commands {
+        for (ctx, events) in batch.commands.iter() {
             if !events.iter().any(|e| concerns(e, self.user)) {
                 continue;
             }

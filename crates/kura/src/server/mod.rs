@@ -73,7 +73,7 @@ pub struct Exchange {
 
 fn projector(
     mut store: Store,
-    rx: mpsc::Receiver<Vec<AppliedCommand>>,
+    rx: mpsc::Receiver<Batch>,
     applied: watch::Sender<u64>,
 ) -> Result<()> {
     while let Ok(first) = rx.recv() {
@@ -86,8 +86,8 @@ fn projector(
         }
         let flat: Vec<Applied<'_>> = batches
             .iter()
-            .flatten()
-            .map(|a| Applied::new(a.ctx, &a.events))
+            .flat_map(|b| b.iter())
+            .map(|(ctx, events)| Applied::new(*ctx, events))
             .collect();
         if let Err(e) = store.apply_batch(&flat) {
             tracing::error!(error = %e, "the read model failed; history reads stop until `kura reindex`");
@@ -100,24 +100,29 @@ fn projector(
     Ok(())
 }
 
+/// One applied batch, as the feed and the projector share it.
+type Batch = Arc<Vec<(kura_engine::Ctx, Vec<kura_engine::Event>)>>;
+
 /// Batches the feed holds for slow subscribers before they lag.
 pub const FEED_CAPACITY: usize = 4096;
 
 fn observer(
     keys: KeyTable,
     engine_seq: Arc<AtomicU64>,
-    to_projector: mpsc::SyncSender<Vec<AppliedCommand>>,
+    to_projector: mpsc::SyncSender<Batch>,
     mut publisher: Publisher,
     feed: broadcast::Sender<Arc<Published>>,
 ) -> Observer {
     Box::new(move |engine, batch| {
         // Market data and user events: published only now that the batch is durable.
         let books = publisher.book_diffs(engine, batch.iter().flat_map(|a| &a.events));
+        // One shared copy of the batch for the feed and the projector.
+        let batch: Batch = Arc::new(batch.into_iter().map(|a| (a.ctx, a.events)).collect());
         if feed.receiver_count() > 0 {
-            let commands = batch.iter().map(|a| (a.ctx, a.events.clone())).collect();
+            let commands = Arc::clone(&batch);
             let _ = feed.send(Arc::new(Published { commands, books }));
         }
-        for e in batch.iter().flat_map(|a| &a.events) {
+        for e in batch.iter().flat_map(|(_, events)| events) {
             if let EventKind::ApiKeyCreated { key, .. } | EventKind::ApiKeyRevoked { key, .. } =
                 &e.kind
             {
@@ -128,8 +133,8 @@ fn observer(
                 }
             }
         }
-        if let Some(last) = batch.last() {
-            engine_seq.store(last.ctx.seq, Ordering::Release);
+        if let Some((last, _)) = batch.last() {
+            engine_seq.store(last.seq, Ordering::Release);
         }
         // Blocks when the projector is a full queue behind (bounded memory); fails only
         // when it has stopped, which it has logged.
