@@ -301,7 +301,7 @@ fn reject_error(reject: Reject, op: Op) -> ApiError {
         R::InvalidTimeInForce => ApiError::new(400, -1115, "Invalid timeInForce."),
         R::DuplicateClientOrderId => ApiError::new(400, -2010, MSG_DUPLICATE_ORDER),
         R::MarketHalted => ApiError::new(400, order_code, MSG_MARKET_CLOSED),
-        R::WithdrawalsHalted => ApiError::new(400, -2010, MSG_DISABLED),
+        R::WithdrawalsHalted | R::WithdrawalsFrozen => ApiError::new(400, -2010, MSG_DISABLED),
         R::AmountOverflow => ApiError::new(400, -1130, MSG_INVALID_DATA),
         // Wallet and operator rejections have no Binance spot equivalent: generic
         // "invalid data", or "not supported" where the request cannot succeed as sent.
@@ -320,7 +320,14 @@ fn reject_error(reject: Reject, op: Op) -> ApiError {
         | R::NameTaken
         | R::InvalidApiKey
         | R::ApiKeyExists
-        | R::WithdrawNeedsIpAllowList => ApiError::new(400, -1130, MSG_INVALID_DATA),
+        | R::WithdrawNeedsIpAllowList
+        | R::InvalidDescriptor
+        | R::WalletExists
+        | R::NoDepositWallet
+        | R::DepositAddressAssigned
+        | R::UnknownDeposit
+        | R::DepositReversed
+        | R::StaleReconciliation => ApiError::new(400, -1130, MSG_INVALID_DATA),
         R::UnknownApiKey | R::ApiKeyRevoked => ApiError::new(401, -2015, MSG_BAD_KEY),
         R::TooManyUsers | R::TooManyAssets | R::TooManyMarkets | R::TooManyApiKeys => {
             ApiError::new(400, -1020, MSG_UNSUPPORTED)
@@ -476,6 +483,14 @@ mod tests {
             Reject::ApiKeyRevoked,
             Reject::WithdrawNeedsIpAllowList,
             Reject::TooManyApiKeys,
+            Reject::InvalidDescriptor,
+            Reject::WalletExists,
+            Reject::NoDepositWallet,
+            Reject::DepositAddressAssigned,
+            Reject::UnknownDeposit,
+            Reject::DepositReversed,
+            Reject::StaleReconciliation,
+            Reject::WithdrawalsFrozen,
         ];
         for r in &all {
             // Exhaustiveness guard: add the new variant to `all` and to the table.
@@ -523,6 +538,14 @@ mod tests {
                 | Reject::UnknownApiKey
                 | Reject::ApiKeyRevoked
                 | Reject::WithdrawNeedsIpAllowList
+                | Reject::InvalidDescriptor
+                | Reject::WalletExists
+                | Reject::NoDepositWallet
+                | Reject::DepositAddressAssigned
+                | Reject::UnknownDeposit
+                | Reject::DepositReversed
+                | Reject::StaleReconciliation
+                | Reject::WithdrawalsFrozen
                 | Reject::TooManyApiKeys => {}
             }
         }
@@ -540,7 +563,7 @@ mod tests {
     #[test]
     fn every_reject_maps_to_a_binance_error() {
         let rejects = all_rejects();
-        assert_eq!(rejects.len(), 44);
+        assert_eq!(rejects.len(), 52);
         for reject in rejects {
             for op in OPS {
                 let e = api_error(&Failure::Reject { reject, op });

@@ -880,6 +880,14 @@ fn all_rejects() -> Vec<Reject> {
         Reject::ApiKeyRevoked,
         Reject::WithdrawNeedsIpAllowList,
         Reject::TooManyApiKeys,
+        Reject::InvalidDescriptor,
+        Reject::WalletExists,
+        Reject::NoDepositWallet,
+        Reject::DepositAddressAssigned,
+        Reject::UnknownDeposit,
+        Reject::DepositReversed,
+        Reject::StaleReconciliation,
+        Reject::WithdrawalsFrozen,
     ];
     for r in &all {
         match r {
@@ -926,6 +934,14 @@ fn all_rejects() -> Vec<Reject> {
             | Reject::UnknownApiKey
             | Reject::ApiKeyRevoked
             | Reject::WithdrawNeedsIpAllowList
+            | Reject::InvalidDescriptor
+            | Reject::WalletExists
+            | Reject::NoDepositWallet
+            | Reject::DepositAddressAssigned
+            | Reject::UnknownDeposit
+            | Reject::DepositReversed
+            | Reject::StaleReconciliation
+            | Reject::WithdrawalsFrozen
             | Reject::TooManyApiKeys => {}
         }
     }

@@ -73,6 +73,10 @@
 //! | 18 | `RegisterUser` | `name`: string ≤ 64 |
 //! | 19 | `CreateApiKey` | `user`: `u32`; `key`: string ≤ 64; `scheme`: `u8` 0 = HMAC, 1 = Ed25519 followed by its 32-byte public key; `permissions`: `u8` bits (1 read, 2 trade, 4 withdraw); `ip_allow`: list ≤ 16 of (16-byte IPv6 address, `u8` prefix ≤ 128); `label`: string ≤ 64 |
 //! | 20 | `RevokeApiKey` | `key`: string ≤ 64 |
+//! | 21 | `RegisterWallet` | `asset`: `u16`; `role`: `u8` (0 deposit, 1 hot, 2 cold, 3 retired); `descriptor`: string ≤ 1024 |
+//! | 22 | `AssignDepositAddress` | `user`: `u32`; `asset`: `u16` |
+//! | 23 | `ReverseDeposit` | `reference`: string ≤ 128; `reason`: string ≤ 256 |
+//! | 24 | `Reconcile` | `asset`: `u16`; `height`: `u32`; `block_hash`: 32 bytes (internal byte order); `holdings`: `u64` |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
 //! `u64`); amounts are minor units, prices ticks, quantities lots, each a `u64`.
@@ -120,7 +124,7 @@
 
 use crate::{
     Command, Ctx, FeeTier, IpRange, KeyPermissions, KeyScheme, Limits, MarketSpec, OrderRef,
-    OrderType,
+    OrderType, WalletRole,
 };
 use core::fmt::{self, Write as _};
 use core::net::{IpAddr, Ipv6Addr};
@@ -142,6 +146,8 @@ pub const USER_AGENT_MAX: usize = 256;
 pub const SYMBOL_MAX: usize = 20;
 /// Longest deposit reference or withdrawal id, in bytes.
 pub const REFERENCE_MAX: usize = 128;
+/// Longest wallet descriptor.
+pub const DESCRIPTOR_MAX: usize = crate::custody::DESCRIPTOR_MAX;
 /// Longest reason of an adjustment or a halt, in bytes.
 pub const REASON_MAX: usize = 256;
 /// Most fee tiers in one market spec.
@@ -180,6 +186,10 @@ const TAG_RESUME_WITHDRAWALS: u8 = 17;
 const TAG_REGISTER_USER: u8 = 18;
 const TAG_CREATE_API_KEY: u8 = 19;
 const TAG_REVOKE_API_KEY: u8 = 20;
+const TAG_REGISTER_WALLET: u8 = 21;
+const TAG_ASSIGN_DEPOSIT_ADDRESS: u8 = 22;
+const TAG_REVERSE_DEPOSIT: u8 = 23;
+const TAG_RECONCILE: u8 = 24;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -681,6 +691,34 @@ impl Writer<'_> {
             Command::RevokeApiKey { key } => {
                 self.str(key, IDENTITY_TEXT_MAX, "revoke_api_key.key");
             }
+            Command::RegisterWallet {
+                asset,
+                role,
+                descriptor,
+            } => {
+                self.u16(asset.0);
+                self.u8(role.code());
+                self.str(descriptor, DESCRIPTOR_MAX, "register_wallet.descriptor");
+            }
+            Command::AssignDepositAddress { user, asset } => {
+                self.u32(user.0);
+                self.u16(asset.0);
+            }
+            Command::ReverseDeposit { reference, reason } => {
+                self.str(reference, REFERENCE_MAX, "reverse_deposit.reference");
+                self.str(reason, REASON_MAX, "reverse_deposit.reason");
+            }
+            Command::Reconcile {
+                asset,
+                height,
+                block_hash,
+                holdings,
+            } => {
+                self.u16(asset.0);
+                self.u32(*height);
+                self.out.extend_from_slice(block_hash);
+                self.u64(holdings.get());
+            }
         }
     }
 }
@@ -708,6 +746,10 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::RegisterUser { .. } => TAG_REGISTER_USER,
         Command::CreateApiKey { .. } => TAG_CREATE_API_KEY,
         Command::RevokeApiKey { .. } => TAG_REVOKE_API_KEY,
+        Command::RegisterWallet { .. } => TAG_REGISTER_WALLET,
+        Command::AssignDepositAddress { .. } => TAG_ASSIGN_DEPOSIT_ADDRESS,
+        Command::ReverseDeposit { .. } => TAG_REVERSE_DEPOSIT,
+        Command::Reconcile { .. } => TAG_RECONCILE,
     }
 }
 
@@ -1109,6 +1151,35 @@ impl<'a> Reader<'a> {
             TAG_REVOKE_API_KEY => Command::RevokeApiKey {
                 key: self.string(IDENTITY_TEXT_MAX, "revoke_api_key.key")?,
             },
+            TAG_REGISTER_WALLET => {
+                let asset = self.asset("register_wallet.asset")?;
+                let at = self.pos;
+                let code = self.u8("register_wallet.role")?;
+                let role = WalletRole::from_code(code).ok_or(CodecError::BadTag {
+                    offset: at,
+                    field: "register_wallet.role",
+                    tag: code,
+                })?;
+                Command::RegisterWallet {
+                    asset,
+                    role,
+                    descriptor: self.string(DESCRIPTOR_MAX, "register_wallet.descriptor")?,
+                }
+            }
+            TAG_ASSIGN_DEPOSIT_ADDRESS => Command::AssignDepositAddress {
+                user: self.user("assign_deposit_address.user")?,
+                asset: self.asset("assign_deposit_address.asset")?,
+            },
+            TAG_REVERSE_DEPOSIT => Command::ReverseDeposit {
+                reference: self.string(REFERENCE_MAX, "reverse_deposit.reference")?,
+                reason: self.string(REASON_MAX, "reverse_deposit.reason")?,
+            },
+            TAG_RECONCILE => Command::Reconcile {
+                asset: self.asset("reconcile.asset")?,
+                height: self.u32("reconcile.height")?,
+                block_hash: self.arr("reconcile.block_hash")?,
+                holdings: self.amount("reconcile.holdings")?,
+            },
             _ => {
                 return Err(CodecError::UnknownCommand {
                     offset: tag_offset,
@@ -1129,7 +1200,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_REVOKE_API_KEY).contains(&tag) {
+    if !(TAG_ADD_ASSET..=TAG_RECONCILE).contains(&tag) {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1393,6 +1464,34 @@ pub fn write_json(entry: &Entry, out: &mut String) {
             j.str("label", label);
         }
         Command::RevokeApiKey { key } => j.str("key", key),
+        Command::RegisterWallet {
+            asset,
+            role,
+            descriptor,
+        } => {
+            j.num("asset", asset);
+            j.str("role", role.name());
+            j.str("descriptor", descriptor);
+        }
+        Command::AssignDepositAddress { user, asset } => {
+            j.num("user", user);
+            j.num("asset", asset);
+        }
+        Command::ReverseDeposit { reference, reason } => {
+            j.str("reference", reference);
+            j.str("reason", reason);
+        }
+        Command::Reconcile {
+            asset,
+            height,
+            block_hash,
+            holdings,
+        } => {
+            j.num("asset", asset);
+            j.num("height", height);
+            j.str("block_hash", &hex_lower(block_hash));
+            j.num("holdings", holdings);
+        }
     }
     j.close();
     j.close();

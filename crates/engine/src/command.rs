@@ -176,6 +176,29 @@ pub enum Command {
     ResumeWithdrawals {
         asset: AssetId,
     },
+    /// Add a wallet (an output descriptor) to the registry, for good.
+    RegisterWallet {
+        asset: AssetId,
+        role: crate::WalletRole,
+        descriptor: String,
+    },
+    /// Give the customer the next address of the newest deposit wallet of `asset`.
+    AssignDepositAddress {
+        user: UserId,
+        asset: AssetId,
+    },
+    /// A chain reorganisation removed a credited deposit: take it back.
+    ReverseDeposit {
+        reference: String,
+        reason: String,
+    },
+    /// The chain holds `holdings` of `asset` in our wallets at block `height`.
+    Reconcile {
+        asset: AssetId,
+        height: u32,
+        block_hash: [u8; 32],
+        holdings: Amount,
+    },
 }
 
 impl Command {
@@ -194,6 +217,10 @@ impl Command {
             Command::SettleWithdrawal { .. } => "settle_withdrawal",
             Command::CancelWithdrawal { .. } => "cancel_withdrawal",
             Command::Adjust { .. } => "adjust",
+            Command::RegisterWallet { .. } => "register_wallet",
+            Command::AssignDepositAddress { .. } => "assign_deposit_address",
+            Command::ReverseDeposit { .. } => "reverse_deposit",
+            Command::Reconcile { .. } => "reconcile",
             Command::PlaceOrder { .. } => "place_order",
             Command::CancelOrder { .. } => "cancel_order",
             Command::CancelAll { .. } => "cancel_all",

@@ -186,4 +186,39 @@ pub enum EventKind {
     WithdrawalsResumed {
         asset: AssetId,
     },
+    WalletRegistered {
+        wallet: u32,
+        asset: AssetId,
+        role: crate::WalletRole,
+        descriptor: String,
+    },
+    DepositAddressAssigned {
+        user: UserId,
+        asset: AssetId,
+        wallet: u32,
+        index: u32,
+    },
+    /// A credited deposit was taken back; `deficit` of it could not be (already spent).
+    DepositReversed {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        deficit: Amount,
+        reference: String,
+        reason: String,
+    },
+    /// A credit paid down a deficit left by a reversed deposit.
+    DeficitRepaid {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        remaining: Amount,
+    },
+    Reconciled {
+        asset: AssetId,
+        height: u32,
+        block_hash: [u8; 32],
+        holdings: Amount,
+        liabilities: u128,
+    },
 }

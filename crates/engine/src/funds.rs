@@ -113,6 +113,7 @@ impl Engine {
             symbol: symbol.to_owned(),
             scale,
             withdrawals_halted: None,
+            reconciliation: None,
         });
         push(
             out,
@@ -203,8 +204,24 @@ impl Engine {
         if amount.is_zero() {
             return Err(Reject::ZeroAmount);
         }
-        if self.deposits.contains(reference) {
-            return Err(Reject::DuplicateDeposit);
+        let record = crate::DepositRecord {
+            user,
+            asset,
+            amount,
+            reversed: false,
+        };
+        // Credited at most once at any time: a reference may be credited again only
+        // after a reorganisation reversed it, and then only with the same facts.
+        if let Some(d) = self.deposits.get(reference) {
+            if !d.reversed
+                || *d
+                    != (crate::DepositRecord {
+                        reversed: true,
+                        ..record
+                    })
+            {
+                return Err(Reject::DuplicateDeposit);
+            }
         }
         self.ledger
             .transfer(
@@ -214,7 +231,7 @@ impl Engine {
                 amount,
             )
             .map_err(|_| Reject::AmountOverflow)?;
-        self.deposits.insert(reference.to_owned());
+        self.deposits.insert(reference.to_owned(), record);
         self.touch(user, asset);
         push(
             out,
@@ -226,6 +243,7 @@ impl Engine {
                 reference: reference.to_owned(),
             },
         );
+        self.repay_deficit(ctx, out, user, asset);
         Ok(())
     }
 
@@ -246,6 +264,9 @@ impl Engine {
         }
         if self.withdrawals.contains_key(id) {
             return Err(Reject::DuplicateWithdrawal);
+        }
+        if self.withdrawals_frozen(user) {
+            return Err(Reject::WithdrawalsFrozen);
         }
         if self.assets[usize::from(asset.0)]
             .withdrawals_halted

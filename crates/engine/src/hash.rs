@@ -11,13 +11,16 @@ use kura_units::AssetId;
 use sha2::{Digest, Sha256};
 
 /// Version of the canonical encoding; bump it when the layout changes.
-pub const STATE_ENCODING_VERSION: u8 = 2;
+pub const STATE_ENCODING_VERSION: u8 = 3;
 
 struct W<'a>(&'a mut Vec<u8>);
 
 impl W<'_> {
     fn u8(&mut self, v: u8) {
         self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
@@ -76,6 +79,9 @@ impl<'a> R<'a> {
     }
     fn u8(&mut self) -> Result<u8, String> {
         Ok(self.arr::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.arr()?))
     }
     fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(self.arr()?))
@@ -151,11 +157,23 @@ impl Engine {
             let at = r.pos;
             let scale = Scale::new(r.u8()?).ok_or_else(|| format!("bad scale at byte {at}"))?;
             let withdrawals_halted = r.opt_str()?;
+            let reconciliation = match r.u8()? {
+                0 => None,
+                1 => Some(crate::Reconciliation {
+                    seq: r.u64()?,
+                    height: r.u32()?,
+                    block_hash: r.arr::<32>()?,
+                    holdings: Amount::new(r.u64()?),
+                    liabilities: r.u128()?,
+                }),
+                t => return Err(format!("bad option tag {t} at byte {}", r.pos - 1)),
+            };
             e.ledger.add_asset();
             e.assets.push(Asset {
                 symbol,
                 scale,
                 withdrawals_halted,
+                reconciliation,
             });
         }
         for _ in 0..r.count(5)? {
@@ -270,8 +288,27 @@ impl Engine {
             }
             e.markets.push(market);
         }
-        for _ in 0..r.count(8)? {
-            e.deposits.insert(r.str()?);
+        for _ in 0..r.count(25)? {
+            let at = r.pos;
+            let reference = r.str()?;
+            let user = UserId(r.u32()?);
+            let asset = kura_units::AssetId(r.u16()?);
+            let amount = Amount::new(r.u64()?);
+            let reversed = r.bool()?;
+            if user.0 as usize >= e.users.len() || usize::from(asset.0) >= e.assets.len() {
+                return Err(format!(
+                    "deposit at byte {at} names an unknown user or asset"
+                ));
+            }
+            e.deposits.insert(
+                reference,
+                crate::DepositRecord {
+                    user,
+                    asset,
+                    amount,
+                    reversed,
+                },
+            );
         }
         for _ in 0..r.count(25)? {
             let id = r.str()?;
@@ -359,6 +396,55 @@ impl Engine {
                 },
             );
         }
+        for _ in 0..r.count(14)? {
+            let at = r.pos;
+            let user = r.u32()?;
+            let asset = r.u16()?;
+            let owed = Amount::new(r.u64()?);
+            if user as usize >= e.users.len()
+                || usize::from(asset) >= e.assets.len()
+                || owed.is_zero()
+            {
+                return Err(format!(
+                    "deficit at byte {at} is inconsistent with the state"
+                ));
+            }
+            e.deficits.insert((user, asset), owed);
+        }
+        for _ in 0..r.count(15)? {
+            let at = r.pos;
+            let asset = kura_units::AssetId(r.u16()?);
+            let role = crate::WalletRole::from_code(r.u8()?)
+                .ok_or_else(|| format!("bad wallet role in the wallet at byte {at}"))?;
+            let descriptor = r.str()?;
+            let next_index = r.u32()?;
+            if usize::from(asset.0) >= e.assets.len() {
+                return Err(format!("wallet at byte {at} names an unknown asset"));
+            }
+            e.wallets.push(crate::Wallet {
+                asset,
+                role,
+                descriptor,
+                next_index,
+            });
+        }
+        for _ in 0..r.count(14)? {
+            let at = r.pos;
+            let user = r.u32()?;
+            let asset = r.u16()?;
+            let wallet = r.u32()?;
+            let index = r.u32()?;
+            let known = e
+                .wallets
+                .get(wallet as usize)
+                .is_some_and(|w| index < w.next_index && w.asset.0 == asset);
+            if user as usize >= e.users.len() || !known {
+                return Err(format!(
+                    "deposit address at byte {at} is inconsistent with the state"
+                ));
+            }
+            e.deposit_addresses.insert((user, asset), (wallet, index));
+        }
         let ledger_at = r.pos;
         let mut rest = &bytes[r.pos..];
         let ledger = kura_ledger::Ledger::decode(&mut rest)
@@ -386,6 +472,17 @@ impl Engine {
             w.str(&a.symbol);
             w.u8(a.scale.places());
             w.opt_str(a.withdrawals_halted.as_deref());
+            match a.reconciliation {
+                None => w.u8(0),
+                Some(rc) => {
+                    w.u8(1);
+                    w.u64(rc.seq);
+                    w.u32(rc.height);
+                    w.0.extend_from_slice(&rc.block_hash);
+                    w.u64(rc.holdings.get());
+                    w.u128(rc.liabilities);
+                }
+            }
         }
         w.u64(self.users.len() as u64);
         for u in &self.users {
@@ -450,8 +547,12 @@ impl Engine {
             }
         }
         w.u64(self.deposits.len() as u64);
-        for d in &self.deposits {
-            w.str(d);
+        for (reference, d) in &self.deposits {
+            w.str(reference);
+            w.u32(d.user.0);
+            w.u16(d.asset.0);
+            w.u64(d.amount.get());
+            w.u8(u8::from(d.reversed));
         }
         w.u64(self.withdrawals.len() as u64);
         for (id, wd) in &self.withdrawals {
@@ -491,6 +592,26 @@ impl Engine {
             }
             w.str(&k.label);
             w.u8(u8::from(k.revoked));
+        }
+        w.u64(self.deficits.len() as u64);
+        for (&(user, asset), owed) in &self.deficits {
+            w.u32(user);
+            w.u16(asset);
+            w.u64(owed.get());
+        }
+        w.u64(self.wallets.len() as u64);
+        for wallet in &self.wallets {
+            w.u16(wallet.asset.0);
+            w.u8(wallet.role.code());
+            w.str(&wallet.descriptor);
+            w.u32(wallet.next_index);
+        }
+        w.u64(self.deposit_addresses.len() as u64);
+        for (&(user, asset), &(wallet, index)) in &self.deposit_addresses {
+            w.u32(user);
+            w.u16(asset);
+            w.u32(wallet);
+            w.u32(index);
         }
         self.ledger.encode(out);
     }
@@ -545,6 +666,25 @@ impl Engine {
                         ))
                     }
                 }
+            }
+        }
+        // Deficits left by reversed deposits are exactly what the receivable account holds.
+        for a in 0..assets {
+            let asset = AssetId(a as u16);
+            let owed: u128 = self
+                .deficits
+                .iter()
+                .filter(|(&(_, x), _)| x == asset.0)
+                .map(|(_, v)| u128::from(v.get()))
+                .sum();
+            let receivable = self
+                .ledger
+                .system(kura_ledger::SystemAccount::Receivable, asset)
+                .map_err(|e| format!("{e:?}"))?;
+            if i128::try_from(owed).map(|o| -o) != Ok(receivable) {
+                return Err(format!(
+                    "asset {a}: deficits sum to {owed} but the receivable account holds {receivable}"
+                ));
             }
         }
         for wd in self.withdrawals.values() {

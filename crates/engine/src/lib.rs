@@ -35,6 +35,7 @@
 
 pub mod codec;
 mod command;
+pub mod custody;
 mod event;
 mod funds;
 pub mod genesis;
@@ -44,6 +45,7 @@ mod reject;
 mod trading;
 
 pub use command::{Command, Ctx, FeeTier, MarketSpec, OrderRef, OrderType};
+pub use custody::{DepositRecord, Reconciliation, Wallet, WalletRole};
 pub use event::{CancelReason, Event, EventKind, ExpireReason};
 pub use hash::STATE_ENCODING_VERSION;
 pub use identity::{ApiKey, IpRange, KeyPermissions, KeyScheme};
@@ -54,7 +56,7 @@ use kura_book::Book;
 use kura_ledger::Ledger;
 use kura_units::{AssetId, ClientOrderId, MarketId, PriceTicks, Scale, UserId};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Every limit of the engine, in one place. Each is enforced with a typed rejection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +121,7 @@ pub(crate) struct Asset {
     pub(crate) symbol: String,
     pub(crate) scale: Scale,
     pub(crate) withdrawals_halted: Option<String>,
+    pub(crate) reconciliation: Option<custody::Reconciliation>,
 }
 
 #[derive(Clone, Debug)]
@@ -169,8 +172,14 @@ pub struct Engine {
     pub(crate) market_ids: BTreeMap<String, MarketId>,
     pub(crate) ledger: Ledger,
     pub(crate) users: Vec<User>,
-    /// Deposit references already credited.
-    pub(crate) deposits: BTreeSet<String>,
+    /// Every deposit ever credited, by reference.
+    pub(crate) deposits: BTreeMap<String, custody::DepositRecord>,
+    /// (user, asset) → what the customer owes after a reversed deposit (never zero).
+    pub(crate) deficits: BTreeMap<(u32, u16), kura_units::Amount>,
+    /// The wallet registry, append-only; the index is the wallet id.
+    pub(crate) wallets: Vec<custody::Wallet>,
+    /// (user, asset) → (wallet, derivation index) of the customer's deposit address.
+    pub(crate) deposit_addresses: BTreeMap<(u32, u16), (u32, u32)>,
     /// Every withdrawal ever requested, by id.
     pub(crate) withdrawals: BTreeMap<String, Withdrawal>,
     pub(crate) next_order_id: u64,
@@ -198,7 +207,10 @@ impl Engine {
             market_ids: BTreeMap::new(),
             ledger: Ledger::new(),
             users: Vec::new(),
-            deposits: BTreeSet::new(),
+            deposits: BTreeMap::new(),
+            deficits: BTreeMap::new(),
+            wallets: Vec::new(),
+            deposit_addresses: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
             next_order_id: 1,
             next_trade_id: 1,
@@ -311,6 +323,23 @@ impl Engine {
             Command::ResumeWithdrawals { asset } => {
                 self.set_withdrawal_halt(ctx, out, *asset, None)
             }
+            Command::RegisterWallet {
+                asset,
+                role,
+                descriptor,
+            } => self.register_wallet(ctx, out, *asset, *role, descriptor),
+            Command::AssignDepositAddress { user, asset } => {
+                self.assign_deposit_address(ctx, out, *user, *asset)
+            }
+            Command::ReverseDeposit { reference, reason } => {
+                self.reverse_deposit(ctx, out, reference, reason)
+            }
+            Command::Reconcile {
+                asset,
+                height,
+                block_hash,
+                holdings,
+            } => self.reconcile(ctx, out, *asset, *height, *block_hash, *holdings),
         }
     }
 
@@ -417,8 +446,9 @@ impl Engine {
         self.withdrawals.get(id)
     }
 
+    /// Whether `reference` is credited now (known and not reversed).
     pub fn deposit_seen(&self, reference: &str) -> bool {
-        self.deposits.contains(reference)
+        self.deposits.get(reference).is_some_and(|d| !d.reversed)
     }
 
     // ---- lookups shared by the command modules -----------------------------------

@@ -63,6 +63,19 @@ pub enum Reject {
     /// A key with the withdraw permission needs an IP allow-list.
     WithdrawNeedsIpAllowList,
     TooManyApiKeys,
+    /// A wallet descriptor is empty, too long or not printable ASCII.
+    InvalidDescriptor,
+    WalletExists,
+    /// No deposit wallet is registered for the asset.
+    NoDepositWallet,
+    DepositAddressAssigned,
+    UnknownDeposit,
+    /// The deposit was already reversed.
+    DepositReversed,
+    /// A reconciliation for an older block than the last one.
+    StaleReconciliation,
+    /// The customer owes the exchange after a reversed deposit.
+    WithdrawalsFrozen,
 }
 
 impl Reject {
@@ -113,6 +126,16 @@ impl Reject {
             Reject::ApiKeyRevoked => "API key already revoked",
             Reject::WithdrawNeedsIpAllowList => "a withdraw key needs an IP allow-list",
             Reject::TooManyApiKeys => "API key limit reached for this customer",
+            Reject::InvalidDescriptor => "a wallet descriptor is 1 to 1024 printable ASCII bytes",
+            Reject::WalletExists => "wallet already registered",
+            Reject::NoDepositWallet => "no deposit wallet for this asset",
+            Reject::DepositAddressAssigned => "deposit address already assigned",
+            Reject::UnknownDeposit => "unknown deposit",
+            Reject::DepositReversed => "deposit already reversed",
+            Reject::StaleReconciliation => "reconciliation older than the last one",
+            Reject::WithdrawalsFrozen => {
+                "withdrawals frozen: a reversed deposit left a balance owed"
+            }
         }
     }
 }

@@ -1123,3 +1123,187 @@ fn live_keys_per_customer_are_limited() {
     t.ok(Command::RevokeApiKey { key: key_id('a') });
     t.ok(new_key(ann, &key_id('c'), false, vec![]));
 }
+
+// ---- custody: wallets, deposit addresses, reversals, reconciliation -----------------
+
+fn balance(t: &T, user: UserId, asset: AssetId) -> (u64, u64) {
+    let b = t.e.ledger().balance(user, asset).expect("balance");
+    (b.available.get(), b.held.get())
+}
+
+#[test]
+fn wallet_registry_and_deposit_addresses() {
+    let mut t = T::new();
+    let (a, b) = (t.user_with(&[]), t.user_with(&[]));
+    let assign = |user| Command::AssignDepositAddress { user, asset: BTC };
+    assert_eq!(t.run(assign(a)), Err(Reject::NoDepositWallet));
+    let register = |role, d: &str| Command::RegisterWallet {
+        asset: BTC,
+        role,
+        descriptor: d.into(),
+    };
+    assert_eq!(
+        t.run(register(WalletRole::Deposit, "")),
+        Err(Reject::InvalidDescriptor)
+    );
+    assert_eq!(
+        t.run(register(WalletRole::Deposit, "wpkh(a b)")),
+        Err(Reject::InvalidDescriptor)
+    );
+    t.ok(register(WalletRole::Cold, "wsh(cold)"));
+    assert_eq!(t.run(assign(a)), Err(Reject::NoDepositWallet));
+    t.ok(register(WalletRole::Deposit, "wpkh(d1)"));
+    assert_eq!(
+        t.run(register(WalletRole::Hot, "wpkh(d1)")),
+        Err(Reject::WalletExists)
+    );
+    t.ok(assign(a));
+    t.ok(assign(b));
+    assert_eq!(t.run(assign(a)), Err(Reject::DepositAddressAssigned));
+    assert_eq!(t.e.deposit_address(a, BTC), Some((1, 0)));
+    assert_eq!(t.e.deposit_address(b, BTC), Some((1, 1)));
+    // A newer deposit wallet takes over for new customers; old addresses stay.
+    t.ok(register(WalletRole::Deposit, "wpkh(d2)"));
+    let c = t.user_with(&[]);
+    t.ok(assign(c));
+    assert_eq!(t.e.deposit_address(c, BTC), Some((2, 0)));
+    assert_eq!(t.e.deposit_address(a, BTC), Some((1, 0)));
+    assert_eq!(t.e.wallets().len(), 3);
+    // The registry and the assignments survive a snapshot.
+    let mut bytes = Vec::new();
+    t.e.encode_state(&mut bytes);
+    let back = Engine::decode_state(&bytes, Limits::DEFAULT).expect("decode");
+    assert_eq!(back.state_hash(), t.e.state_hash());
+    assert_eq!(back.deposit_address(c, BTC), Some((2, 0)));
+}
+
+#[test]
+fn reversed_deposit_takes_back_what_is_there_and_records_the_rest() {
+    let mut t = T::new();
+    let u = t.user_with(&[]);
+    let dep = |reference: &str, amount: u64| Command::Deposit {
+        user: u,
+        asset: BTC,
+        amount: Amount::new(amount),
+        reference: reference.into(),
+    };
+    let reverse = |reference: &str| Command::ReverseDeposit {
+        reference: reference.into(),
+        reason: "reorg removed the block".into(),
+    };
+    t.ok(dep("t1:0", 1_000));
+    // Fully there: taken back, no deficit.
+    t.ok(reverse("t1:0"));
+    assert_eq!(balance(&t, u, BTC), (0, 0));
+    assert_eq!(t.e.deficit(u, BTC), Amount::ZERO);
+    assert!(!t.e.deposit_seen("t1:0"));
+    assert_eq!(t.run(reverse("t1:0")), Err(Reject::DepositReversed));
+    assert_eq!(t.run(reverse("nope:0")), Err(Reject::UnknownDeposit));
+    // Confirmed again on the new branch: credited again, once.
+    t.ok(dep("t1:0", 1_000));
+    assert_eq!(t.run(dep("t1:0", 1_000)), Err(Reject::DuplicateDeposit));
+    assert_eq!(balance(&t, u, BTC), (1_000, 0));
+    // Partly spent (a pending withdrawal holds 700): 300 taken, 700 owed, frozen.
+    t.ok(Command::RequestWithdrawal {
+        user: u,
+        asset: BTC,
+        amount: Amount::new(700),
+        id: "w1".into(),
+    });
+    let ev = t.ok(reverse("t1:0"));
+    assert!(ev.iter().any(|e| matches!(
+        e.kind,
+        EventKind::DepositReversed { deficit, .. } if deficit == Amount::new(700)
+    )));
+    assert_eq!(balance(&t, u, BTC), (0, 700));
+    assert_eq!(t.e.deficit(u, BTC), Amount::new(700));
+    assert!(t.e.withdrawals_frozen(u));
+    assert_eq!(
+        t.e.ledger().system(SystemAccount::Receivable, BTC),
+        Ok(-700)
+    );
+    t.ok(dep("t2:0", 100));
+    assert_eq!(
+        t.run(Command::RequestWithdrawal {
+            user: u,
+            asset: BTC,
+            amount: Amount::new(1),
+            id: "w2".into(),
+        }),
+        Err(Reject::WithdrawalsFrozen)
+    );
+    // The 100 credited went to the deficit.
+    assert_eq!(balance(&t, u, BTC), (0, 700));
+    assert_eq!(t.e.deficit(u, BTC), Amount::new(600));
+    // A new deposit larger than the deficit repays it and unfreezes.
+    t.ok(dep("t3:0", 1_000));
+    assert_eq!(balance(&t, u, BTC), (400, 700));
+    assert_eq!(t.e.deficit(u, BTC), Amount::ZERO);
+    assert!(!t.e.withdrawals_frozen(u));
+    assert_eq!(t.e.ledger().system(SystemAccount::Receivable, BTC), Ok(0));
+    // A reversed reference credited again must carry the same facts.
+    t.ok(reverse("t2:0"));
+    assert_eq!(
+        t.run(Command::Deposit {
+            user: u,
+            asset: BTC,
+            amount: Amount::new(101),
+            reference: "t2:0".into(),
+        }),
+        Err(Reject::DuplicateDeposit)
+    );
+}
+
+#[test]
+fn reconciliation_halts_withdrawals_on_a_shortfall() {
+    let mut t = T::new();
+    let u = t.user_with(&[(BTC, 5_000)]);
+    let rec = |height: u32, holdings: u64| Command::Reconcile {
+        asset: BTC,
+        height,
+        block_hash: [height as u8; 32],
+        holdings: Amount::new(holdings),
+    };
+    // Enough coins: recorded, nothing halted.
+    let ev = t.ok(rec(10, 5_000));
+    assert!(ev.iter().any(|e| matches!(
+        e.kind,
+        EventKind::Reconciled {
+            liabilities: 5_000,
+            ..
+        }
+    )));
+    assert_eq!(t.e.withdrawals_halted(BTC), None);
+    assert_eq!(t.run(rec(9, 5_000)), Err(Reject::StaleReconciliation));
+    // One satoshi short: withdrawals of BTC halt in the same command, with the reason.
+    let ev = t.ok(rec(11, 4_999));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::WithdrawalsHalted { .. })));
+    let why = t.e.withdrawals_halted(BTC).expect("halted");
+    assert!(why.contains("4999") && why.contains("5000"), "{why}");
+    assert_eq!(
+        t.run(Command::RequestWithdrawal {
+            user: u,
+            asset: BTC,
+            amount: Amount::new(1),
+            id: "w".into(),
+        }),
+        Err(Reject::WithdrawalsHalted)
+    );
+    // Still short: recorded again, no second halt event; only an operator resumes.
+    let ev = t.ok(rec(12, 4_999));
+    assert!(!ev
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::WithdrawalsHalted { .. })));
+    assert_eq!(t.e.last_reconciliation(BTC).map(|r| r.height), Some(12));
+    t.ok(rec(13, 6_000));
+    assert!(t.e.withdrawals_halted(BTC).is_some());
+    t.ok(Command::ResumeWithdrawals { asset: BTC });
+    // Fee income counts as the exchange's, not a customer liability: a trade's fees
+    // leave customer totals, so holdings equal to customer balances are enough.
+    assert_eq!(
+        u128::from(balance(&t, u, BTC).0),
+        t.e.ledger().customer_total(BTC).expect("asset")
+    );
+}

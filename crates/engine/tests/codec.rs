@@ -4,12 +4,12 @@
 
 use kura_engine::codec::{
     self, decode, encode, escape_into, ip_from_bytes, ip_to_bytes, to_json, try_encode, CodecError,
-    Entry, Origin, CLIENT_ID_MAX, CODEC_VERSION, FEE_TIERS_MAX, IDENTITY_TEXT_MAX, IP_RANGES_MAX,
-    OPERATOR_NAME_MAX, REASON_MAX, REFERENCE_MAX, SYMBOL_MAX, USER_AGENT_MAX,
+    Entry, Origin, CLIENT_ID_MAX, CODEC_VERSION, DESCRIPTOR_MAX, FEE_TIERS_MAX, IDENTITY_TEXT_MAX,
+    IP_RANGES_MAX, OPERATOR_NAME_MAX, REASON_MAX, REFERENCE_MAX, SYMBOL_MAX, USER_AGENT_MAX,
 };
 use kura_engine::{
     Command, FeeTier, IpRange, KeyPermissions, KeyScheme, MarketSpec, OrderRef, OrderType, Side,
-    Stp, TimeInForce,
+    Stp, TimeInForce, WalletRole,
 };
 use kura_units::{
     Amount, AmountDelta, AssetId, ClientOrderId, ClientOrderIdError, MarketId, OrderId, PriceTicks,
@@ -308,6 +308,35 @@ fn command() -> impl Strategy<Value = Command> {
                 }
             }),
         text(IDENTITY_TEXT_MAX).prop_map(|key| Command::RevokeApiKey { key }),
+        (
+            any::<u16>().prop_map(AssetId),
+            prop::sample::select(WalletRole::ALL.to_vec()),
+            text(DESCRIPTOR_MAX)
+        )
+            .prop_map(|(asset, role, descriptor)| Command::RegisterWallet {
+                asset,
+                role,
+                descriptor
+            }),
+        (
+            any::<u32>().prop_map(UserId),
+            any::<u16>().prop_map(AssetId)
+        )
+            .prop_map(|(user, asset)| Command::AssignDepositAddress { user, asset }),
+        (text(REFERENCE_MAX), text(REASON_MAX))
+            .prop_map(|(reference, reason)| Command::ReverseDeposit { reference, reason }),
+        (
+            any::<u16>().prop_map(AssetId),
+            any::<u32>(),
+            any::<[u8; 32]>(),
+            any::<u64>().prop_map(Amount::new)
+        )
+            .prop_map(|(asset, height, block_hash, holdings)| Command::Reconcile {
+                asset,
+                height,
+                block_hash,
+                holdings
+            }),
     ]
 }
 
@@ -778,6 +807,53 @@ fn goldens() -> Vec<(Entry, &'static str)> {
             entry(20, Origin::Internal, Command::RevokeApiKey { key: "k".into() }),
             "01 14 1400000000000000 00  0100 6b",
         ),
+        (
+            entry(
+                21,
+                Origin::Internal,
+                Command::RegisterWallet {
+                    asset: AssetId(1),
+                    role: WalletRole::Cold,
+                    descriptor: "wpkh(x)".into(),
+                },
+            ),
+            "01 15 1500000000000000 00  0100 02 0700 77706b68287829",
+        ),
+        (
+            entry(
+                22,
+                Origin::Internal,
+                Command::AssignDepositAddress {
+                    user: UserId(3),
+                    asset: AssetId(1),
+                },
+            ),
+            "01 16 1600000000000000 00  03000000 0100",
+        ),
+        (
+            entry(
+                23,
+                Origin::Internal,
+                Command::ReverseDeposit {
+                    reference: "t:0".into(),
+                    reason: "reorg".into(),
+                },
+            ),
+            "01 17 1700000000000000 00  0300 743a30 0500 72656f7267",
+        ),
+        (
+            entry(
+                24,
+                Origin::Internal,
+                Command::Reconcile {
+                    asset: AssetId(1),
+                    height: 0x0102,
+                    block_hash: [0xab; 32],
+                    holdings: Amount::new(5),
+                },
+            ),
+            "01 18 1800000000000000 00  0100 02010000 abababababababababababababababababababababababababababababababab 0500000000000000",
+        ),
     ]
 }
 
@@ -804,7 +880,7 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             assert_eq!(prev, e.command.name(), "tag {tag} used twice");
         }
     }
-    // Tags 1..=20 in order.
+    // Tags 1..=24 in order.
     let names: Vec<&str> = seen.values().copied().collect();
     assert_eq!(
         names,
@@ -829,11 +905,15 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             "register_user",
             "create_api_key",
             "revoke_api_key",
+            "register_wallet",
+            "assign_deposit_address",
+            "reverse_deposit",
+            "reconcile",
         ]
     );
     assert_eq!(
         seen.keys().copied().collect::<Vec<u8>>(),
-        (1..=20).collect::<Vec<u8>>()
+        (1..=24).collect::<Vec<u8>>()
     );
 }
 
@@ -864,7 +944,7 @@ fn header_errors() {
             version: 0
         })
     );
-    for tag in [0u8, 21, 255] {
+    for tag in [0u8, 25, 255] {
         assert_eq!(
             decode(&internal(tag, &[])),
             Err(CodecError::UnknownCommand { offset: 1, tag })

@@ -30,14 +30,21 @@ pub enum SystemAccount {
     Rounding = 2,
     /// Admin adjustments (corrections), each journaled with a reason.
     Adjustments = 3,
+    /// What customers owe the exchange: a deposit reversed by a chain reorganisation
+    /// after its funds were spent. Its balance is minus the sum of those deficits.
+    Receivable = 4,
 }
 
+/// How many system accounts each asset has.
+const SYSTEM_ACCOUNTS: usize = SystemAccount::ALL.len();
+
 impl SystemAccount {
-    pub const ALL: [SystemAccount; 4] = [
+    pub const ALL: [SystemAccount; 5] = [
         SystemAccount::Custody,
         SystemAccount::FeeIncome,
         SystemAccount::Rounding,
         SystemAccount::Adjustments,
+        SystemAccount::Receivable,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -45,6 +52,7 @@ impl SystemAccount {
             SystemAccount::FeeIncome => "fee_income",
             SystemAccount::Rounding => "rounding",
             SystemAccount::Adjustments => "adjustments",
+            SystemAccount::Receivable => "receivable",
         }
     }
 }
@@ -86,7 +94,7 @@ pub struct Ledger {
     users: usize,
     /// `users × assets` balances, row-major by user.
     balances: Vec<Balance>,
-    /// `assets × 4` system balances, row-major by asset.
+    /// `assets × SYSTEM_ACCOUNTS` system balances, row-major by asset.
     system: Vec<i128>,
 }
 
@@ -113,7 +121,7 @@ impl Ledger {
         }
         self.balances = balances;
         self.assets += 1;
-        self.system.extend([0; 4]);
+        self.system.extend([0; SYSTEM_ACCOUNTS]);
         AssetId(old as u16)
     }
 
@@ -147,7 +155,7 @@ impl Ledger {
         if a >= self.assets {
             return Err(LedgerError::UnknownAsset);
         }
-        Ok(self.system[a * 4 + account as usize])
+        Ok(self.system[a * SYSTEM_ACCOUNTS + account as usize])
     }
 
     /// Move `amount` of `asset` from one account to another. Either both sides change or
@@ -209,18 +217,43 @@ impl Ledger {
         Ok(match account {
             Account::Available(u) => Slot::User(self.index(u, asset)?, false),
             Account::Held(u) => Slot::User(self.index(u, asset)?, true),
-            Account::System(s) => Slot::System(usize::from(asset.0) * 4 + s as usize),
+            Account::System(s) => Slot::System(usize::from(asset.0) * SYSTEM_ACCOUNTS + s as usize),
         })
     }
 
-    /// Sum of every account of `asset`; zero when the books balance.
+    /// Sum of every account of `asset`; zero when the books balance. Saturates on
+    /// damaged input (see [`Ledger::checked_sum`]).
     pub fn sum(&self, asset: AssetId) -> i128 {
+        self.checked_sum(asset).unwrap_or(i128::MAX)
+    }
+
+    /// Sum of every account of `asset`, or `None` if it does not fit an `i128` (only
+    /// possible in damaged state read from outside).
+    pub fn checked_sum(&self, asset: AssetId) -> Option<i128> {
         let a = usize::from(asset.0);
-        let users: i128 = (0..self.users)
-            .map(|u| self.balances[u * self.assets + a].total() as i128)
-            .sum();
-        let system: i128 = self.system[a * 4..a * 4 + 4].iter().sum();
-        users + system
+        let users = (0..self.users).try_fold(0i128, |acc, u| {
+            acc.checked_add(i128::try_from(self.balances[u * self.assets + a].total()).ok()?)
+        })?;
+        self.system[a * SYSTEM_ACCOUNTS..(a + 1) * SYSTEM_ACCOUNTS]
+            .iter()
+            .try_fold(users, |acc, &s| acc.checked_add(s))
+    }
+
+    /// What customers are owed of `asset` (available + held, all customers) in O(1):
+    /// the accounts sum to zero, so customers hold minus what the system accounts hold.
+    pub fn customer_total(&self, asset: AssetId) -> Result<u128, LedgerError> {
+        let a = usize::from(asset.0);
+        if a >= self.assets {
+            return Err(LedgerError::UnknownAsset);
+        }
+        let system = self.system[a * SYSTEM_ACCOUNTS..(a + 1) * SYSTEM_ACCOUNTS]
+            .iter()
+            .try_fold(0i128, |acc, &s| acc.checked_add(s))
+            .ok_or(LedgerError::Overflow)?;
+        Ok(system
+            .checked_neg()
+            .and_then(|n| u128::try_from(n).ok())
+            .unwrap_or(0))
     }
 
     /// What customers are owed of `asset` (available + held, all customers).
@@ -234,7 +267,9 @@ impl Ledger {
     /// Invariant 1 of DESIGN.md §5: per asset the sum of all accounts is zero.
     pub fn check_invariants(&self) -> Result<(), String> {
         for a in 0..self.assets {
-            let sum = self.sum(AssetId(a as u16));
+            let Some(sum) = self.checked_sum(AssetId(a as u16)) else {
+                return Err(format!("ledger out of balance: asset {a} overflows"));
+            };
             if sum != 0 {
                 return Err(format!(
                     "ledger out of balance: asset {a} sums to {sum}, not zero"
@@ -272,8 +307,8 @@ impl Ledger {
                 held: Amount::new(take_u64(input)?),
             });
         }
-        let mut system = Vec::with_capacity(assets * 4);
-        for _ in 0..assets.checked_mul(4)? {
+        let mut system = Vec::with_capacity(assets.saturating_mul(SYSTEM_ACCOUNTS));
+        for _ in 0..assets.checked_mul(SYSTEM_ACCOUNTS)? {
             let (head, rest) = input.split_at_checked(16)?;
             system.push(i128::from_le_bytes(head.try_into().ok()?));
             *input = rest;
@@ -432,7 +467,7 @@ mod tests {
     proptest! {
         #[test]
         fn random_transfers_keep_the_sum_zero(
-            moves in prop::collection::vec((0u8..6, 0u8..6, 0u8..2, 0u64..1_000), 0..200)
+            moves in prop::collection::vec((0u8..7, 0u8..7, 0u8..2, 0u64..1_000), 0..200)
         ) {
             let mut l = Ledger::new();
             let assets = [l.add_asset(), l.add_asset()];
@@ -443,11 +478,15 @@ mod tests {
                 2 => Account::Available(users[1]),
                 3 => Account::Held(users[1]),
                 4 => Account::System(SystemAccount::Custody),
+                5 => Account::System(SystemAccount::Receivable),
                 _ => Account::System(SystemAccount::Rounding),
             };
             for (from, to, asset, amount) in moves {
                 let _ = l.transfer(account(from), account(to), assets[asset as usize], Amount::new(amount));
                 prop_assert!(l.check_invariants().is_ok());
+            }
+            for a in assets {
+                prop_assert_eq!(l.customer_total(a), Ok(l.liabilities(a)));
             }
         }
 

@@ -91,9 +91,12 @@ pub(crate) fn event(
             amount,
             reference,
         } => {
+            // A reference reversed by a reorganisation may be credited again.
             conn.prepare_cached(
                 "INSERT INTO deposits (reference, user_id, asset_id, amount, seq, time_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (reference) DO UPDATE SET status = 'CREDITED', deficit = 0,
+                     updated_seq = excluded.seq",
             )?
             .execute(params![
                 reference,
@@ -133,6 +136,36 @@ pub(crate) fn event(
                 return Err(StoreError::UnknownWithdrawal(id.clone()));
             }
         }
+        EventKind::DepositReversed {
+            reference, deficit, ..
+        } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deposits SET status = 'REVERSED', updated_seq = ?2, deficit = ?3
+                     WHERE reference = ?1",
+                )?
+                .execute(params![reference, seq, int(deficit.get())?])?;
+            if n != 1 {
+                return Err(StoreError::Corrupt("reversed deposit was never credited"));
+            }
+        }
+        EventKind::DepositAddressAssigned {
+            user,
+            asset,
+            wallet,
+            index,
+        } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO deposit_addresses (user_id, asset_id, wallet_id, idx, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![user.0, asset.0, wallet, index, seq])?;
+        }
+        // The registry, deficits and reconciliations are engine state (queried live);
+        // balances move through BalanceChanged.
+        EventKind::WalletRegistered { .. }
+        | EventKind::DeficitRepaid { .. }
+        | EventKind::Reconciled { .. } => {}
         // Operator adjustments show in balances_history through BalanceChanged.
         EventKind::Adjusted { .. } => {}
         EventKind::BalanceChanged {

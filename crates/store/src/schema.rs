@@ -10,7 +10,7 @@ use crate::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -161,6 +161,24 @@ CREATE TABLE withdrawals (
     updated_ms    INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX withdrawals_by_user ON withdrawals (user_id, asset_id, requested_ms);
+"#;
+
+/// Custody: a deposit can be reversed by a chain reorganisation (and credited again if
+/// its transaction confirms again); customers' deposit addresses.
+const V2: &str = r#"
+ALTER TABLE deposits ADD COLUMN status TEXT NOT NULL DEFAULT 'CREDITED'
+    CHECK (status IN ('CREDITED', 'REVERSED'));
+ALTER TABLE deposits ADD COLUMN updated_seq INTEGER;
+ALTER TABLE deposits ADD COLUMN deficit INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE deposit_addresses (
+    user_id   INTEGER NOT NULL,
+    asset_id  INTEGER NOT NULL,
+    wallet_id INTEGER NOT NULL,
+    idx       INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, asset_id)
+) STRICT;
 "#;
 
 /// Set the pragmas and bring the schema up to [`SCHEMA_VERSION`].
