@@ -357,6 +357,11 @@ impl Engine {
             .map(|(&(u, a), &w)| ((UserId(u), AssetId(a)), w))
     }
 
+    /// Every deposit ever credited (reversed ones too), by reference.
+    pub fn deposit_records(&self) -> impl Iterator<Item = (&str, &DepositRecord)> {
+        self.deposits.iter().map(|(r, d)| (r.as_str(), d))
+    }
+
     pub fn deposit_record(&self, reference: &str) -> Option<&DepositRecord> {
         self.deposits.get(reference)
     }
