@@ -8,6 +8,7 @@ mod bench_api;
 mod bench_core;
 mod bench_journal;
 mod demo;
+mod devnet_cli;
 mod ec_stream;
 mod journal_cli;
 mod serve_cli;
@@ -44,6 +45,15 @@ enum Commands {
     /// Inspect a node's journal offline: verify, dump, head.
     #[command(subcommand)]
     Journal(journal_cli::JournalCommand),
+    /// Drive the built-in devnet of a running node (`kura serve --chain devnet`).
+    #[command(subcommand_required = true)]
+    Devnet {
+        /// The node's data directory.
+        #[arg(long, env = "KURA_DATA")]
+        data: std::path::PathBuf,
+        #[command(subcommand)]
+        command: devnet_cli::DevnetCommand,
+    },
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -108,6 +118,7 @@ fn run() -> Result<()> {
         Commands::Bench(BenchCommand::Journal(args)) => bench_journal::run(&args),
         Commands::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         Commands::Journal(cmd) => journal_cli::run(&cmd),
+        Commands::Devnet { data, command } => devnet_cli::run(&command, &data),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }
 }

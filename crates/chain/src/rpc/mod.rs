@@ -1,0 +1,3 @@
+pub mod client;
+pub(crate) mod json;
+pub mod server;
