@@ -16,6 +16,12 @@ JSON forms (hashes as 64 hex digits):
     inclusion:   {"leaf_index", "tree_size", "leaf_hash", "root_hash", "path": [...]}
     consistency: {"old_size", "new_size", "old_root", "new_root", "proof": [...]}
 
+An inclusion proof written by `kura audit prove-inclusion --json` also carries the
+journal record, {"record": {"seq", "payload", ...}}; then the leaf is recomputed from it,
+SHA-256(0x00 || seq as 8 bytes big endian || payload bytes), and must be the proof's
+leaf, with leaf_index = seq - 1. (The decoded "entry" shown next to the payload is for
+reading; it is not compared with the payload here.)
+
 Exit status: 0 verified, 1 rejected, 2 unreadable input, 3 signature check unavailable.
 """
 
@@ -160,10 +166,26 @@ def _n(v):
     return v
 
 
+def check_record(d):
+    """The record carried by a `kura audit prove-inclusion` proof, if any, must hash to
+    the proof's leaf."""
+    rec = d.get("record")
+    if rec is None:
+        return ""
+    seq = _n(rec["seq"])
+    if seq != _n(d["leaf_index"]) + 1:
+        raise Rejected("the record's seq %d is not leaf %d + 1" % (seq, d["leaf_index"]))
+    data = seq.to_bytes(8, "big") + bytes.fromhex(rec["payload"])
+    if leaf_hash(data) != _h(d["leaf_hash"]):
+        raise Rejected("record %d does not hash to the proof's leaf" % seq)
+    return "record %d hashes to the leaf; " % seq
+
+
 def check_inclusion(d):
+    checked = check_record(d)
     verify_inclusion(_h(d["leaf_hash"]), _n(d["leaf_index"]), _n(d["tree_size"]),
                      [_h(p) for p in d["path"]], _h(d["root_hash"]))
-    return "leaf %d is in the tree of size %d" % (d["leaf_index"], d["tree_size"])
+    return checked + "leaf %d is in the tree of size %d" % (d["leaf_index"], d["tree_size"])
 
 
 def check_consistency(d):

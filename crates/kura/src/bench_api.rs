@@ -80,18 +80,18 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 /// The market every request trades.
-const SYMBOL: &str = "BTCJPY";
+pub(crate) const SYMBOL: &str = "BTCJPY";
 /// Mid price of the flow, JPY (BTCJPY's tick is 1 JPY).
-const MID_JPY: u64 = 15_000_000;
+pub(crate) const MID_JPY: u64 = 15_000_000;
 /// Near orders are priced within this many ticks of the mid, either side.
 const NEAR_TICKS: u64 = 3;
 /// Deep orders are at least this many ticks from the mid (and at most 99 more).
-const DEEP_TICKS: u64 = 1_000;
+pub(crate) const DEEP_TICKS: u64 = 1_000;
 /// Order sizes in lots of 0.00001 BTC: 0.0001 to 0.002 BTC (notional ≥ 1,500 JPY).
-const LOTS_MIN: u64 = 10;
+pub(crate) const LOTS_MIN: u64 = 10;
 const LOTS_MAX: u64 = 200;
 /// Lots per BTC (BTCJPY's lot is 0.00001 BTC).
-const LOTS_PER_BTC: u64 = 100_000;
+pub(crate) const LOTS_PER_BTC: u64 = 100_000;
 /// Shares of the flow, per mille; the rest are cancels.
 const NEAR_PER_MILLE: u64 = 700;
 const DEEP_PER_MILLE: u64 = 150;
@@ -99,9 +99,9 @@ const DEEP_PER_MILLE: u64 = 150;
 const FUND_JPY: &str = "100000000000";
 const FUND_BTC: &str = "1000";
 /// The signed requests' `recvWindow`, milliseconds.
-const RECV_WINDOW_MS: u64 = 60_000;
+pub(crate) const RECV_WINDOW_MS: u64 = 60_000;
 /// Latencies above one minute are recorded as one minute.
-const MAX_TRACKED_NS: u64 = 60_000_000_000;
+pub(crate) const MAX_TRACKED_NS: u64 = 60_000_000_000;
 /// Sample bodies of failed requests kept per run.
 const FAILURE_SAMPLES: usize = 5;
 
@@ -116,11 +116,11 @@ fn parse_seconds(s: &str, zero_ok: bool) -> Result<Duration, String> {
     }
 }
 
-fn positive_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn positive_seconds(s: &str) -> Result<Duration, String> {
     parse_seconds(s, false)
 }
 
-fn any_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn any_seconds(s: &str) -> Result<Duration, String> {
     parse_seconds(s, true)
 }
 
@@ -173,11 +173,11 @@ pub struct ApiArgs {
     seed: u64,
 }
 
-fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -185,7 +185,7 @@ fn now_ms() -> u64 {
 
 /// `n / d` rounded to two decimals, for reporting only.
 #[allow(clippy::float_arithmetic)]
-fn ratio(n: u64, d: u64) -> f64 {
+pub(crate) fn ratio(n: u64, d: u64) -> f64 {
     if d == 0 {
         return 0.0;
     }
@@ -200,7 +200,7 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn histogram() -> Result<Histogram<u64>> {
+pub(crate) fn histogram() -> Result<Histogram<u64>> {
     Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_NS, 3).map_err(|e| anyhow!("histogram: {e}"))
 }
 
@@ -255,7 +255,7 @@ fn cpu_delta(
 
 /// The system's load averages when the benchmark started (other work on the machine
 /// shows here).
-fn loadavg() -> Option<String> {
+pub(crate) fn loadavg() -> Option<String> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -264,13 +264,13 @@ fn loadavg() -> Option<String> {
 // ---- the flow ----------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
+pub(crate) enum Side {
     Buy,
     Sell,
 }
 
 impl Side {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Side::Buy => "BUY",
             Side::Sell => "SELL",
@@ -397,13 +397,7 @@ impl Flow {
                 format!("symbol={SYMBOL}&origClientOrderId={client_id}"),
             ),
         };
-        form.push_str(&format!(
-            "&timestamp={}&recvWindow={RECV_WINDOW_MS}",
-            now_ms()
-        ));
-        let signature = trader.secret.sign(form.as_bytes());
-        form.push_str("&signature=");
-        form.push_str(&signature);
+        sign_form(&trader.secret, &mut form);
         hyper::Request::builder()
             .method(method)
             .uri(self.uri.clone())
@@ -482,6 +476,18 @@ impl Flow {
             }
         }
     }
+}
+
+/// Append `timestamp`, `recvWindow` and the HMAC-SHA256 `signature` of everything
+/// before it to a form body.
+pub(crate) fn sign_form(secret: &HmacSecret, form: &mut String) {
+    form.push_str(&format!(
+        "&timestamp={}&recvWindow={RECV_WINDOW_MS}",
+        now_ms()
+    ));
+    let signature = secret.sign(form.as_bytes());
+    form.push_str("&signature=");
+    form.push_str(&signature);
 }
 
 // ---- what a run records ------------------------------------------------------------
@@ -607,11 +613,11 @@ struct RunReport {
     cpu_ms: BTreeMap<String, u64>,
 }
 
-fn us(ns: u64) -> u64 {
+pub(crate) fn us(ns: u64) -> u64 {
     ns / 1_000
 }
 
-fn percentiles_us(h: &Histogram<u64>) -> Value {
+pub(crate) fn percentiles_us(h: &Histogram<u64>) -> Value {
     json!({
         "p50": us(h.value_at_quantile(0.5)),
         "p90": us(h.value_at_quantile(0.9)),
@@ -697,7 +703,7 @@ impl RunReport {
     }
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
@@ -709,13 +715,172 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 
 // ---- one exchange under load --------------------------------------------------------
 
+/// A fresh exchange serving HTTP on a loopback address, in this process, on the server
+/// runtime.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub(crate) backend: NodeBackend,
+    pub(crate) stats: Arc<NodeStats>,
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Exchange, Result<()>)>,
+}
+
+impl Served {
+    /// Open the exchange of `config` (its `listen` address is replaced by `ip`, port 0)
+    /// and serve HTTP and the admin socket on `server_rt` until [`Served::stop`].
+    pub(crate) fn start(
+        mut config: ServerConfig,
+        ip: std::net::Ipv4Addr,
+        server_rt: &Runtime,
+    ) -> Result<Served> {
+        config.listen = SocketAddr::from((ip, 0));
+        let exchange = Exchange::open(config, |_| {})?;
+        let backend = exchange.backend().clone();
+        let stats = exchange.stats();
+        let std_listener = std::net::TcpListener::bind(SocketAddr::from((ip, 0)))
+            .with_context(|| format!("binding {ip}:0"))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = {
+            let _entered = server_rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = server_rt.spawn(async move {
+            let served = exchange
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await;
+            (exchange, served)
+        });
+        Ok(Served {
+            backend,
+            stats,
+            addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Stop serving (in-flight requests finish; clients must have closed their
+    /// keep-alive connections), then drain, fsync and snapshot the node. An error from
+    /// the HTTP server or the node is returned.
+    pub(crate) fn stop(self, server_rt: &Runtime) -> Result<()> {
+        let Served { stop, task, .. } = self;
+        let _ = stop.send(());
+        let (exchange, served) = server_rt
+            .block_on(task)
+            .map_err(|e| anyhow!("the server task: {e}"))?;
+        served?;
+        exchange.stop()?;
+        Ok(())
+    }
+}
+
+/// A customer named `name` with one HMAC key (read and trade) and far more JPY and BTC
+/// than any run can trade, made through the admin channel's handler. Returns the key id
+/// and its secret.
+pub(crate) async fn funded_trader(
+    backend: &NodeBackend,
+    name: &str,
+) -> Result<(String, HmacSecret)> {
+    admin_call(
+        backend,
+        AdminRequest::UserCreate {
+            name: name.to_owned(),
+        },
+    )
+    .await?;
+    let key = admin_call(
+        backend,
+        AdminRequest::KeyCreate {
+            user: name.to_owned(),
+            perms: vec!["read".into(), "trade".into()],
+            ed25519_public: None,
+            ip_allow: Vec::new(),
+            label: "bench".into(),
+        },
+    )
+    .await?;
+    for (asset, amount) in [("JPY", FUND_JPY), ("BTC", FUND_BTC)] {
+        admin_call(
+            backend,
+            AdminRequest::Credit {
+                user: name.to_owned(),
+                asset: asset.into(),
+                amount: amount.into(),
+                reference: format!("{name}-{asset}"),
+                reason: "benchmark funding".into(),
+            },
+        )
+        .await?;
+    }
+    let text = |field: &str| {
+        key.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("key_create answered without {field}: {key}"))
+    };
+    Ok((text("key")?, HmacSecret::from_text(&text("secret")?)))
+}
+
+/// The open-loop (wrk2-style) pacer: item `k` is due at `start + k / rate`; sleep until
+/// it is due, then hand it over with its planned time (latencies are measured from
+/// that time, so a late hand-over shows in them). Stops after `n` items or when `hand`
+/// breaks.
+pub(crate) fn pace(
+    rate: u64,
+    n: u64,
+    bar: Option<&ProgressBar>,
+    mut hand: impl FnMut(u64, Instant) -> std::ops::ControlFlow<()>,
+) -> Result<Paced> {
+    let mut lag = histogram()?;
+    let start = Instant::now();
+    let mut last_sent = start;
+    for k in 0..n {
+        let offset = u128::from(k) * 1_000_000_000 / u128::from(rate.max(1));
+        let planned = start + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
+        let now = Instant::now();
+        if planned > now {
+            std::thread::sleep(planned - now);
+        }
+        let handed = Instant::now();
+        lag.saturating_record(nanos(handed.saturating_duration_since(planned)).max(1));
+        if hand(k, planned).is_break() {
+            break;
+        }
+        last_sent = handed;
+        if let Some(bar) = bar {
+            if k % 512 == 0 {
+                bar.set_position(k);
+            }
+        }
+    }
+    Ok(Paced {
+        start,
+        last_sent,
+        lag,
+    })
+}
+
+/// What [`pace`] did.
+#[derive(Debug)]
+pub(crate) struct Paced {
+    pub(crate) start: Instant,
+    pub(crate) last_sent: Instant,
+    /// How late each hand-over was.
+    pub(crate) lag: Histogram<u64>,
+}
+
 /// A fresh exchange serving HTTP on loopback, and the client set up against it.
 #[derive(Debug)]
 struct Bench {
     backend: NodeBackend,
     stats: Arc<NodeStats>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Exchange, Result<()>)>,
+    served: Served,
     flow: Arc<Flow>,
     /// Requests sent on this exchange so far, all runs (warm-up included) together.
     totals: Totals,
@@ -754,73 +919,25 @@ fn admin_call(
 impl Bench {
     fn start(dir: &Path, server_rt: &Runtime, client_rt: &Runtime, a: &ApiArgs) -> Result<Bench> {
         let mut config = ServerConfig::new(dir);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         // One client address and a few keys send everything: admission limits (which
         // would rightly ban such a client) are lifted so the run measures the order path.
         let limits = &mut config.api.limits;
         limits.request_weight_per_minute = u32::MAX;
         limits.orders_per_10s = u32::MAX;
         limits.orders_per_day = u32::MAX;
-        let exchange = Exchange::open(config, |_| {})?;
-        let backend = exchange.backend().clone();
-        let stats = exchange.stats();
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let listener = {
-            let _entered = server_rt.enter();
-            tokio::net::TcpListener::from_std(std_listener)?
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = server_rt.spawn(async move {
-            let served = exchange
-                .serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await;
-            (exchange, served)
-        });
+        let served = Served::start(config, std::net::Ipv4Addr::LOCALHOST, server_rt)?;
+        let backend = served.backend.clone();
+        let stats = Arc::clone(&served.stats);
+        let addr = served.addr;
 
         // Customers, keys and funds, through the admin channel's handler.
         let traders = server_rt.block_on(async {
             let mut traders = Vec::new();
             for u in 0..a.users {
-                let name = format!("bench-{u}");
-                admin_call(&backend, AdminRequest::UserCreate { name: name.clone() }).await?;
-                let key = admin_call(
-                    &backend,
-                    AdminRequest::KeyCreate {
-                        user: name.clone(),
-                        perms: vec!["read".into(), "trade".into()],
-                        ed25519_public: None,
-                        ip_allow: Vec::new(),
-                        label: "bench".into(),
-                    },
-                )
-                .await?;
-                for (asset, amount) in [("JPY", FUND_JPY), ("BTC", FUND_BTC)] {
-                    admin_call(
-                        &backend,
-                        AdminRequest::Credit {
-                            user: name.clone(),
-                            asset: asset.into(),
-                            amount: amount.into(),
-                            reference: format!("bench-{u}-{asset}"),
-                            reason: "benchmark funding".into(),
-                        },
-                    )
-                    .await?;
-                }
-                let text = |field: &str| {
-                    key.get(field)
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .ok_or_else(|| anyhow!("key_create answered without {field}: {key}"))
-                };
+                let (key, secret) = funded_trader(&backend, &format!("bench-{u}")).await?;
                 traders.push(Trader {
-                    key: text("key")?,
-                    secret: HmacSecret::from_text(&text("secret")?),
+                    key,
+                    secret,
                     deep_open: Mutex::new(VecDeque::new()),
                     deep_count: AtomicU64::new(0),
                 });
@@ -840,8 +957,7 @@ impl Bench {
         Ok(Bench {
             backend,
             stats,
-            stop,
-            task,
+            served,
             flow: Arc::new(Flow {
                 uri,
                 traders,
@@ -868,21 +984,15 @@ impl Bench {
             .max(1);
         let tally = Tally::new()?;
         let pool = Arc::new(Semaphore::new(connections.max(1)));
-        let mut lag = histogram()?;
         let before = Counters::of(&self.stats);
         let bar = progress(n, label);
         let first = self.flow.next.fetch_add(n, Ordering::Relaxed);
-        let start = Instant::now();
-        let mut last_sent = start;
-        for k in 0..n {
-            let offset = u128::from(k) * 1_000_000_000 / u128::from(rate);
-            let planned = start + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
-            let now = Instant::now();
-            if planned > now {
-                std::thread::sleep(planned - now);
-            }
-            let handed = Instant::now();
-            lag.saturating_record(nanos(handed.saturating_duration_since(planned)).max(1));
+        let Paced {
+            start,
+            last_sent,
+            lag,
+            ..
+        } = pace(rate, n, Some(&bar), |k, planned| {
             let (flow, tally, pool) = (
                 Arc::clone(&self.flow),
                 Arc::clone(&tally),
@@ -895,11 +1005,8 @@ impl Bench {
                 };
                 flow.send(first + k, Some(planned), &tally).await;
             });
-            last_sent = handed;
-            if k % 512 == 0 {
-                bar.set_position(k);
-            }
-        }
+            std::ops::ControlFlow::Continue(())
+        })?;
         bar.finish_and_clear();
         let sent_ns = nanos(last_sent - start);
         wait_answered(&tally, n, drain)?;
@@ -1048,18 +1155,10 @@ impl Bench {
     }
 
     fn stop(self, server_rt: &Runtime) -> Result<()> {
-        let Bench {
-            stop, task, flow, ..
-        } = self;
+        let Bench { served, flow, .. } = self;
         // Close the client's keep-alive connections first: the server waits for them.
         drop(flow);
-        let _ = stop.send(());
-        let (exchange, served) = server_rt
-            .block_on(task)
-            .map_err(|e| anyhow!("the server task: {e}"))?;
-        served?;
-        exchange.stop()?;
-        Ok(())
+        served.stop(server_rt)
     }
 }
 
@@ -1103,7 +1202,7 @@ fn judge(what: &str, r: &RunReport) -> Result<()> {
     Ok(())
 }
 
-fn runtime(threads: usize, name: &str) -> Result<Runtime> {
+pub(crate) fn runtime(threads: usize, name: &str) -> Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name(name)

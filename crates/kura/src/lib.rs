@@ -1,6 +1,7 @@
 //! kura's node: the pieces the `kura` binary wires together, as a library so that
 //! integration tests can drive them directly.
 
+pub mod audit;
 pub mod drill;
 pub mod node;
 pub mod server;

@@ -4,9 +4,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod admin_cli;
+mod audit_cli;
 mod bench_api;
 mod bench_core;
 mod bench_journal;
+mod bench_overload;
 mod demo;
 mod devnet_cli;
 mod ec_stream;
@@ -54,6 +56,10 @@ enum Commands {
         #[command(subcommand)]
         command: devnet_cli::DevnetCommand,
     },
+    /// The signed Merkle audit log over the journal: key, checkpoints, inclusion and
+    /// consistency proofs.
+    #[command(subcommand)]
+    Audit(audit_cli::AuditCommand),
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -82,6 +88,9 @@ enum BenchCommand {
     /// The REST API: signed orders through HTTP on loopback with durability on, at offered
     /// rates and closed loop.
     Api(bench_api::ApiArgs),
+    /// Staying up under attack: honest latency and cancels while attackers flood the API
+    /// at ten times its capacity, recovery time, WebSocket fan-out.
+    Overload(bench_overload::OverloadArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,8 +126,10 @@ fn run() -> Result<()> {
         Commands::Bench(BenchCommand::Core(args)) => bench_core::run(&args),
         Commands::Bench(BenchCommand::Journal(args)) => bench_journal::run(&args),
         Commands::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
+        Commands::Bench(BenchCommand::Overload(args)) => bench_overload::run(&args),
         Commands::Journal(cmd) => journal_cli::run(&cmd),
         Commands::Devnet { data, command } => devnet_cli::run(&command, &data),
+        Commands::Audit(cmd) => audit_cli::run(&cmd),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }
 }

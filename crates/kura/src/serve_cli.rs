@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::{self, Exchange, ServerConfig};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -46,6 +47,28 @@ read_wait_ms = 5000
 request_weight_per_minute = 6000
 orders_per_10s = 100
 orders_per_day = 200000
+
+# Where the chain comes from: "none" (deposits only by operator credit), "devnet"
+# (the built-in regtest chain in DATA/devnet, its JSON-RPC on loopback for
+# `kura devnet`), or "bitcoind" (Bitcoin Core's JSON-RPC, wallet disabled).
+chain = "none"
+
+# devnet: mine a block every this many seconds (0: only on `kura devnet mine`).
+block_interval_secs = 0
+
+# bitcoind: the node's JSON-RPC URL and credentials (a cookie file, or a user and
+# password), and its network (bitcoin, testnet, signet, regtest).
+# rpc_url = "http://127.0.0.1:8332"
+# rpc_cookie = "/var/lib/bitcoind/.cookie"
+# rpc_user = "kura"
+# rpc_password = "..."
+network = "bitcoin"
+
+# Confirmations before a deposit is credited; deposits below the dust threshold
+# (satoshis) are never credited; the first block that can hold our coins.
+confirmations = 3
+dust_sat = 546
+chain_start_height = 0
 "#;
 
 /// Options of `kura serve` (and the server part of `kura demo`).
@@ -76,6 +99,28 @@ pub struct ServeArgs {
     pub orders_per_10s: Option<u32>,
     #[arg(long, env = "KURA_ORDERS_PER_DAY")]
     pub orders_per_day: Option<u32>,
+    /// none, devnet or bitcoind.
+    #[arg(long, env = "KURA_CHAIN")]
+    pub chain: Option<String>,
+    #[arg(long, env = "KURA_BLOCK_INTERVAL_SECS")]
+    pub block_interval_secs: Option<u64>,
+    #[arg(long, env = "KURA_RPC_URL")]
+    pub rpc_url: Option<String>,
+    #[arg(long, env = "KURA_RPC_COOKIE")]
+    pub rpc_cookie: Option<PathBuf>,
+    #[arg(long, env = "KURA_RPC_USER")]
+    pub rpc_user: Option<String>,
+    #[arg(long, env = "KURA_RPC_PASSWORD")]
+    pub rpc_password: Option<String>,
+    /// bitcoin, testnet, signet or regtest (with --chain bitcoind).
+    #[arg(long, env = "KURA_NETWORK")]
+    pub network: Option<String>,
+    #[arg(long, env = "KURA_CONFIRMATIONS")]
+    pub confirmations: Option<u32>,
+    #[arg(long, env = "KURA_DUST_SAT")]
+    pub dust_sat: Option<u64>,
+    #[arg(long, env = "KURA_CHAIN_START_HEIGHT")]
+    pub chain_start_height: Option<u32>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -92,6 +137,16 @@ pub struct FileConfig {
     pub request_weight_per_minute: Option<u32>,
     pub orders_per_10s: Option<u32>,
     pub orders_per_day: Option<u32>,
+    pub chain: Option<String>,
+    pub block_interval_secs: Option<u64>,
+    pub rpc_url: Option<String>,
+    pub rpc_cookie: Option<PathBuf>,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    pub network: Option<String>,
+    pub confirmations: Option<u32>,
+    pub dust_sat: Option<u64>,
+    pub chain_start_height: Option<u32>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -111,7 +166,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
     let data = args
         .data
         .clone()
-        .or(file.data)
+        .or(file.data.clone())
         .unwrap_or_else(|| PathBuf::from("kura-data"));
     let mut config = ServerConfig::new(data);
     if let Some(listen) = args.listen.or(file.listen) {
@@ -148,7 +203,60 @@ pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
     if let Some(v) = args.orders_per_day.or(file.orders_per_day) {
         limits.orders_per_day = v.max(1);
     }
+    config.custody = custody_config(args, file)?;
     Ok(config)
+}
+
+fn custody_config(args: &ServeArgs, file: FileConfig) -> Result<CustodyConfig> {
+    let mut c = CustodyConfig::default();
+    if let Some(v) = args.confirmations.or(file.confirmations) {
+        c.confirmations = v.max(1);
+    }
+    if let Some(v) = args.dust_sat.or(file.dust_sat) {
+        c.dust_sat = v;
+    }
+    if let Some(v) = args.chain_start_height.or(file.chain_start_height) {
+        c.start_height = v;
+    }
+    let chain = args
+        .chain
+        .clone()
+        .or(file.chain)
+        .unwrap_or_else(|| "none".into());
+    c.chain = match chain.as_str() {
+        "none" => ChainChoice::None,
+        "devnet" => {
+            let secs = args
+                .block_interval_secs
+                .or(file.block_interval_secs)
+                .unwrap_or(0);
+            ChainChoice::Devnet {
+                block_interval: (secs > 0).then(|| Duration::from_secs(secs)),
+            }
+        }
+        "bitcoind" => {
+            let network = args
+                .network
+                .clone()
+                .or(file.network)
+                .unwrap_or_else(|| "bitcoin".into());
+            ChainChoice::Bitcoind {
+                url: args
+                    .rpc_url
+                    .clone()
+                    .or(file.rpc_url)
+                    .context("--chain bitcoind needs --rpc-url")?,
+                cookie: args.rpc_cookie.clone().or(file.rpc_cookie),
+                user: args.rpc_user.clone().or(file.rpc_user),
+                password: args.rpc_password.clone().or(file.rpc_password),
+                network: network
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("unknown network {network:?}"))?,
+            }
+        }
+        other => anyhow::bail!("unknown chain {other:?}: use none, devnet or bitcoind"),
+    };
+    Ok(c)
 }
 
 fn replay_bar() -> indicatif::ProgressBar {

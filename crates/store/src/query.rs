@@ -192,6 +192,8 @@ pub struct DepositRow {
     pub amount: Amount,
     pub seq: u64,
     pub time_ms: u64,
+    /// Taken back after a chain reorganisation removed it.
+    pub reversed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -624,8 +626,8 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT reference, user_id, asset_id, amount, seq, time_ms FROM deposits
-                 WHERE user_id = ?1 AND (?2 IS NULL OR asset_id = ?2)
+                "SELECT reference, user_id, asset_id, amount, seq, time_ms, status = 'REVERSED'
+                 FROM deposits WHERE user_id = ?1 AND (?2 IS NULL OR asset_id = ?2)
                  ORDER BY seq LIMIT ?3",
             )?
             .query_map(params![user.0, asset.map(|a| a.0), limit(limit_)], |r| {
@@ -636,6 +638,7 @@ impl Store {
                     amount: Amount::new(u(r, 3)?),
                     seq: u(r, 4)?,
                     time_ms: u(r, 5)?,
+                    reversed: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?)

@@ -320,6 +320,36 @@ fn deposits_and_withdrawals() {
     );
 }
 
+#[test]
+fn reversed_deposit_shows_and_a_recredit_restores_it() {
+    let mut h = Harness::in_memory();
+    let u = h.funded_user();
+    let dep = Command::Deposit {
+        user: u,
+        asset: BTC,
+        amount: Amount::new(5_000),
+        reference: "ab:1".into(),
+    };
+    h.ok(dep.clone());
+    h.ok(Command::ReverseDeposit {
+        reference: "ab:1".into(),
+        reason: "reorg".into(),
+    });
+    let row = |h: &Harness| {
+        h.store
+            .deposits(u, Some(BTC), 10)
+            .unwrap()
+            .into_iter()
+            .find(|d| d.reference == "ab:1")
+            .expect("row")
+    };
+    assert!(row(&h).reversed);
+    h.ok(dep);
+    let again = row(&h);
+    assert!(!again.reversed);
+    assert_eq!(again.amount, Amount::new(5_000));
+}
+
 /// Every row of every table, as text, for comparing two stores.
 fn dump(s: &Store) -> Vec<String> {
     let c = s.connection();

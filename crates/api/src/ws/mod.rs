@@ -83,6 +83,12 @@ pub const CONNECTIONS_PER_IP_MAX: usize = 300;
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Largest incoming message (a SUBSCRIBE of 1024 long stream names fits).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// Initial read buffer of a connection. The WebSocket library's default (128 KiB) is
+/// allocated and zero-filled by a connection's first read, so a storm of idle
+/// connections at [`CONNECTIONS_MAX`] would hold 1.25 GiB of read buffers; at 4 KiB it
+/// is 40 MiB. A larger message (up to [`MESSAGE_BYTES_MAX`]) grows the buffer as it
+/// arrives.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Binance pings every 20 s and drops a connection silent for a minute.
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,6 +108,8 @@ pub struct WsConfig {
     pub connections_per_ip_max: usize,
     pub connections_max: usize,
     pub message_bytes_max: usize,
+    /// Initial read buffer per connection ([`READ_BUFFER_BYTES`]).
+    pub read_buffer_bytes: usize,
     pub messages_per_second: u32,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
@@ -116,6 +124,7 @@ impl Default for WsConfig {
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX,
             connections_max: CONNECTIONS_MAX,
             message_bytes_max: MESSAGE_BYTES_MAX,
+            read_buffer_bytes: READ_BUFFER_BYTES,
             messages_per_second: MESSAGES_PER_SECOND,
             ping_interval: PING_INTERVAL,
             pong_timeout: PONG_TIMEOUT,
@@ -357,10 +366,16 @@ fn upgrade<B: Backend>(
     let Some(slot) = st.hub.admit(ip) else {
         return too_many_connections();
     };
-    let max = st.hub.config.message_bytes_max;
+    configure(ws, &st.hub.config)
+        .on_upgrade(move |socket| conn::run(socket, st.backend, st.hub, mode, slot))
+}
+
+/// The socket limits of [`WsConfig`]: message and frame size, initial read buffer.
+fn configure(ws: WebSocketUpgrade, config: &WsConfig) -> WebSocketUpgrade {
+    let max = config.message_bytes_max;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| conn::run(socket, st.backend, st.hub, mode, slot))
+        .read_buffer_size(config.read_buffer_bytes.max(1))
 }
 
 async fn market_root<B: Backend>(
@@ -532,5 +547,65 @@ async fn listen_key_close<B: Backend>(
         axum::Json(serde_json::json!({})).into_response()
     } else {
         listen_key_missing()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as ClientMessage;
+
+    /// Echo the length of every text message, on a socket configured like the server's.
+    async fn echo_lengths(ws: WebSocketUpgrade) -> Response {
+        configure(ws, &WsConfig::default()).on_upgrade(|mut socket| async move {
+            while let Some(Ok(m)) = socket.recv().await {
+                if let axum::extract::ws::Message::Text(t) = m {
+                    let reply = axum::extract::ws::Message::Text(t.len().to_string().into());
+                    if socket.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn idle_connections_hold_small_read_buffers() {
+        // The bound the constant documents: every allowed connection's read buffer.
+        let c = WsConfig::default();
+        assert!(c.read_buffer_bytes <= 4 * 1024);
+        assert!(c.read_buffer_bytes * c.connections_max <= 64 << 20);
+    }
+
+    #[tokio::test]
+    async fn the_largest_message_still_arrives_through_a_small_read_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let app = Router::new().route("/", get(echo_lengths));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .expect("connect");
+        for len in [1, READ_BUFFER_BYTES + 1, MESSAGE_BYTES_MAX] {
+            ws.send(ClientMessage::text("x".repeat(len)))
+                .await
+                .expect("send");
+            let answer = ws.next().await.expect("an answer").expect("a message");
+            assert_eq!(answer.into_text().expect("text").as_str(), len.to_string());
+        }
+        // One byte over the limit still ends the connection.
+        let _ = ws
+            .send(ClientMessage::text("x".repeat(MESSAGE_BYTES_MAX + 1)))
+            .await;
+        let end = ws.next().await;
+        assert!(
+            !matches!(end, Some(Ok(ClientMessage::Text(_)))),
+            "an oversized message was answered: {end:?}"
+        );
     }
 }

@@ -49,10 +49,21 @@ impl DirLock {
 }
 
 pub fn load_or_create_master_key(dir: &Path) -> Result<MasterKey> {
-    let path = dir.join(MASTER_KEY_FILE);
+    let bytes = load_or_create_secret(&dir.join(MASTER_KEY_FILE), "the node master key")?;
+    Ok(MasterKey::from_bytes(bytes))
+}
+
+/// A 32-byte secret kept as hex in `path` (mode 0600, created with fresh random bytes
+/// on first use, written to a temporary file, fsynced and renamed); refused when group
+/// or others may read it.
+pub fn load_or_create_secret(path: &Path, what: &str) -> Result<[u8; 32]> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no parent directory", path.display()))?;
     if !path.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let bytes: [u8; 32] = rand::random();
-        let tmp = dir.join(format!("{MASTER_KEY_FILE}.tmp"));
+        let tmp = path.with_extension("tmp");
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -62,11 +73,11 @@ pub fn load_or_create_master_key(dir: &Path) -> Result<MasterKey> {
             .with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(hex::encode(bytes).as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()?;
-        tracing::info!(file = %path.display(), "created the node master key");
+        tracing::info!(file = %path.display(), "created {what}");
     }
-    let mode = std::fs::metadata(&path)?.permissions().mode();
+    let mode = std::fs::metadata(path)?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
             "{} is readable by others (mode {:o}); run `chmod 600 {}`",
@@ -76,11 +87,11 @@ pub fn load_or_create_master_key(dir: &Path) -> Result<MasterKey> {
         );
     }
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut bytes)
         .with_context(|| format!("{} must hold 64 hex digits", path.display()))?;
-    Ok(MasterKey::from_bytes(bytes))
+    Ok(bytes)
 }
 
 pub fn write_server_json(dir: &Path, addr: SocketAddr) -> Result<()> {

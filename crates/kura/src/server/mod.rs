@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod custody;
 pub mod files;
 
 use crate::node::{self, AppliedCommand, Node, NodeConfig, Observer};
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub projector_queue: usize,
     /// The REST API's admission limits (request weights, order rates, bans).
     pub api: kura_api::http::RouterConfig,
+    /// The chain source and the custody rules (deposits, reconciliation).
+    pub custody: custody::CustodyConfig,
 }
 
 impl ServerConfig {
@@ -53,6 +56,7 @@ impl ServerConfig {
             read_wait: Duration::from_secs(5),
             projector_queue: 1024,
             api: kura_api::http::RouterConfig::default(),
+            custody: custody::CustodyConfig::default(),
         }
     }
 
@@ -68,6 +72,7 @@ pub struct Exchange {
     node: Node,
     backend: NodeBackend,
     projector: JoinHandle<Result<()>>,
+    custody: Option<custody::Custody>,
     _lock: files::DirLock,
 }
 
@@ -210,6 +215,7 @@ impl Exchange {
             }
             tracing::info!("fresh data directory: created BTC, JPY, USD and BTCJPY, BTCUSD");
         }
+        let custody = custody::Custody::start(&dir, &config.custody, handle.clone())?;
         let backend = NodeBackend::new(BackendParts {
             handle,
             keys,
@@ -225,6 +231,7 @@ impl Exchange {
             node,
             backend,
             projector,
+            custody,
             _lock: lock,
         })
     }
@@ -235,6 +242,11 @@ impl Exchange {
 
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The custody task, when the node follows a chain.
+    pub fn custody(&self) -> Option<&custody::Custody> {
+        self.custody.as_ref()
     }
 
     /// The node's counters (journal commits and records), readable from any thread.
@@ -288,8 +300,13 @@ impl Exchange {
             node,
             backend,
             projector,
+            custody,
             ..
         } = self;
+        // The custody task submits commands: stop it before the node.
+        if let Some(c) = custody {
+            c.stop();
+        }
         drop(backend);
         let head = node.stop()?;
         match projector.join() {

@@ -1,0 +1,350 @@
+//! Custody drills against the real node with the built-in devnet as its chain, read
+//! through the devnet's JSON-RPC (the production code path): a deposit is pending in the
+//! mempool, credited at the third confirmation exactly once, reversed when a
+//! reorganisation removes it and credited again when it confirms again; a thief spending
+//! a deposit coin with the deposit key outside kura halts withdrawals within one block,
+//! the halt survives a restart, and reconciliation is journaled every block.
+
+use kura::server::custody::{ChainChoice, CustodyConfig};
+use kura::server::{Exchange, ServerConfig};
+use kura_chain::bitcoin::bip32::{DerivationPath, Xpriv};
+use kura_chain::bitcoin::secp256k1::{Message, Secp256k1};
+use kura_chain::bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use kura_chain::bitcoin::{
+    absolute::LockTime, transaction::Version, Address, Amount, CompressedPublicKey, Network,
+    OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
+use kura_engine::{codec, Command, Engine, WalletRole};
+use kura_units::{AssetId, UserId};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+const BTC: AssetId = AssetId(0);
+
+fn config(dir: &Path) -> ServerConfig {
+    let mut c = ServerConfig::new(dir);
+    c.custody = CustodyConfig {
+        chain: ChainChoice::Devnet {
+            block_interval: None,
+        },
+        confirmations: 3,
+        dust_sat: 546,
+        poll: Duration::from_millis(20),
+        start_height: 0,
+    };
+    c
+}
+
+fn submit(ex: &Exchange, command: Command) -> Vec<kura_engine::Event> {
+    let ack = ex
+        .backend()
+        .handle()
+        .submit_wait(codec::Entry {
+            ctx_timestamp_ms: 0,
+            origin: codec::Origin::Internal,
+            command: command.clone(),
+        })
+        .expect("submitted");
+    ack.result
+        .unwrap_or_else(|r| panic!("{command:?} refused: {r}"))
+}
+
+fn query<R: Send + 'static>(ex: &Exchange, f: impl FnOnce(&Engine) -> R + Send + 'static) -> R {
+    ex.backend().handle().query_wait(f).expect("query")
+}
+
+/// Wait (up to 30 s) until `cond` holds, checking every few milliseconds.
+fn wait_for(ex: &Exchange, what: &str, mut cond: impl FnMut(&Exchange) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond(ex) {
+        if Instant::now() > deadline {
+            let view = ex.custody().map(|c| format!("{:?}", c.view().last_error));
+            panic!("timed out waiting for {what} (custody error: {view:?})");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The custody task has followed the devnet up to its tip.
+fn caught_up(ex: &Exchange) -> bool {
+    let Some(c) = ex.custody() else { return false };
+    let tip = c.devnet().map(|d| d.tip().height);
+    let v = c.view();
+    v.synced && v.watcher.tip().map(|(h, _)| h) == tip
+}
+
+fn sync(ex: &Exchange) {
+    wait_for(ex, "the custody task to reach the devnet tip", caught_up);
+}
+
+fn mine(ex: &Exchange, n: u32) {
+    ex.custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .mine(n)
+        .expect("mine");
+    sync(ex);
+}
+
+/// A customer with a deposit address: (user, address, derivation index).
+fn customer(ex: &Exchange, name: &str) -> (UserId, Address, u32) {
+    let events = submit(
+        ex,
+        Command::RegisterUser {
+            name: name.to_owned(),
+        },
+    );
+    let user = events
+        .iter()
+        .find_map(|e| match e.kind {
+            kura_engine::EventKind::UserCreated { user } => Some(user),
+            _ => None,
+        })
+        .expect("created");
+    submit(ex, Command::AssignDepositAddress { user, asset: BTC });
+    let (descriptor, index) = query(ex, move |e| {
+        let (wallet, index) = e.deposit_address(user, BTC).expect("assigned");
+        (e.wallets()[wallet as usize].descriptor.clone(), index)
+    });
+    let (_, address) = kura_custody::derive(&descriptor, index, Network::Regtest).expect("derive");
+    (user, address, index)
+}
+
+fn available(ex: &Exchange, user: UserId) -> u64 {
+    query(ex, move |e| {
+        e.ledger()
+            .balance(user, BTC)
+            .map(|b| b.available.get())
+            .unwrap_or(0)
+    })
+}
+
+#[test]
+fn deposit_is_credited_at_three_confirmations_reversed_by_a_reorg_and_credited_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    // The deposit wallet is registered once, watch-only.
+    let wallets = query(&ex, |e| e.wallets().to_vec());
+    assert_eq!(wallets.len(), 1);
+    assert_eq!(wallets[0].role, WalletRole::Deposit);
+    assert!(wallets[0].descriptor.starts_with("wpkh(["));
+    assert!(!wallets[0].descriptor.contains("prv"));
+
+    let (alice, address, _) = customer(&ex, "alice");
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    let txid = devnet
+        .send(&address, Amount::from_sat(1_500_000))
+        .expect("send");
+    let reference = format!("{txid}:");
+    // Pending at once, from the mempool; never credited from it.
+    wait_for(&ex, "the pending deposit", |ex| {
+        ex.custody()
+            .is_some_and(|c| c.view().watcher.pending().any(|d| d.user == alice))
+    });
+    assert_eq!(available(&ex, alice), 0);
+    mine(&ex, 1);
+    assert_eq!(available(&ex, alice), 0, "one confirmation is not enough");
+    mine(&ex, 1);
+    assert_eq!(available(&ex, alice), 0, "two confirmations are not enough");
+    mine(&ex, 1);
+    wait_for(&ex, "the credit", |ex| available(ex, alice) == 1_500_000);
+    let credited: Vec<String> = query(&ex, |e| {
+        e.deposit_records()
+            .filter(|(_, d)| !d.reversed)
+            .map(|(r, _)| r.to_owned())
+            .collect()
+    });
+    let ours: Vec<&String> = credited
+        .iter()
+        .filter(|r| r.starts_with(&reference))
+        .collect();
+    assert_eq!(ours.len(), 1, "credited exactly once: {credited:?}");
+    // Every block is reconciled; holdings cover what alice is owed.
+    let rec = query(&ex, |e| e.last_reconciliation(BTC)).expect("reconciled");
+    assert_eq!(rec.height, devnet.tip().height);
+    assert!(u128::from(rec.holdings.get()) >= rec.liabilities);
+    mine(&ex, 2);
+    assert_eq!(available(&ex, alice), 1_500_000, "never credited twice");
+
+    // A reorganisation five deep takes the deposit's block away: the credit is reversed.
+    devnet.reorg(5).expect("reorg");
+    sync(&ex);
+    wait_for(&ex, "the reversal", |ex| available(ex, alice) == 0);
+    let reversed = query(&ex, move |e| {
+        e.deposit_records()
+            .any(|(r, d)| r.starts_with(&format!("{txid}:")) && d.reversed)
+    });
+    assert!(reversed);
+    assert_eq!(query(&ex, move |e| e.deficit(alice, BTC).get()), 0);
+    // Back in the mempool, it confirms again and is credited again after three blocks.
+    mine(&ex, 3);
+    wait_for(&ex, "the second credit", |ex| {
+        available(ex, alice) == 1_500_000
+    });
+    drop(devnet);
+    ex.stop().expect("stop");
+
+    // A restart rebuilds the watcher from the chain and changes nothing on the books.
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("reopen");
+    sync(&ex);
+    mine(&ex, 1);
+    assert_eq!(available(&ex, alice), 1_500_000);
+    assert_eq!(query(&ex, |e| e.wallets().len()), 1, "registered once");
+    ex.stop().expect("stop");
+}
+
+/// The private key of deposit address `index`, from the seed in the signer directory
+/// (what a thief who stole the machine would have).
+fn stolen_key(dir: &Path, index: u32) -> kura_chain::bitcoin::PrivateKey {
+    let text = std::fs::read_to_string(dir.join("signer").join("deposit.seed")).expect("seed");
+    let seed = hex::decode(text.trim()).expect("hex");
+    let secp = Secp256k1::new();
+    let master = Xpriv::new_master(Network::Regtest, &seed).expect("master");
+    let path = DerivationPath::from_str(&format!("m/84'/1'/0'/0/{index}")).expect("path");
+    master.derive_priv(&secp, &path).expect("derive").to_priv()
+}
+
+/// Spend `outpoint` (value `value`, paid to `key`'s P2WPKH) to `to`, signed with `key`.
+fn steal(
+    key: &kura_chain::bitcoin::PrivateKey,
+    outpoint: OutPoint,
+    value: u64,
+    to: ScriptBuf,
+) -> Transaction {
+    let secp = Secp256k1::new();
+    let public = CompressedPublicKey::from_private_key(&secp, key).expect("compressed");
+    let spent_script = ScriptBuf::new_p2wpkh(&public.wpubkey_hash());
+    let mut tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(value - 10_000),
+            script_pubkey: to,
+        }],
+    };
+    let sighash = SighashCache::new(&tx)
+        .p2wpkh_signature_hash(
+            0,
+            &spent_script,
+            Amount::from_sat(value),
+            EcdsaSighashType::All,
+        )
+        .expect("sighash");
+    let msg = Message::from(sighash);
+    let sig = kura_chain::bitcoin::ecdsa::Signature {
+        signature: secp.sign_ecdsa(&msg, &key.inner),
+        sighash_type: EcdsaSighashType::All,
+    };
+    tx.input[0].witness = Witness::p2wpkh(&sig, &public.0);
+    tx
+}
+
+#[test]
+fn a_thief_spending_a_deposit_coin_halts_withdrawals_within_one_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    let (bob, address, index) = customer(&ex, "bob");
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    let txid = devnet
+        .send(&address, Amount::from_sat(2_000_000))
+        .expect("send");
+    mine(&ex, 3);
+    wait_for(&ex, "the credit", |ex| available(ex, bob) == 2_000_000);
+    // bob can withdraw (the request is only a hold; no withdrawal flow signs yet).
+    submit(
+        &ex,
+        Command::RequestWithdrawal {
+            user: bob,
+            asset: BTC,
+            amount: kura_units::Amount::new(1_000),
+            id: "w-before".into(),
+        },
+    );
+    let vout = devnet
+        .tx(&txid)
+        .expect("tx")
+        .0
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == address.script_pubkey())
+        .expect("output") as u32;
+    let key = stolen_key(dir.path(), index);
+    let theft = steal(
+        &key,
+        OutPoint::new(txid, vout),
+        2_000_000,
+        devnet.faucet_address().script_pubkey(),
+    );
+    let theft_id = devnet
+        .submit_tx(&theft)
+        .expect("the devnet accepts the thief's tx");
+    // In the mempool only: nothing yet.
+    sync(&ex);
+    assert_eq!(
+        query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)),
+        None
+    );
+    mine(&ex, 1);
+    wait_for(&ex, "the halt", |ex| {
+        query(ex, |e| e.withdrawals_halted(BTC).is_some())
+    });
+    let reason = query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)).expect("halted");
+    assert!(reason.contains(&format!("{txid}:{vout}")), "{reason}");
+    assert!(reason.contains(&theft_id.to_string()), "{reason}");
+    let refused = ex
+        .backend()
+        .handle()
+        .submit_wait(kura::node::internal(Command::RequestWithdrawal {
+            user: bob,
+            asset: BTC,
+            amount: kura_units::Amount::new(1_000),
+            id: "w-after".into(),
+        }))
+        .expect("submitted")
+        .result;
+    assert_eq!(refused, Err(kura_engine::Reject::WithdrawalsHalted));
+    // The reconciliation of that block shows the shortfall.
+    let rec = query(&ex, |e| e.last_reconciliation(BTC)).expect("reconciled");
+    assert!(u128::from(rec.holdings.get()) < rec.liabilities, "{rec:?}");
+    drop(devnet);
+    ex.stop().expect("stop");
+
+    // It stays halted after a restart until an operator resumes; once resumed, a restart
+    // does not judge the same spend again...
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("reopen");
+    sync(&ex);
+    assert!(query(&ex, |e| e.withdrawals_halted(BTC).is_some()));
+    submit(&ex, Command::ResumeWithdrawals { asset: BTC });
+    ex.stop().expect("stop");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("reopen");
+    sync(&ex);
+    assert_eq!(
+        query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)),
+        None
+    );
+    // ... but the next block's reconciliation still finds the coins missing and halts.
+    mine(&ex, 1);
+    wait_for(&ex, "the shortfall halt", |ex| {
+        query(ex, |e| e.withdrawals_halted(BTC).is_some())
+    });
+    let reason = query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)).expect("halted");
+    assert!(reason.starts_with("reconciliation at height"), "{reason}");
+    ex.stop().expect("stop");
+}
