@@ -46,6 +46,41 @@ pub enum JournalError {
     /// A [`crate::JournalConfig`] value is out of range.
     #[error("invalid journal configuration: {0}")]
     Config(String),
+    /// The record at an anchor's sequence number (a snapshot's) does not carry the
+    /// anchor's chain hash: the snapshot and the journal are not of the same history.
+    #[error(
+        "the journal's chain hash at seq {seq} ({}, byte offset {offset}) is not the \
+         snapshot's: they are not of the same history",
+        file.display()
+    )]
+    AnchorMismatch {
+        seq: u64,
+        file: PathBuf,
+        offset: u64,
+    },
+    /// An anchor (a snapshot) is beyond the end of the journal: records it covers, which
+    /// were acknowledged, are missing.
+    #[error(
+        "the journal ends at seq {} ({}, byte offset {offset}) but the snapshot is at seq \
+         {seq}: acknowledged records are missing from the journal",
+        head.seq,
+        file.display()
+    )]
+    AnchorBeyondHead {
+        seq: u64,
+        head: crate::Head,
+        file: PathBuf,
+        offset: u64,
+    },
+    /// The consumer of a recovery replay refused a record (it could not use it); the
+    /// journal was left as it was.
+    #[error("replay stopped at seq {seq} ({}, byte offset {offset}): {why}", file.display())]
+    ReplayStopped {
+        seq: u64,
+        file: PathBuf,
+        offset: u64,
+        why: String,
+    },
 }
 
 impl JournalError {

@@ -38,6 +38,9 @@ pub trait Fs: Clone + Debug + Send + 'static {
     fn open_append(&self, path: &Path) -> io::Result<Self::File>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads bytes of the file `path` from byte `offset` on into `buf`: as many as fit or
+    /// are left. Returns how many; fewer than `buf.len()` only at the end of the file.
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
     /// The length of a file in bytes.
     fn len(&self, path: &Path) -> io::Result<u64>;
     /// Names of the regular files directly inside `dir`; `NotFound` if `dir` is missing.
@@ -112,6 +115,10 @@ impl Fs for StdFs {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
     }
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut file = std::fs::File::open(path)?;
+        read_full_at(&mut file, offset, buf)
+    }
     fn len(&self, path: &Path) -> io::Result<u64> {
         std::fs::metadata(path).map(|m| m.len())
     }
@@ -151,4 +158,38 @@ impl Fs for StdFs {
             path: path.to_path_buf(),
         })
     }
+}
+
+/// Fills `buf` from `file` at `offset` until it is full or the file ends.
+#[cfg(unix)]
+fn read_full_at(file: &mut std::fs::File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        let at = offset.saturating_add(done as u64);
+        match file.read_at(rest, at) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Fills `buf` from `file` at `offset` until it is full or the file ends.
+#[cfg(not(unix))]
+fn read_full_at(file: &mut std::fs::File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        match file.read(rest) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }

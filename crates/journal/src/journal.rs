@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::JournalError;
 use crate::format::{
-    encode_record, encode_segment_header, Head, SegmentHeader, HASH_LEN, MAX_PAYLOAD_LEN,
-    MAX_RECORD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    encode_record, encode_segment_header, Head, RecordRef, SegmentHeader, HASH_LEN,
+    MAX_PAYLOAD_LEN, MAX_RECORD_LEN, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, StdFs};
 use crate::read::{segment_file_name, Scanner, JOURNAL_SUBDIR};
@@ -88,9 +88,11 @@ pub struct Recovery {
     pub head: Head,
     /// True if the journal directory did not exist and was created.
     pub created: bool,
-    /// Segment files found (including one removed as incomplete).
+    /// Segment files read (including one removed as incomplete); with an anchor, those
+    /// from the segment holding the anchor on.
     pub segments: usize,
-    /// Records validated.
+    /// Records validated (with an anchor, from the first record of the segment holding
+    /// the anchor on).
     pub records: u64,
     /// Bytes of torn, unacknowledged tail removed (0 if none).
     pub truncated_bytes: u64,
@@ -144,6 +146,16 @@ impl Journal<StdFs> {
     pub fn open(dir: &Path, config: JournalConfig) -> Result<(Self, Recovery), JournalError> {
         Journal::open_with(StdFs, dir, config)
     }
+
+    /// [`Journal::open_replay_with`] on the real file system.
+    pub fn open_replay(
+        dir: &Path,
+        config: JournalConfig,
+        anchor: Head,
+        sink: &mut dyn FnMut(RecordRef<'_>) -> Result<(), String>,
+    ) -> Result<(Self, Recovery), JournalError> {
+        Journal::open_replay_with(StdFs, dir, config, anchor, sink)
+    }
 }
 
 impl<F: Fs> Journal<F> {
@@ -159,11 +171,52 @@ impl<F: Fs> Journal<F> {
         dir: &Path,
         config: JournalConfig,
     ) -> Result<(Self, Recovery), JournalError> {
+        Journal::open_replay_with(fs, dir, config, Head::GENESIS, &mut |_| Ok(()))
+    }
+
+    /// Opens the journal for recovery from `anchor` (the newest verified snapshot's seq
+    /// and chain hash, or [`Head::GENESIS`]) and hands every record after it to `sink`,
+    /// in order, during the same pass that validates them: start-up reads the journal
+    /// once.
+    ///
+    /// What is read and checked:
+    /// - from the segment holding `anchor.seq` on (from genesis when that is the first
+    ///   segment), everything [`Journal::open_with`] checks, and that the record at
+    ///   `anchor.seq` carries `anchor.chain_hash` ([`JournalError::AnchorMismatch`]);
+    /// - the segments before it, which the snapshot covers, are not re-hashed: their
+    ///   headers are checked, and at every seam between two segments, that the last
+    ///   record of one (found from the end of the file) is the record the next one's
+    ///   header continues from. A missing, extra, swapped, renamed or truncated segment
+    ///   stops the open; damage inside their records is found by [`crate::verify`].
+    ///   See `docs/adr/0006-startup-verification.md`.
+    ///
+    /// `sink` gets only records that passed every check up to them. It can refuse one
+    /// (`Err(why)`), which stops the open with [`JournalError::ReplayStopped`] and changes
+    /// nothing on disk. If the open fails, records already handed over must be discarded
+    /// with whatever was built from them. A journal that ends before `anchor.seq` (after
+    /// its torn tail, if any) is [`JournalError::AnchorBeyondHead`] and is not modified:
+    /// the snapshot proves records were acknowledged that the journal no longer holds.
+    pub fn open_replay_with(
+        fs: F,
+        dir: &Path,
+        config: JournalConfig,
+        anchor: Head,
+        sink: &mut dyn FnMut(RecordRef<'_>) -> Result<(), String>,
+    ) -> Result<(Self, Recovery), JournalError> {
         config.validate()?;
         let journal_dir = dir.join(JOURNAL_SUBDIR);
         let created = match fs.list(&journal_dir) {
             Ok(_) => false,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if anchor.seq > 0 {
+                    // A snapshot without its journal: refuse before creating anything.
+                    return Err(JournalError::AnchorBeyondHead {
+                        seq: anchor.seq,
+                        head: Head::GENESIS,
+                        file: journal_dir,
+                        offset: 0,
+                    });
+                }
                 fs.create_dir_all(&journal_dir)
                     .map_err(|e| JournalError::io("create_dir_all", &journal_dir, e))?;
                 fs.sync_dir(dir)
@@ -188,9 +241,30 @@ impl<F: Fs> Journal<F> {
             }
         })?;
 
-        let mut scanner = Scanner::new(fs.clone(), &journal_dir, 0)?;
-        while scanner.advance()?.is_some() {}
+        let mut scanner = Scanner::anchored(fs.clone(), &journal_dir, anchor)?;
+        while let Some(s) = scanner.advance()? {
+            if s.seq > anchor.seq {
+                sink(scanner.record_ref(&s)).map_err(|why| JournalError::ReplayStopped {
+                    seq: s.seq,
+                    file: scanner.current_path(),
+                    offset: s.offset,
+                    why,
+                })?;
+            }
+        }
         let head = scanner.head();
+        if head.seq < anchor.seq {
+            let (file, offset) = match scanner.last_segment() {
+                Some(last) => (last.path.clone(), last.valid_len),
+                None => (journal_dir.clone(), 0),
+            };
+            return Err(JournalError::AnchorBeyondHead {
+                seq: anchor.seq,
+                head,
+                file,
+                offset,
+            });
+        }
         let mut recovery = Recovery {
             head,
             created,

@@ -399,6 +399,22 @@ impl Fs for SimFs {
             .map(|i| i.data.clone())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let s = self.lock();
+        let id = s.lookup(path)?;
+        let data = &s
+            .inodes
+            .get(&id)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?
+            .data;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        let rest = data.get(start..).unwrap_or(&[]);
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
     fn len(&self, path: &Path) -> io::Result<u64> {
         let s = self.lock();
         let id = s.lookup(path)?;

@@ -10,6 +10,13 @@
 //! (under `--dir`), which is removed at the end. Periodic snapshots are off, so they do
 //! not disturb the figures.
 //!
+//! 0. The fsync floor: in the same temporary directory, a bare `write` of one 128-byte
+//!    record followed by `fdatasync`, one at a time, for `--seconds`: the latency
+//!    distribution of the two calls a journal commit makes, without the node. No ack can
+//!    be faster than one of these, so `fsync_floor.latency_us.p99` above the ack p99
+//!    target means the target cannot be met on this disk
+//!    (`fsync_floor.ack_p99_target_reachable`), and each group-commit run reports its ack
+//!    p99 as a multiple of the floor's (`ack_p99_over_fsync_floor_p99`).
 //! 1. Group commit at offered rates. A numeric rate `r` is open loop: command `i` is due
 //!    at `start + i / r`; the generator builds it, waits for that time (spinning near
 //!    it, never sleeping past it) and submits it. Its ack latency runs from that planned
@@ -23,8 +30,9 @@
 //!    `gain` = best durable rate of group commit / this one's.
 //! 3. Replay: a journal of at least `--replay-records` records (the `max` run's, topped
 //!    up closed loop; a dedicated node when no `max` run was asked for), with every
-//!    snapshot deleted, recovered into a fresh engine: open (which checks every record's
-//!    CRC and chain hash), decode and apply. The files were just written, so they are
+//!    snapshot deleted, recovered into a fresh engine exactly as a node starts: one pass
+//!    over the journal, one thread reading and checking every record's CRC and chain
+//!    hash, the other decoding and applying. The files were just written, so they are
 //!    read from the page cache, not the disk.
 //!
 //! Durable rate = acknowledged commands / time from the start of the run to the last
@@ -598,6 +606,63 @@ fn journal_bytes(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// Bytes of each write in the fsync floor measurement: about one small command record.
+const FLOOR_RECORD_BYTES: usize = 128;
+
+/// The disk's own latency floor for a durable append: in a fresh file in `dir`, one
+/// `write` of a small record followed by one `fdatasync`, repeated one at a time for
+/// `duration`. This is what a group commit costs at the least (the journal's commit is
+/// the same two calls), so an ack p99 below this floor's p99 is impossible on this disk.
+fn fsync_floor(dir: &Path, duration: Duration) -> Result<Value> {
+    use std::io::Write;
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("floor.dat");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let record = [0x5au8; FLOOR_RECORD_BYTES];
+    let mut latency_ns = Vec::new();
+    let start = Instant::now();
+    while latency_ns.is_empty() || start.elapsed() < duration {
+        let t = Instant::now();
+        file.write_all(&record)
+            .with_context(|| format!("writing {}", path.display()))?;
+        file.sync_data()
+            .with_context(|| format!("fdatasync of {}", path.display()))?;
+        latency_ns.push(nanos(t.elapsed()));
+    }
+    let elapsed_ns = nanos(start.elapsed());
+    drop(file);
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    latency_ns.sort_unstable();
+    let samples = latency_ns.len() as u64;
+    let pct = |per_million: u64| -> u64 {
+        let rank = (samples * per_million)
+            .div_ceil(1_000_000)
+            .clamp(1, samples);
+        let i = usize::try_from(rank - 1).unwrap_or(0);
+        latency_ns.get(i).copied().unwrap_or(0) / 1_000
+    };
+    let p99 = pct(990_000);
+    Ok(json!({
+        "what": "write of one small record + fdatasync, one at a time, in the data directory",
+        "record_bytes": FLOOR_RECORD_BYTES,
+        "samples": samples,
+        "syncs_per_sec": per_sec(samples, elapsed_ns),
+        "latency_us": {
+            "p50": pct(500_000),
+            "p99": p99,
+            "p999": pct(999_000),
+            "max": latency_ns.last().copied().unwrap_or(0) / 1_000,
+        },
+        // Fewer than 1,000 samples: p99.9 is the maximum of too few to mean much.
+        "p999_meaningful": samples >= 1_000,
+        "ack_p99_target_reachable": p99 <= TARGET_ACK_P99_MS * 1_000,
+    }))
+}
+
 /// Delete every snapshot in `dir`, then recover from the journal alone and time it.
 fn replay(dir: &Path, a: &JournalArgs, limits: Limits) -> Result<Value> {
     for snap in list_snapshots(dir)? {
@@ -661,6 +726,21 @@ pub fn run(a: &JournalArgs) -> Result<()> {
     let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = TempDir::new(&parent, "journal")?;
     eprintln!("data directory: {}", tmp.0.display());
+
+    // 0. The disk's floor: a bare durable append, on the same file system.
+    eprintln!(
+        "fsync floor: write + fdatasync of {FLOOR_RECORD_BYTES} bytes for {:?} ...",
+        a.seconds
+    );
+    let floor = fsync_floor(&tmp.0.join("fsync-floor"), a.seconds)?;
+    eprintln!(
+        "  p50 {} µs p99 {} µs p99.9 {} µs over {} syncs",
+        floor["latency_us"]["p50"],
+        floor["latency_us"]["p99"],
+        floor["latency_us"]["p999"],
+        floor["samples"]
+    );
+    let floor_p99_us = floor["latency_us"]["p99"].as_u64().unwrap_or(0);
 
     // 1. Group commit at each offered rate, each on a fresh node.
     let mut group = Vec::new();
@@ -747,7 +827,17 @@ pub fn run(a: &JournalArgs) -> Result<()> {
             "max_in_flight": a.max_in_flight,
             "snapshots": false,
         },
-        "group_commit": group.iter().map(RunReport::to_json).collect::<Vec<_>>(),
+        "fsync_floor": floor,
+        "group_commit": group
+            .iter()
+            .map(|r| {
+                let mut v = r.to_json();
+                // How many times the disk's own p99 the ack p99 is (1.0: all disk).
+                v["ack_p99_over_fsync_floor_p99"] =
+                    json!(ratio(r.percentile_us(990_000), floor_p99_us));
+                v
+            })
+            .collect::<Vec<_>>(),
         "one_fsync_per_command": baseline.to_json(),
         "gain": ratio(best, baseline.durable_per_sec()),
         "replay": replay,

@@ -14,18 +14,21 @@
 //! previous snapshot is still being written, this one is skipped. See
 //! `docs/adr/0003-sequencer-and-snapshots.md`.
 //!
-//! Recovery ([`recover`]): open the journal (a torn final record is truncated and
-//! logged), load the newest snapshot, check it against the journal's chain hash at its
-//! sequence number and against its own state hash, then replay the tail. Any
-//! inconsistency stops start-up with a message naming what and where.
+//! Recovery ([`recover`]): load the newest snapshot (checked against its own checksum
+//! and state hash), then read the journal once: one thread validates the records from
+//! the snapshot's segment on (CRC, sequence, chain hash, the snapshot's chain hash at its
+//! sequence number, the seams of the older segments; a torn final record is truncated and
+//! logged) and decodes those after the snapshot, while this thread applies them. Any
+//! inconsistency stops start-up with a message naming what and where. See
+//! `docs/adr/0006-startup-verification.md`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use kura_engine::codec::{self, Entry};
 use kura_engine::{Command, Ctx, Engine, Event, Limits, Reject};
 use kura_journal::{
-    check_snapshot, list_snapshots, load_newest_valid_snapshot, load_snapshot, read_records,
-    write_snapshot, Fs, Head, Journal, JournalConfig, JournalError, SnapshotCheck, SnapshotMeta,
+    list_snapshots, load_newest_valid_snapshot, load_snapshot, write_snapshot, Fs, Head, Journal,
+    JournalConfig, JournalError, SnapshotMeta,
 };
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
@@ -324,24 +327,15 @@ pub fn recover_observed(
     mut observe: impl FnMut(Ctx, &[Event]),
 ) -> Result<(Engine, Journal, Recovered)> {
     let started = Instant::now();
-    let (journal, recovery) = Journal::open(&config.data_dir, config.journal.clone())
-        .with_context(|| format!("opening the journal in {}", config.data_dir.display()))?;
-    if recovery.truncated_bytes > 0 {
-        tracing::warn!(
-            bytes = recovery.truncated_bytes,
-            at = ?recovery.truncated_at,
-            "dropped a torn final journal record (it was never acknowledged)"
-        );
-    }
-    let head = journal.head();
-    let mut newest = load_newest_valid_snapshot(&config.data_dir)
-        .with_context(|| format!("reading snapshots in {}", config.data_dir.display()))?;
+    let dir = &config.data_dir;
+    let mut newest = load_newest_valid_snapshot(dir)
+        .with_context(|| format!("reading snapshots in {}", dir.display()))?;
     if let Some(limit) = observe_after {
         if newest.snapshot.as_ref().is_some_and(|s| s.meta.seq > limit) {
             // The observer needs events from before the newest snapshot: start from the
             // newest snapshot at or before `limit`, or from genesis.
             newest.snapshot = None;
-            for file in list_snapshots(&config.data_dir)?.into_iter().rev() {
+            for file in list_snapshots(dir)?.into_iter().rev() {
                 if file.seq <= limit {
                     newest.snapshot =
                         Some(load_snapshot(&file.path).with_context(|| {
@@ -359,62 +353,109 @@ pub fn recover_observed(
             bad.error
         );
     }
-    let (mut engine, from) = match newest.snapshot {
-        None => (Engine::new(config.limits), 0),
-        Some(snap) => {
-            match check_snapshot(&config.data_dir, &snap.meta)? {
-                SnapshotCheck::Matches => {}
-                other => bail!(
-                    "snapshot {} (seq {}) does not match the journal: {other:?}",
-                    snap.path.display(),
-                    snap.meta.seq
-                ),
-            }
-            let state_hash: [u8; 32] = Sha256::digest(&snap.state).into();
-            if state_hash != snap.meta.state_hash {
-                bail!(
-                    "snapshot {} (seq {}): state hash does not match its contents",
-                    snap.path.display(),
-                    snap.meta.seq
-                );
-            }
-            let engine = Engine::decode_state(&snap.state, config.limits).map_err(|why| {
-                anyhow!(
-                    "snapshot {} (seq {}): {why}",
-                    snap.path.display(),
-                    snap.meta.seq
-                )
-            })?;
-            (engine, snap.meta.seq)
-        }
-    };
-    let mut replayed = 0u64;
-    if head.seq > from {
-        let mut reader = read_records(&config.data_dir, from + 1)?;
+    let snapshot = newest.snapshot;
+    let anchor = snapshot.as_ref().map_or(Head::GENESIS, |s| Head {
+        seq: s.meta.seq,
+        chain_hash: s.meta.chain_hash,
+    });
+    let from = anchor.seq;
+
+    // One pass over the journal, on two threads: the reader checks every record it
+    // reads (CRC, sequence, chain hash, and the snapshot's chain hash at its seq) and
+    // hands those after the snapshot over in batches; this thread builds the engine from
+    // the snapshot meanwhile, then decodes (unless the reader already did) and applies
+    // them in order.
+    let (opened, engine, replayed) = std::thread::scope(|scope| -> Result<_> {
+        let (tx, rx) = crossbeam_channel::bounded::<ReplayBatch>(REPLAY_QUEUE_BATCHES);
+        let (recycle_tx, recycle_rx) =
+            crossbeam_channel::bounded::<ReplayBatch>(REPLAY_QUEUE_BATCHES + 2);
+        let journal_config = config.journal.clone();
+        let reader = std::thread::Builder::new()
+            .name("kura-replay-read".into())
+            .spawn_scoped(scope, move || {
+                read_for_replay(dir, journal_config, anchor, &tx, &recycle_rx)
+            })
+            .context("starting the replay reader thread")?;
+        // On any failure here, stop the reader (its next hand-over fails) and wait for it.
+        let stop = |rx: Receiver<ReplayBatch>, reader: std::thread::ScopedJoinHandle<'_, _>, e| {
+            drop(rx);
+            let _ = reader.join();
+            Err(e)
+        };
+        let engine = match &snapshot {
+            None => Ok(Engine::new(config.limits)),
+            Some(snap) => engine_from_snapshot(snap, config.limits),
+        };
+        let mut engine = match engine {
+            Ok(engine) => engine,
+            Err(e) => return stop(rx, reader, e),
+        };
+        let mut replayed = 0u64;
         let mut events = Vec::new();
-        // Borrowed records: no copy of each payload.
-        while let Some(record) = reader.next_ref() {
-            let record = record?;
-            let entry = codec::decode(record.payload).map_err(|e| {
-                anyhow!(
-                    "journal record {} cannot be decoded: {e}; stopping rather than skipping it",
-                    record.seq
-                )
-            })?;
+        let mut apply = |ctx: Ctx, command: &Command| {
             events.clear();
-            let ctx = Ctx {
-                seq: record.seq,
-                timestamp_ms: entry.ctx_timestamp_ms,
-            };
-            let _ = engine.apply(&entry.command, ctx, &mut events);
-            if observe_after.is_some_and(|after| record.seq > after) {
+            let _ = engine.apply(command, ctx, &mut events);
+            if observe_after.is_some_and(|after| ctx.seq > after) {
                 observe(ctx, &events);
             }
             replayed += 1;
             if replayed.is_multiple_of(65_536) {
                 progress(replayed);
             }
+        };
+        while let Ok(mut batch) = rx.recv() {
+            if batch.decoded.len() == batch.records.len() {
+                for (ctx, command) in &batch.decoded {
+                    apply(*ctx, command);
+                }
+            } else {
+                for i in 0..batch.records.len() {
+                    match batch.decode(i) {
+                        Ok((ctx, entry)) => apply(ctx, &entry.command),
+                        Err((seq, e)) => {
+                            let e = anyhow!(
+                                "journal record {seq} cannot be decoded: {e}; stopping \
+                                 rather than skipping it"
+                            );
+                            return stop(rx, reader, e);
+                        }
+                    }
+                }
+            }
+            batch.clear();
+            let _ = recycle_tx.try_send(batch);
         }
+        let opened = reader
+            .join()
+            .map_err(|_| anyhow!("the replay reader thread panicked"))?;
+        Ok((opened, engine, replayed))
+    })?;
+    let (journal, recovery) = opened.map_err(|e| match (&snapshot, &e) {
+        (
+            Some(snap),
+            JournalError::AnchorMismatch { .. } | JournalError::AnchorBeyondHead { .. },
+        ) => anyhow!(e).context(format!(
+            "snapshot {} (seq {}) does not match the journal",
+            snap.path.display(),
+            snap.meta.seq
+        )),
+        _ => anyhow!(e).context(format!("recovering the journal in {}", dir.display())),
+    })?;
+    if recovery.truncated_bytes > 0 {
+        tracing::warn!(
+            bytes = recovery.truncated_bytes,
+            at = ?recovery.truncated_at,
+            "dropped a torn final journal record (it was never acknowledged)"
+        );
+    }
+    let head = journal.head();
+    if replayed != head.seq.saturating_sub(from) {
+        // Every record after the snapshot is handed over exactly once; anything else is a
+        // bug, and the state must not be trusted.
+        bail!(
+            "replayed {replayed} records after seq {from} but the journal ends at seq {}",
+            head.seq
+        );
     }
     progress(replayed);
     let recovered = Recovered {
@@ -425,6 +466,139 @@ pub fn recover_observed(
         replay_secs: started.elapsed().as_secs_f64(),
     };
     Ok((engine, journal, recovered))
+}
+
+/// Records per hand-over from the replay reader to the applying thread.
+const REPLAY_BATCH: usize = 4_096;
+
+/// Batches the replay reader may run ahead of the applying thread.
+const REPLAY_QUEUE_BATCHES: usize = 4;
+
+/// Validated journal records on their way from the replay reader to the engine: the
+/// payloads back to back, and, when the reader had time to spare, their decoded entries.
+#[derive(Debug, Default)]
+struct ReplayBatch {
+    /// The payloads, back to back.
+    bytes: Vec<u8>,
+    /// Per record: its seq and where its payload ends in `bytes`.
+    records: Vec<(u64, usize)>,
+    /// Every record decoded (by the reader), or empty.
+    decoded: Vec<(Ctx, Command)>,
+}
+
+impl ReplayBatch {
+    fn with_capacity(records: usize) -> ReplayBatch {
+        ReplayBatch {
+            bytes: Vec::with_capacity(records * 64),
+            records: Vec::with_capacity(records),
+            decoded: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, seq: u64, payload: &[u8]) {
+        self.bytes.extend_from_slice(payload);
+        self.records.push((seq, self.bytes.len()));
+    }
+
+    /// Record `i`'s context and entry, or its seq and why it does not decode.
+    fn decode(&self, i: usize) -> Result<(Ctx, codec::Entry), (u64, codec::CodecError)> {
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.records.get(p))
+            .map_or(0, |r| r.1);
+        let (seq, end) = self.records.get(i).copied().unwrap_or((0, start));
+        let payload = self.bytes.get(start..end).unwrap_or(&[]);
+        let entry = codec::decode(payload).map_err(|e| (seq, e))?;
+        let ctx = Ctx {
+            seq,
+            timestamp_ms: entry.ctx_timestamp_ms,
+        };
+        Ok((ctx, entry))
+    }
+
+    /// Decodes every record into `decoded`; leaves it empty if any does not decode (the
+    /// applying thread then finds and reports it).
+    fn decode_all(&mut self) {
+        self.decoded.clear();
+        for i in 0..self.records.len() {
+            match self.decode(i) {
+                Ok((ctx, entry)) => self.decoded.push((ctx, entry.command)),
+                Err(_) => {
+                    self.decoded.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+        self.decoded.clear();
+    }
+}
+
+/// The replay reader: opens the journal from `anchor` (one validating pass) and hands
+/// each record after it over in batches. When the applying thread is behind (the queue
+/// is full), the reader decodes the batch itself before waiting, so the two threads
+/// share the decoding in whatever proportion keeps both busy. Empty batches come back
+/// through `recycle`, so the steady state allocates nothing.
+fn read_for_replay(
+    dir: &Path,
+    config: JournalConfig,
+    anchor: Head,
+    tx: &Sender<ReplayBatch>,
+    recycle: &Receiver<ReplayBatch>,
+) -> Result<(Journal, kura_journal::Recovery), JournalError> {
+    let abandoned = || "the replay was abandoned".to_owned();
+    let mut batch = ReplayBatch::with_capacity(REPLAY_BATCH);
+    let opened = Journal::open_replay(dir, config, anchor, &mut |record| {
+        batch.push(record.seq, record.payload);
+        if batch.len() >= REPLAY_BATCH {
+            let next = recycle
+                .try_recv()
+                .unwrap_or_else(|_| ReplayBatch::with_capacity(REPLAY_BATCH));
+            match tx.try_send(std::mem::replace(&mut batch, next)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(mut full)) => {
+                    full.decode_all();
+                    tx.send(full).map_err(|_| abandoned())?;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(abandoned()),
+            }
+        }
+        Ok(())
+    });
+    if opened.is_ok() && batch.len() > 0 {
+        // The applying thread waits for this (it stops only when `tx` is dropped).
+        let _ = tx.send(batch);
+    }
+    opened
+}
+
+/// The engine a snapshot holds, after checking the state against the snapshot's state
+/// hash. (The snapshot's own checksum was checked when it was loaded; its chain hash is
+/// checked against the journal by the replay reader.)
+fn engine_from_snapshot(snap: &kura_journal::Snapshot, limits: Limits) -> Result<Engine> {
+    let state_hash: [u8; 32] = Sha256::digest(&snap.state).into();
+    if state_hash != snap.meta.state_hash {
+        bail!(
+            "snapshot {} (seq {}): state hash does not match its contents",
+            snap.path.display(),
+            snap.meta.seq
+        );
+    }
+    Engine::decode_state(&snap.state, limits).map_err(|why| {
+        anyhow!(
+            "snapshot {} (seq {}): {why}",
+            snap.path.display(),
+            snap.meta.seq
+        )
+    })
 }
 
 fn now_ms() -> u64 {

@@ -78,7 +78,25 @@ fn bench_journal_reports_every_figure() {
     for run in group {
         check_run(run);
     }
+    for run in group {
+        positive(run, "ack_p99_over_fsync_floor_p99");
+    }
     check_run(&v["one_fsync_per_command"]);
+    // The disk's floor, measured in the same run.
+    let floor = &v["fsync_floor"];
+    let samples = positive(floor, "samples");
+    positive(floor, "syncs_per_sec");
+    positive(floor, "latency_us.max");
+    let lat = &floor["latency_us"];
+    assert!(lat["p50"].as_u64() <= lat["p99"].as_u64(), "{floor}");
+    assert!(lat["p99"].as_u64() <= lat["p999"].as_u64(), "{floor}");
+    assert!(lat["p999"].as_u64() <= lat["max"].as_u64(), "{floor}");
+    assert_eq!(floor["p999_meaningful"].as_bool(), Some(samples >= 1_000.0));
+    assert_eq!(
+        floor["ack_p99_target_reachable"].as_bool(),
+        lat["p99"].as_u64().map(|p| p <= 5_000),
+        "{floor}"
+    );
     positive(&v, "gain");
     let records = positive(&v, "replay.records");
     assert!(records >= 20_000.0, "{v}");
