@@ -223,6 +223,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .map_or(0, |d| d.as_secs());
         serve.data = Some(std::env::temp_dir().join(format!("kura-demo-{stamp}")));
     }
+    // The demo follows the built-in devnet unless told otherwise: a block every 10 s,
+    // deposits credited at the second confirmation.
+    if serve.chain.is_none() {
+        serve.chain = Some("devnet".into());
+        serve.block_interval_secs = serve.block_interval_secs.or(Some(10));
+        serve.confirmations = serve.confirmations.or(Some(2));
+    }
     let config = serve_cli::resolve(&serve)?;
     let listen = config.listen;
     let data = config.data_dir().to_path_buf();
@@ -292,6 +299,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         );
         println!("\nPaste into Python (pip install ccxt==4.5.90):\n");
         println!("{}", snippet(&rest, &api_key, &secret));
+        if let Some(custody) = exchange.custody() {
+            let address = custody.deposit_address(backend.handle(), "demo")?;
+            println!("Bitcoin (built-in devnet, a block every 10 s, credited at 2 confirmations):");
+            println!("  demo's deposit address: {address}");
+            println!(
+                "  deposit from the devnet faucet: kura devnet --data {} send {address} 0.5",
+                data.display()
+            );
+        }
         println!("Admin: kura admin --data {} balances demo", data.display());
         println!("Stop with Ctrl-C.");
         let maker = (!no_maker).then(|| tokio::spawn(market_maker(backend.clone(), tick)));

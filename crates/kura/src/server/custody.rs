@@ -515,3 +515,38 @@ impl Task {
         Ok(())
     }
 }
+
+impl Custody {
+    /// The BTC deposit address of customer `name`, assigning one on first use.
+    pub fn deposit_address(&self, handle: &NodeHandle, name: &str) -> Result<String> {
+        let (network, asset) = {
+            let v = self.view();
+            (v.network, v.params.asset)
+        };
+        let owned = name.to_owned();
+        let user = handle
+            .query_wait(move |e| e.user_by_name(&owned))
+            .map_err(|e| anyhow!("{e}"))?
+            .ok_or_else(|| anyhow!("no customer named {name}"))?;
+        let lookup = move |e: &Engine| {
+            e.deposit_address(user, asset)
+                .and_then(|(w, i)| Some((e.wallets().get(w as usize)?.descriptor.clone(), i)))
+        };
+        let found = match handle.query_wait(lookup).map_err(|e| anyhow!("{e}"))? {
+            Some(found) => found,
+            None => {
+                match submit(handle, Command::AssignDepositAddress { user, asset })? {
+                    Ok(()) | Err(Reject::DepositAddressAssigned) => {}
+                    Err(r) => return Err(anyhow!("assigning a deposit address: {r}")),
+                }
+                handle
+                    .query_wait(lookup)
+                    .map_err(|e| anyhow!("{e}"))?
+                    .ok_or_else(|| anyhow!("the deposit address was not assigned"))?
+            }
+        };
+        let (_, address) = kura_custody::derive(&found.0, found.1, network)
+            .map_err(|e| anyhow!("deriving the deposit address: {e}"))?;
+        Ok(address.to_string())
+    }
+}
