@@ -62,6 +62,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// Run `f` on the read model once it has caught up with every command answered
     /// before this call. `f` may block (SQLite); implementations run it off the async
     /// workers.
+    /// [`Backend::query`] for what a cancel needs before it is submitted: it must not be
+    /// refused because new orders fill the normal queue (cancels are never shed).
+    fn query_for_cancel<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&Engine) -> R + Send + 'static,
+    {
+        self.query(f)
+    }
+
     fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
     where
         R: Send + 'static,

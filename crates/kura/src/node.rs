@@ -256,7 +256,17 @@ impl NodeHandle {
 
     /// Queue a read of the live engine state (see [`Query`]). Never blocks.
     pub fn query(&self, query: Query) -> Result<(), SubmitError> {
-        match self.tx.normal.try_send(Msg::Query(query)) {
+        Self::send_query(&self.tx.normal, query)
+    }
+
+    /// [`NodeHandle::query`] on the priority lane: for the lookups a cancel needs, so
+    /// that a full normal lane (new orders being shed) never sheds a cancel.
+    pub fn query_priority(&self, query: Query) -> Result<(), SubmitError> {
+        Self::send_query(&self.tx.priority, query)
+    }
+
+    fn send_query(lane: &Sender<Msg>, query: Query) -> Result<(), SubmitError> {
+        match lane.try_send(Msg::Query(query)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => {

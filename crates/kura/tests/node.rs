@@ -423,6 +423,18 @@ fn cancels_get_through_and_go_first_while_new_orders_are_shed() {
     // The fifth order was refused at once: the normal lane is full.
     let (tag, shed) = rx.recv().expect("answer");
     assert_eq!((tag, shed.map(|a| a.seq)), ("shed", Err(SubmitError::Busy)));
+    // A lookup on the normal lane is refused too, but the one a cancel makes first
+    // (its market) takes the priority lane and is answered.
+    assert!(matches!(
+        handle.query(Box::new(|_| {})),
+        Err(SubmitError::Busy)
+    ));
+    let (looked_tx, looked_rx) = mpsc::channel();
+    handle
+        .query_priority(Box::new(move |e| {
+            looked_tx.send(e.market_by_symbol("BTCJPY")).expect("send");
+        }))
+        .expect("the priority lane takes the lookup");
     send(
         "cancel",
         Command::CancelOrder {
@@ -432,6 +444,7 @@ fn cancels_get_through_and_go_first_while_new_orders_are_shed() {
         },
     );
     gate_tx.send(()).expect("release");
+    assert_eq!(looked_rx.recv().expect("looked up"), Some(MarketId(0)));
     let mut seqs = std::collections::BTreeMap::new();
     for _ in 0..5 {
         let (tag, r) = rx.recv().expect("answer");

@@ -76,6 +76,17 @@ async fn caller_market<B: Backend>(b: &B, params: &Params) -> Result<MarketInfo,
     market_info(b, params.symbol("symbol")?).await
 }
 
+/// [`caller_market`] for a cancel: looked up on the priority lane, never shed.
+async fn cancel_market<B: Backend>(b: &B, params: &Params) -> Result<MarketInfo, Fail> {
+    let symbol = params.symbol("symbol")?.to_owned();
+    b.query_for_cancel(move |e| {
+        e.market_by_symbol(&symbol)
+            .and_then(|id| MarketInfo::of(e, id))
+    })
+    .await?
+    .ok_or_else(|| crate::errors::ParamError::UnknownSymbol.into())
+}
+
 pub(super) fn fee_rates(m: &MarketInfo, tier: u8) -> (u32, u32) {
     let fees = &m.spec.fees;
     let i = usize::from(tier).min(fees.len().saturating_sub(1));
@@ -708,7 +719,7 @@ fn cancel_client_id(params: &Params) -> Result<String, Fail> {
 
 pub(super) async fn cancel_order<B: Backend>(State(b): State<B>, req: Req) -> HttpResult {
     let caller = authenticate(&b, &req, Permission::Trade).await?;
-    let m = caller_market(&b, &caller.params).await?;
+    let m = cancel_market(&b, &caller.params).await?;
     let order = order_ref(&caller.params)?;
     let cancel_id = cancel_client_id(&caller.params)?;
     let (events, transact_ms) = submit_cancel(
@@ -751,7 +762,7 @@ async fn submit_cancel<B: Backend>(
 
 pub(super) async fn cancel_open_orders<B: Backend>(State(b): State<B>, req: Req) -> HttpResult {
     let caller = authenticate(&b, &req, Permission::Trade).await?;
-    let m = caller_market(&b, &caller.params).await?;
+    let m = cancel_market(&b, &caller.params).await?;
     let (events, now) = submit_cancel(
         &b,
         &caller,

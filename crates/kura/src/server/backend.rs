@@ -221,6 +221,21 @@ impl Backend for NodeBackend {
         }
     }
 
+    fn query_for_cancel<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&Engine) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.inner.handle.query_priority(Box::new(move |engine| {
+            let _ = tx.send(f(engine));
+        }));
+        async move {
+            queued.map_err(submit_error)?;
+            rx.await.map_err(gone)
+        }
+    }
+
     fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
     where
         R: Send + 'static,
