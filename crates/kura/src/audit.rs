@@ -96,7 +96,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -362,11 +362,6 @@ impl NodeKey {
 pub fn load_or_create_key(data: &Path, _lock: &AuditLock) -> Result<NodeKey> {
     let dir = ensure_audit_dir(data)?;
     let path = dir.join(KEY_FILE);
-    if !path.exists() {
-        let seed: [u8; 32] = rand::random();
-        write_atomic(&path, format!("{}\n", hex::encode(seed)).as_bytes(), 0o600)?;
-        tracing::info!(file = %path.display(), "created the audit log signing key");
-    }
     let key = read_key(&path)?;
     let pub_path = dir.join(PUB_FILE);
     let line = format!("{}\n", key.verifier);
@@ -389,25 +384,10 @@ pub fn load_key(data: &Path) -> Result<NodeKey> {
     read_key(&path)
 }
 
+/// The key in `path`, created on first use (mode 0600, refused when group or others
+/// may read it): the same rules as the node's master key.
 fn read_key(path: &Path) -> Result<NodeKey> {
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} is accessible by group or others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    let text = read_limited(path, 1024)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|_| anyhow!("{} must hold 64 hex digits", path.display()))?;
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed)
-        .map_err(|_| anyhow!("{} must hold 64 hex digits", path.display()))?;
+    let seed = crate::server::files::load_or_create_secret(path, "the audit log signing key")?;
     NodeKey::from_seed(seed)
 }
 

@@ -425,14 +425,21 @@ impl MarketInfo {
 
 /// The market named by a symbol (-1121 if none).
 async fn market_info<B: Backend>(backend: &B, symbol: &str) -> Result<MarketInfo, Fail> {
+    found_market(backend.query(market_lookup(symbol)).await?)
+}
+
+/// The engine query that finds the market named `symbol`.
+fn market_lookup(symbol: &str) -> impl FnOnce(&Engine) -> Option<MarketInfo> + Send + 'static {
     let symbol = symbol.to_owned();
-    backend
-        .query(move |e| {
-            e.market_by_symbol(&symbol)
-                .and_then(|id| MarketInfo::of(e, id))
-        })
-        .await?
-        .ok_or_else(|| ParamError::UnknownSymbol.into())
+    move |e| {
+        e.market_by_symbol(&symbol)
+            .and_then(|id| MarketInfo::of(e, id))
+    }
+}
+
+/// A looked-up market, or "invalid symbol".
+fn found_market(found: Option<MarketInfo>) -> Result<MarketInfo, Fail> {
+    found.ok_or_else(|| ParamError::UnknownSymbol.into())
 }
 
 /// Every market.

@@ -78,13 +78,8 @@ async fn caller_market<B: Backend>(b: &B, params: &Params) -> Result<MarketInfo,
 
 /// [`caller_market`] for a cancel: looked up on the priority lane, never shed.
 async fn cancel_market<B: Backend>(b: &B, params: &Params) -> Result<MarketInfo, Fail> {
-    let symbol = params.symbol("symbol")?.to_owned();
-    b.query_for_cancel(move |e| {
-        e.market_by_symbol(&symbol)
-            .and_then(|id| MarketInfo::of(e, id))
-    })
-    .await?
-    .ok_or_else(|| crate::errors::ParamError::UnknownSymbol.into())
+    let lookup = super::market_lookup(params.symbol("symbol")?);
+    super::found_market(b.query_for_cancel(lookup).await?)
 }
 
 pub(super) fn fee_rates(m: &MarketInfo, tier: u8) -> (u32, u32) {
