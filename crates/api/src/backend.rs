@@ -86,8 +86,46 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// The server clock, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 
+    /// The chain custody facts the wallet endpoints need (deposit addresses, address
+    /// checks, confirmations), when the node follows a chain; `None` otherwise, and the
+    /// wallet endpoints answer that the asset is not open for deposits or withdrawals.
+    fn chain(&self) -> Option<Arc<dyn Chain>> {
+        None
+    }
+
     /// Every durable, applied batch from now on, with its book changes (see
     /// [`crate::feed`]). A receiver that falls a whole channel behind gets `Lagged`
     /// and must resynchronise (a WebSocket connection is closed with a reason).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>>;
+}
+
+/// A deposit seen on chain to one of a customer's addresses and not credited yet
+/// (in the mempool, or short of the required confirmations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingDeposit {
+    /// `txid:vout`, the reference it will be credited under.
+    pub reference: String,
+    pub amount: kura_units::Amount,
+    /// 0 while in the mempool.
+    pub confirmations: u32,
+    pub address: String,
+}
+
+/// What the node's custody layer tells the wallet endpoints. Implemented by the `kura`
+/// binary over its chain watcher; blocking-free (answers from memory).
+pub trait Chain: Send + Sync + 'static {
+    /// The asset the chain's coin is booked as (e.g. "BTC"); the network has the same name.
+    fn asset_symbol(&self) -> &str;
+    /// The address of a registered wallet's `descriptor` at derivation `index`.
+    fn address_at(&self, descriptor: &str, index: u32) -> Result<String, String>;
+    /// Check a withdrawal destination for this chain and network (SegWit only);
+    /// the canonical text of the address, or why it is refused.
+    fn check_address(&self, address: &str) -> Result<String, String>;
+    /// Confirmations a deposit needs before it is credited.
+    fn confirmations(&self) -> u32;
+    /// Confirmations of a deposit (`txid:vout`) in the followed chain now; `None` when
+    /// the deposit is not in it.
+    fn deposit_confirmations(&self, reference: &str) -> Option<u32>;
+    /// Deposits to `user`'s addresses seen but not credited yet.
+    fn pending_deposits(&self, user: kura_units::UserId) -> Vec<PendingDeposit>;
 }

@@ -88,6 +88,26 @@ pub enum ParamError {
     InvalidInterval,
 }
 
+/// A wallet request (`/sapi/v1/capital/*`) refused before the engine sees it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WalletError {
+    /// `coin` names no asset of the exchange.
+    #[error("unknown coin")]
+    UnknownCoin,
+    /// The asset is not booked on a chain the node follows: no deposit addresses.
+    #[error("coin not open for deposit")]
+    DepositClosed,
+    /// The asset is not booked on a chain the node follows: no chain withdrawals.
+    #[error("coin not open for withdrawal")]
+    WithdrawClosed,
+    /// The destination is not an address of the chain's network; why, in words.
+    #[error("illegal address: {0}")]
+    IllegalAddress(String),
+}
+
+/// Longest reason quoted in an "Illegal address" message, in bytes.
+const ADDRESS_REASON_MAX: usize = 160;
+
 /// Everything that can fail a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Failure {
@@ -97,6 +117,7 @@ pub enum Failure {
     },
     Auth(AuthError),
     Param(ParamError),
+    Wallet(WalletError),
     /// Request-weight limit exceeded (HTTP 429, -1003).
     TooManyRequests,
     /// Order-rate limit exceeded (HTTP 429, -1015).
@@ -139,6 +160,12 @@ impl From<AuthError> for Failure {
 impl From<ParamError> for Failure {
     fn from(e: ParamError) -> Failure {
         Failure::Param(e)
+    }
+}
+
+impl From<WalletError> for Failure {
+    fn from(e: WalletError) -> Failure {
+        Failure::Wallet(e)
     }
 }
 
@@ -228,6 +255,7 @@ pub fn api_error(failure: &Failure) -> ApiError {
         Failure::Reject { reject, op } => reject_error(*reject, *op),
         Failure::Auth(e) => auth_error(e),
         Failure::Param(e) => param_error(e),
+        Failure::Wallet(e) => wallet_error(e),
         Failure::TooManyRequests => ApiError::new(429, -1003, "Too many requests queued."),
         Failure::TooManyOrders => ApiError::new(429, -1015, "Too many new orders."),
         Failure::WeightLimit { limit, interval } => ApiError::owned(
@@ -285,7 +313,35 @@ fn reject_error(reject: Reject, op: Op) -> ApiError {
             _ => ApiError::new(400, -2010, MSG_UNKNOWN_ORDER),
         },
         R::UnknownWithdrawal => ApiError::new(400, -2013, MSG_NO_SUCH_ORDER),
+        R::InsufficientFunds if op == Op::Wallet => {
+            ApiError::new(400, -4026, "You have insufficient balance.")
+        }
         R::InsufficientFunds => ApiError::new(400, -2010, MSG_INSUFFICIENT),
+        R::WithdrawalsHalted | R::WithdrawalsFrozen | R::NoWithdrawalPolicy if op == Op::Wallet => {
+            ApiError::new(400, -4019, "Current asset is not open for withdrawal.")
+        }
+        R::NoWithdrawalPolicy => {
+            ApiError::new(400, -4019, "Current asset is not open for withdrawal.")
+        }
+        R::NoDepositWallet if op == Op::Wallet => ApiError::new(
+            400,
+            -4019,
+            "Current asset is not open for deposit: no deposit wallet is registered for it.",
+        ),
+        R::InvalidAddress => ApiError::new(400, -4033, "Illegal address."),
+        R::AddressNotAllowed => {
+            ApiError::new(400, -4007, "Withdrawal address is not on the allow-list.")
+        }
+        R::AmountBelowMinimum => ApiError::new(
+            400,
+            -4022,
+            "Not less than the minimum withdrawal amount, and more than the fee.",
+        ),
+        R::DailyLimitExceeded => ApiError::new(
+            400,
+            -4023,
+            "Within 24 hours, the withdrawal exceeds the maximum amount.",
+        ),
         R::InvalidPrice => ApiError::new(400, -1013, FILTER_PRICE),
         R::ZeroAmount | R::InvalidQuantity | R::QuantityBelowMinimum | R::QuantityAboveMaximum => {
             ApiError::new(400, -1013, FILTER_LOT)
@@ -327,10 +383,36 @@ fn reject_error(reject: Reject, op: Op) -> ApiError {
         | R::DepositAddressAssigned
         | R::UnknownDeposit
         | R::DepositReversed
-        | R::StaleReconciliation => ApiError::new(400, -1130, MSG_INVALID_DATA),
+        | R::StaleReconciliation
+        | R::InvalidPolicy
+        | R::AddressListed
+        | R::WithdrawalNotInReview
+        | R::InvalidBatch
+        | R::UnknownBatch
+        | R::BatchNotOpen
+        | R::WithdrawalBatched => ApiError::new(400, -1130, MSG_INVALID_DATA),
         R::UnknownApiKey | R::ApiKeyRevoked => ApiError::new(401, -2015, MSG_BAD_KEY),
         R::TooManyUsers | R::TooManyAssets | R::TooManyMarkets | R::TooManyApiKeys => {
             ApiError::new(400, -1020, MSG_UNSUPPORTED)
+        }
+    }
+}
+
+fn wallet_error(e: &WalletError) -> ApiError {
+    match e {
+        WalletError::UnknownCoin => ApiError::new(400, -4018, "We don't have this asset."),
+        WalletError::DepositClosed => {
+            ApiError::new(400, -4019, "Current asset is not open for deposit.")
+        }
+        WalletError::WithdrawClosed => {
+            ApiError::new(400, -4019, "Current asset is not open for withdrawal.")
+        }
+        WalletError::IllegalAddress(reason) => {
+            let mut end = reason.len().min(ADDRESS_REASON_MAX);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            ApiError::owned(400, -4033, format!("Illegal address: {}", &reason[..end]))
         }
     }
 }
@@ -438,118 +520,7 @@ mod tests {
     /// Every `Reject` variant. The exhaustive match below stops compiling when a
     /// variant is added, so the table above must be extended with it.
     fn all_rejects() -> Vec<Reject> {
-        let all = vec![
-            Reject::UnknownUser,
-            Reject::UnknownAsset,
-            Reject::UnknownMarket,
-            Reject::UnknownOrder,
-            Reject::UnknownWithdrawal,
-            Reject::InsufficientFunds,
-            Reject::AmountOverflow,
-            Reject::ZeroAmount,
-            Reject::InvalidSpec("x"),
-            Reject::AssetExists,
-            Reject::MarketExists,
-            Reject::InvalidPrice,
-            Reject::InvalidQuantity,
-            Reject::QuantityBelowMinimum,
-            Reject::QuantityAboveMaximum,
-            Reject::NotionalBelowMinimum,
-            Reject::NotionalAboveMaximum,
-            Reject::PostOnlyWouldTake,
-            Reject::InvalidTimeInForce,
-            Reject::DuplicateClientOrderId,
-            Reject::DuplicateDeposit,
-            Reject::DuplicateWithdrawal,
-            Reject::WithdrawalNotPending,
-            Reject::MarketHalted,
-            Reject::WithdrawalsHalted,
-            Reject::HaltStateUnchanged,
-            Reject::InvalidReason,
-            Reject::InvalidReference,
-            Reject::UnknownFeeTier,
-            Reject::TooManyUsers,
-            Reject::TooManyAssets,
-            Reject::TooManyMarkets,
-            Reject::TooManyOpenOrders,
-            Reject::BookFull,
-            Reject::TooManyPriceLevels,
-            Reject::PriceLevelFull,
-            Reject::InvalidName,
-            Reject::NameTaken,
-            Reject::InvalidApiKey,
-            Reject::ApiKeyExists,
-            Reject::UnknownApiKey,
-            Reject::ApiKeyRevoked,
-            Reject::WithdrawNeedsIpAllowList,
-            Reject::TooManyApiKeys,
-            Reject::InvalidDescriptor,
-            Reject::WalletExists,
-            Reject::NoDepositWallet,
-            Reject::DepositAddressAssigned,
-            Reject::UnknownDeposit,
-            Reject::DepositReversed,
-            Reject::StaleReconciliation,
-            Reject::WithdrawalsFrozen,
-        ];
-        for r in &all {
-            // Exhaustiveness guard: add the new variant to `all` and to the table.
-            match r {
-                Reject::UnknownUser
-                | Reject::UnknownAsset
-                | Reject::UnknownMarket
-                | Reject::UnknownOrder
-                | Reject::UnknownWithdrawal
-                | Reject::InsufficientFunds
-                | Reject::AmountOverflow
-                | Reject::ZeroAmount
-                | Reject::InvalidSpec(_)
-                | Reject::AssetExists
-                | Reject::MarketExists
-                | Reject::InvalidPrice
-                | Reject::InvalidQuantity
-                | Reject::QuantityBelowMinimum
-                | Reject::QuantityAboveMaximum
-                | Reject::NotionalBelowMinimum
-                | Reject::NotionalAboveMaximum
-                | Reject::PostOnlyWouldTake
-                | Reject::InvalidTimeInForce
-                | Reject::DuplicateClientOrderId
-                | Reject::DuplicateDeposit
-                | Reject::DuplicateWithdrawal
-                | Reject::WithdrawalNotPending
-                | Reject::MarketHalted
-                | Reject::WithdrawalsHalted
-                | Reject::HaltStateUnchanged
-                | Reject::InvalidReason
-                | Reject::InvalidReference
-                | Reject::UnknownFeeTier
-                | Reject::TooManyUsers
-                | Reject::TooManyAssets
-                | Reject::TooManyMarkets
-                | Reject::TooManyOpenOrders
-                | Reject::BookFull
-                | Reject::TooManyPriceLevels
-                | Reject::PriceLevelFull
-                | Reject::InvalidName
-                | Reject::NameTaken
-                | Reject::InvalidApiKey
-                | Reject::ApiKeyExists
-                | Reject::UnknownApiKey
-                | Reject::ApiKeyRevoked
-                | Reject::WithdrawNeedsIpAllowList
-                | Reject::InvalidDescriptor
-                | Reject::WalletExists
-                | Reject::NoDepositWallet
-                | Reject::DepositAddressAssigned
-                | Reject::UnknownDeposit
-                | Reject::DepositReversed
-                | Reject::StaleReconciliation
-                | Reject::WithdrawalsFrozen
-                | Reject::TooManyApiKeys => {}
-            }
-        }
-        all
+        Reject::ALL.to_vec()
     }
 
     const OPS: [Op; 5] = [
@@ -563,7 +534,7 @@ mod tests {
     #[test]
     fn every_reject_maps_to_a_binance_error() {
         let rejects = all_rejects();
-        assert_eq!(rejects.len(), 52);
+        assert_eq!(rejects.len(), 64);
         for reject in rejects {
             for op in OPS {
                 let e = api_error(&Failure::Reject { reject, op });
@@ -860,6 +831,67 @@ mod tests {
         );
         let e = api_error(&Failure::Param(ParamError::Unknown));
         assert_eq!(e.code, -1103);
+    }
+
+    #[test]
+    fn wallet_table_vectors() {
+        let cases: &[(Failure, u16, i32, &str)] = &[
+            (
+                WalletError::UnknownCoin.into(),
+                400,
+                -4018,
+                "We don't have this asset.",
+            ),
+            (
+                WalletError::DepositClosed.into(),
+                400,
+                -4019,
+                "Current asset is not open for deposit.",
+            ),
+            (
+                WalletError::WithdrawClosed.into(),
+                400,
+                -4019,
+                "Current asset is not open for withdrawal.",
+            ),
+            (
+                WalletError::IllegalAddress("not a regtest address".to_owned()).into(),
+                400,
+                -4033,
+                "Illegal address: not a regtest address",
+            ),
+            (
+                Failure::Reject {
+                    reject: Reject::NoDepositWallet,
+                    op: Op::Wallet,
+                },
+                400,
+                -4019,
+                "Current asset is not open for deposit: no deposit wallet is registered for it.",
+            ),
+            (
+                Failure::Reject {
+                    reject: Reject::InsufficientFunds,
+                    op: Op::Wallet,
+                },
+                400,
+                -4026,
+                "You have insufficient balance.",
+            ),
+        ];
+        for (failure, status, code, msg) in cases {
+            let e = api_error(failure);
+            assert_eq!(
+                (e.status, e.code, e.msg.as_ref()),
+                (*status, *code, *msg),
+                "{failure:?}"
+            );
+        }
+        // A long reason is cut (on a character boundary), never echoed whole.
+        let long = "é".repeat(200);
+        let e = api_error(&WalletError::IllegalAddress(long).into());
+        assert!(e.msg.len() <= "Illegal address: ".len() + ADDRESS_REASON_MAX);
+        assert!(e.msg.ends_with('é'));
     }
 
     #[test]

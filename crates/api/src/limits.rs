@@ -8,6 +8,9 @@
 //!   [`REQUEST_WEIGHT_PER_MINUTE`] by default. Each endpoint has Binance's weight
 //!   ([`request_weight`]: depth by `limit`, `ticker/24hr` by the number of symbols,
 //!   anything unknown 1). Every response carries `X-MBX-USED-WEIGHT-1M: <used>`.
+//!   `POST /sapi/v1/capital/withdraw/apply` weighs 900, the weight Binance counts
+//!   against the account (UID); kura has no per-account budget and counts it against
+//!   the address's, so an address makes at most 6 withdrawal requests a minute.
 //! - **Orders per API key** (`POST /api/v3/order` only), in fixed 10-second and UTC-day
 //!   windows, limits [`ORDERS_PER_10S`] and [`ORDERS_PER_DAY`]. An order is reserved
 //!   before the handler runs and kept only if the answer is a success; an
@@ -275,6 +278,13 @@ pub fn request_weight(method: &Method, path: &str, query: &str) -> u32 {
         (&Method::GET, "/api/v3/myTrades") if has("orderId") => 5,
         (&Method::GET, "/api/v3/myTrades") => 20,
         (&Method::GET, "/sapi/v1/capital/config/getall") => 10,
+        (&Method::GET, "/sapi/v1/capital/deposit/address") => 10,
+        (&Method::GET, "/sapi/v1/capital/deposit/hisrec") => 1,
+        // Binance counts 900 against the account (UID); kura has no per-account
+        // budget and counts it against the address's.
+        (&Method::POST, "/sapi/v1/capital/withdraw/apply") => 900,
+        // Binance documents 18000 per IP; kura counts 10.
+        (&Method::GET, "/sapi/v1/capital/withdraw/history") => 10,
         _ => 1,
     }
 }
@@ -879,6 +889,16 @@ mod tests {
             ),
             (Method::GET, "/api/v3/account", "", 20),
             (Method::GET, "/sapi/v1/capital/config/getall", "", 10),
+            (
+                Method::GET,
+                "/sapi/v1/capital/deposit/address",
+                "coin=BTC",
+                10,
+            ),
+            (Method::GET, "/sapi/v1/capital/deposit/hisrec", "", 1),
+            (Method::POST, "/sapi/v1/capital/withdraw/apply", "", 900),
+            (Method::GET, "/sapi/v1/capital/withdraw/history", "", 10),
+            (Method::GET, "/sapi/v1/capital/withdraw/apply", "", 1),
             (Method::GET, "/sapi/v1/system/status", "", 1),
             (Method::GET, "/no/such/path", "", 1),
             (Method::PUT, "/api/v3/account", "", 1),

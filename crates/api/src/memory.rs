@@ -1,13 +1,14 @@
 //! [`MemoryBackend`]: the [`Backend`] the router tests run against. One engine and one
 //! in-memory read model behind a mutex; every command is applied and projected before
 //! `submit` answers, so reads always see every answered command (the trait's
-//! consistency rules hold trivially). The clock is set by the test.
+//! consistency rules hold trivially). The clock is set by the test, and so is the chain
+//! the wallet endpoints see ([`MemoryBackend::set_chain`]; none by default).
 //!
 //! Not a node: nothing is journaled, and a poisoned mutex answers
 //! [`BackendError::Stopped`] instead of recovering.
 
 use crate::auth::{ApiKeyId, ApiKeyRecord, HmacSecret, KeyScheme, MasterKey, Permissions};
-use crate::backend::{Backend, BackendError, Outcome};
+use crate::backend::{Backend, BackendError, Chain, Outcome};
 use crate::feed::{Published, Publisher};
 use kura_engine::codec::{Entry, Origin};
 use kura_engine::{genesis, Command, Ctx, Engine, EventKind, Limits, Reject};
@@ -16,7 +17,7 @@ use kura_units::{Amount, AssetId, MarketId, UserId};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Engine, read model, key map and clock in memory. Cheap to clone (shared state).
 #[derive(Clone, Debug)]
@@ -32,6 +33,18 @@ struct Inner {
     now_ms: AtomicU64,
     busy: AtomicBool,
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
+    chain: ChainSlot,
+}
+
+/// The chain [`Backend::chain`] answers, if any.
+#[derive(Default)]
+struct ChainSlot(RwLock<Option<Arc<dyn Chain>>>);
+
+impl std::fmt::Debug for ChainSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.read().map(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("ChainSlot").field("set", &set).finish()
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +80,7 @@ impl MemoryBackend {
                 now_ms: AtomicU64::new(now_ms),
                 busy: AtomicBool::new(false),
                 feed: tokio::sync::broadcast::channel(4096).0,
+                chain: ChainSlot::default(),
             }),
         };
         for command in genesis::genesis() {
@@ -198,6 +212,24 @@ impl MemoryBackend {
         Ok((id, secret))
     }
 
+    /// Follow `chain` (or, with `None`, no chain): what [`Backend::chain`] answers.
+    pub fn set_chain(&self, chain: Option<Arc<dyn Chain>>) {
+        // A poisoned lock only held an `Option<Arc>`: take it over.
+        let mut slot = self
+            .inner
+            .chain
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = chain;
+    }
+
+    /// [`MemoryBackend::set_chain`] with `chain`, for building a backend in one expression.
+    pub fn with_chain(self, chain: Arc<dyn Chain>) -> MemoryBackend {
+        self.set_chain(Some(chain));
+        self
+    }
+
     /// Set the clock.
     pub fn set_now_ms(&self, now_ms: u64) {
         self.inner.now_ms.store(now_ms, Ordering::SeqCst);
@@ -263,6 +295,10 @@ impl Backend for MemoryBackend {
 
     fn now_ms(&self) -> u64 {
         self.inner.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn chain(&self) -> Option<Arc<dyn Chain>> {
+        self.inner.chain.0.read().ok()?.clone()
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Published>> {

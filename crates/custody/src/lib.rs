@@ -17,9 +17,13 @@
 //! commands (the engine refuses the ones already applied).
 
 pub mod plan;
+pub mod psbt;
 pub mod wallet;
 pub mod watcher;
 
-pub use plan::{plan_block, Books, Plan, PlanParams};
+pub use plan::{judge_spend, plan_block, BatchFacts, Books, Plan, PlanParams, SpendVerdict};
+pub use psbt::{
+    build_psbt, bump_psbt, cancel_psbt, BuildError, BuiltPsbt, ChangeTarget, Payment, SpendableCoin,
+};
 pub use wallet::{derive, parse_descriptor, DescriptorError, WatchDescriptor};
 pub use watcher::{Deposit, Owner, SpendReport, WatchError, Watcher};

@@ -10,7 +10,9 @@ use bitcoin::{
     Amount, Block, BlockHash, CompactTarget, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
     TxMerkleNode, TxOut, Witness,
 };
-use kura_custody::{plan_block, Books, Owner, PlanParams, SpendReport, WatchError, Watcher};
+use kura_custody::{
+    plan_block, BatchFacts, Books, Owner, PlanParams, SpendReport, WatchError, Watcher,
+};
 use kura_engine::Command;
 use kura_units::{AssetId, UserId};
 use proptest::prelude::*;
@@ -116,7 +118,8 @@ fn owner(user: u32, index: u32) -> Owner {
 struct Model {
     credited: BTreeSet<String>,
     halted: bool,
-    approved: BTreeSet<OutPoint>,
+    batches: std::collections::BTreeMap<OutPoint, BatchFacts>,
+    finished: Vec<(u64, bool)>,
     credits: usize,
     reversals: usize,
 }
@@ -131,8 +134,8 @@ impl Books for Model {
     fn withdrawals_halted(&self) -> bool {
         self.halted
     }
-    fn approved_spend(&self, spend: &SpendReport) -> bool {
-        self.approved.contains(&spend.outpoint)
+    fn batch_of(&self, coin: &OutPoint) -> Option<BatchFacts> {
+        self.batches.get(coin).cloned()
     }
 }
 
@@ -153,6 +156,19 @@ impl Model {
                     self.halted = true;
                 }
                 Command::Reconcile { .. } => {}
+                Command::FinishWithdrawalBatch {
+                    batch, txid, paid, ..
+                } => {
+                    let mut n = 0;
+                    for b in self.batches.values_mut().filter(|b| b.id == *batch) {
+                        assert!(b.open, "batch {batch} finished twice");
+                        b.open = false;
+                        b.finished_by = Some(bitcoin::Txid::from_byte_array(*txid));
+                        n += 1;
+                    }
+                    assert!(n > 0, "unknown batch {batch}");
+                    self.finished.push((*batch, *paid));
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -292,11 +308,24 @@ fn unknown_spend_of_our_coin_halts_withdrawals_once_approved_spend_does_not() {
     chain.push(vec![fund], 1);
     advance(&mut w, &mut m, &chain);
     assert_eq!(w.holdings_sat(), 100_000);
-    // An approved sweep of the hot coin: no halt.
-    m.approved.insert(OutPoint::new(fid, 1));
+    // An approved batch spending the hot coin: finished as paid, no halt.
+    m.batches.insert(
+        OutPoint::new(fid, 1),
+        BatchFacts {
+            id: 0,
+            open: true,
+            payments: vec![(script(9), 59_000)],
+            finished_by: None,
+        },
+    );
     chain.push(vec![tx(&[OutPoint::new(fid, 1)], &[(9, 59_000)], 2)], 2);
     let commands = advance(&mut w, &mut m, &chain);
     assert!(!m.halted, "{commands:?}");
+    assert_eq!(m.finished, vec![(0, true)]);
+    assert!(commands.iter().any(|c| matches!(
+        c,
+        Command::FinishWithdrawalBatch { network_fee, .. } if network_fee.get() == 1_000
+    )));
     assert_eq!(w.holdings_sat(), 40_000);
     // A thief moves the deposit coin: withdrawals halt with where and what.
     chain.push(vec![tx(&[OutPoint::new(fid, 0)], &[(9, 39_000)], 3)], 3);
@@ -422,4 +451,108 @@ proptest! {
         }
         prop_assert_eq!(fingerprint(&w), fingerprint(&fresh));
     }
+}
+
+/// A watcher with two hot coins (60k and 40k sat, wallet 1) locked by open batch 5,
+/// which must pay 50k to script 9.
+fn batch_world() -> (Chain, Watcher, Model, [OutPoint; 2]) {
+    let mut chain = Chain::new();
+    let mut w = Watcher::new(0);
+    let mut m = Model::default();
+    for (n, index) in [(2u8, 0u32), (3, 1), (4, 2)] {
+        w.watch(
+            script(n),
+            Owner {
+                wallet: 1,
+                index,
+                user: None,
+            },
+        );
+    }
+    let fund = tx(
+        &[OutPoint::new(bitcoin::Txid::all_zeros(), 1)],
+        &[(2, 60_000), (3, 40_000)],
+        1,
+    );
+    let fid = fund.compute_txid();
+    chain.push(vec![fund], 1);
+    advance(&mut w, &mut m, &chain);
+    let coins = [OutPoint::new(fid, 0), OutPoint::new(fid, 1)];
+    for coin in coins {
+        m.batches.insert(
+            coin,
+            BatchFacts {
+                id: 5,
+                open: true,
+                payments: vec![(script(9), 50_000)],
+                finished_by: None,
+            },
+        );
+    }
+    (chain, w, m, coins)
+}
+
+#[test]
+fn a_fee_bump_settles_the_batch_once_whatever_its_txid() {
+    let (mut chain, mut w, mut m, coins) = batch_world();
+    // The original pays 50k + 49k change (fee 1k); the bump pays 50k + 47k (fee 3k).
+    // Only the bump confirms.
+    let bump = tx(&coins, &[(9, 50_000), (4, 47_000)], 7);
+    let bump_id = bump.compute_txid();
+    chain.push(vec![bump], 2);
+    let commands = advance(&mut w, &mut m, &chain);
+    assert!(!m.halted, "{commands:?}");
+    assert_eq!(m.finished, vec![(5, true)], "one batch, settled once");
+    assert!(commands.iter().any(|c| matches!(
+        c,
+        Command::FinishWithdrawalBatch { txid, network_fee, .. }
+            if *txid == bump_id.to_byte_array() && network_fee.get() == 3_000
+    )));
+    // Our change is ours again: holdings are the change.
+    assert_eq!(w.holdings_sat(), 47_000);
+}
+
+#[test]
+fn a_cancel_back_to_our_wallet_releases_the_batch_and_a_changed_amount_halts() {
+    let (mut chain, mut w, mut m, coins) = batch_world();
+    let cancel = tx(&coins, &[(4, 98_000)], 8);
+    chain.push(vec![cancel], 2);
+    let commands = advance(&mut w, &mut m, &chain);
+    assert!(!m.halted, "{commands:?}");
+    assert_eq!(m.finished, vec![(5, false)]);
+
+    let (mut chain, mut w, mut m, coins) = batch_world();
+    // Same coins, but the customer's output is 1 sat short and the rest goes away.
+    let tampered = tx(&coins, &[(9, 49_999), (8, 49_000)], 9);
+    chain.push(vec![tampered], 2);
+    let commands = advance(&mut w, &mut m, &chain);
+    assert!(m.halted, "{commands:?}");
+    assert!(m.finished.is_empty());
+
+    let (mut chain, mut w, mut m, coins) = batch_world();
+    // A transaction spending one batch coin plus a stranger's coin is not ours.
+    let mixed = tx(
+        &[coins[0], OutPoint::new(bitcoin::Txid::all_zeros(), 77)],
+        &[(9, 50_000)],
+        10,
+    );
+    chain.push(vec![mixed], 2);
+    advance(&mut w, &mut m, &chain);
+    assert!(m.halted);
+}
+
+#[test]
+fn a_settled_batch_confirmed_again_after_a_reorganisation_is_not_a_theft() {
+    let (mut chain, mut w, mut m, coins) = batch_world();
+    let pay = tx(&coins, &[(9, 50_000), (4, 49_000)], 7);
+    chain.push(vec![pay.clone()], 2);
+    advance(&mut w, &mut m, &chain);
+    assert_eq!(m.finished, vec![(5, true)]);
+    // The block is replaced; the same transaction confirms in the new one.
+    w.disconnect().expect("tip");
+    chain.blocks.pop();
+    chain.push(vec![pay], 3);
+    let commands = advance(&mut w, &mut m, &chain);
+    assert!(!m.halted, "{commands:?}");
+    assert_eq!(m.finished.len(), 1, "not finished twice");
 }

@@ -77,6 +77,13 @@
 //! | 22 | `AssignDepositAddress` | `user`: `u32`; `asset`: `u16` |
 //! | 23 | `ReverseDeposit` | `reference`: string ≤ 128; `reason`: string ≤ 256 |
 //! | 24 | `Reconcile` | `asset`: `u16`; `height`: `u32`; `block_hash`: 32 bytes (internal byte order); `holdings`: `u64` |
+//! | 25 | `SetWithdrawalPolicy` | `asset`: `u16`; `fee`, `min_amount`, `daily_limit`, `approval_above`: `u64` each; `address_delay_ms`: `u64`; `listed_only`: bool |
+//! | 26 | `AddWithdrawalAddress` | `user`: `u32`; `asset`: `u16`; `address`: string ≤ 100 |
+//! | 27 | `RequestChainWithdrawal` | `user`: `u32`; `asset`: `u16`; `amount`: `u64`; `id`: string ≤ 128; `address`: string ≤ 100 |
+//! | 28 | `ApproveWithdrawal` | `id`: string ≤ 128 |
+//! | 29 | `BuildWithdrawalBatch` | `asset`: `u16`; `withdrawals`: list ≤ 1000 of string ≤ 128; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
+//! | 30 | `BumpWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `network_fee`: `u64` |
+//! | 31 | `FinishWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `height`: `u32`; `network_fee`: `u64`; `paid`: bool |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
 //! `u64`); amounts are minor units, prices ticks, quantities lots, each a `u64`.
@@ -158,6 +165,10 @@ pub const CLIENT_ID_MAX: usize = 36;
 pub const IDENTITY_TEXT_MAX: usize = 64;
 /// Most IP ranges on one API key.
 pub const IP_RANGES_MAX: usize = 16;
+/// Longest withdrawal destination address.
+pub const ADDRESS_MAX: usize = crate::withdraw::ADDRESS_MAX;
+/// Most withdrawals, and most inputs, in one batch.
+pub const BATCH_MAX: usize = crate::withdraw::BATCH_MAX;
 
 const _: () = assert!(REFERENCE_MAX == Limits::DEFAULT.reference_len_max);
 const _: () = assert!(REASON_MAX == Limits::DEFAULT.reason_len_max);
@@ -190,6 +201,13 @@ const TAG_REGISTER_WALLET: u8 = 21;
 const TAG_ASSIGN_DEPOSIT_ADDRESS: u8 = 22;
 const TAG_REVERSE_DEPOSIT: u8 = 23;
 const TAG_RECONCILE: u8 = 24;
+const TAG_SET_WITHDRAWAL_POLICY: u8 = 25;
+const TAG_ADD_WITHDRAWAL_ADDRESS: u8 = 26;
+const TAG_REQUEST_CHAIN_WITHDRAWAL: u8 = 27;
+const TAG_APPROVE_WITHDRAWAL: u8 = 28;
+const TAG_BUILD_WITHDRAWAL_BATCH: u8 = 29;
+const TAG_BUMP_WITHDRAWAL_BATCH: u8 = 30;
+const TAG_FINISH_WITHDRAWAL_BATCH: u8 = 31;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -719,6 +737,95 @@ impl Writer<'_> {
                 self.out.extend_from_slice(block_hash);
                 self.u64(holdings.get());
             }
+            Command::SetWithdrawalPolicy { asset, policy } => {
+                self.u16(asset.0);
+                self.u64(policy.fee.get());
+                self.u64(policy.min_amount.get());
+                self.u64(policy.daily_limit.get());
+                self.u64(policy.approval_above.get());
+                self.u64(policy.address_delay_ms);
+                self.bool(policy.listed_only);
+            }
+            Command::AddWithdrawalAddress {
+                user,
+                asset,
+                address,
+            } => {
+                self.u32(user.0);
+                self.u16(asset.0);
+                self.str(address, ADDRESS_MAX, "add_withdrawal_address.address");
+            }
+            Command::RequestChainWithdrawal {
+                user,
+                asset,
+                amount,
+                id,
+                address,
+            } => {
+                self.u32(user.0);
+                self.u16(asset.0);
+                self.u64(amount.get());
+                self.str(id, REFERENCE_MAX, "request_chain_withdrawal.id");
+                self.str(address, ADDRESS_MAX, "request_chain_withdrawal.address");
+            }
+            Command::ApproveWithdrawal { id } => {
+                self.str(id, REFERENCE_MAX, "approve_withdrawal.id");
+            }
+            Command::BuildWithdrawalBatch {
+                asset,
+                withdrawals,
+                inputs,
+                change,
+                network_fee,
+                txid,
+            } => {
+                self.u16(asset.0);
+                let n = self.len(
+                    withdrawals.len(),
+                    BATCH_MAX,
+                    "build_withdrawal_batch.withdrawals",
+                );
+                for id in withdrawals.iter().take(n) {
+                    self.str(id, REFERENCE_MAX, "build_withdrawal_batch.withdrawal");
+                }
+                let n = self.len(inputs.len(), BATCH_MAX, "build_withdrawal_batch.inputs");
+                for input in inputs.iter().take(n) {
+                    self.out.extend_from_slice(&input.txid);
+                    self.u32(input.vout);
+                }
+                match change {
+                    None => self.u8(0),
+                    Some((wallet, index)) => {
+                        self.u8(1);
+                        self.u32(*wallet);
+                        self.u32(*index);
+                    }
+                }
+                self.u64(network_fee.get());
+                self.out.extend_from_slice(txid);
+            }
+            Command::BumpWithdrawalBatch {
+                batch,
+                txid,
+                network_fee,
+            } => {
+                self.u64(*batch);
+                self.out.extend_from_slice(txid);
+                self.u64(network_fee.get());
+            }
+            Command::FinishWithdrawalBatch {
+                batch,
+                txid,
+                height,
+                network_fee,
+                paid,
+            } => {
+                self.u64(*batch);
+                self.out.extend_from_slice(txid);
+                self.u32(*height);
+                self.u64(network_fee.get());
+                self.bool(*paid);
+            }
         }
     }
 }
@@ -750,6 +857,13 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::AssignDepositAddress { .. } => TAG_ASSIGN_DEPOSIT_ADDRESS,
         Command::ReverseDeposit { .. } => TAG_REVERSE_DEPOSIT,
         Command::Reconcile { .. } => TAG_RECONCILE,
+        Command::SetWithdrawalPolicy { .. } => TAG_SET_WITHDRAWAL_POLICY,
+        Command::AddWithdrawalAddress { .. } => TAG_ADD_WITHDRAWAL_ADDRESS,
+        Command::RequestChainWithdrawal { .. } => TAG_REQUEST_CHAIN_WITHDRAWAL,
+        Command::ApproveWithdrawal { .. } => TAG_APPROVE_WITHDRAWAL,
+        Command::BuildWithdrawalBatch { .. } => TAG_BUILD_WITHDRAWAL_BATCH,
+        Command::BumpWithdrawalBatch { .. } => TAG_BUMP_WITHDRAWAL_BATCH,
+        Command::FinishWithdrawalBatch { .. } => TAG_FINISH_WITHDRAWAL_BATCH,
     }
 }
 
@@ -1180,6 +1294,77 @@ impl<'a> Reader<'a> {
                 block_hash: self.arr("reconcile.block_hash")?,
                 holdings: self.amount("reconcile.holdings")?,
             },
+            TAG_SET_WITHDRAWAL_POLICY => Command::SetWithdrawalPolicy {
+                asset: self.asset("set_withdrawal_policy.asset")?,
+                policy: crate::WithdrawalPolicy {
+                    fee: self.amount("set_withdrawal_policy.fee")?,
+                    min_amount: self.amount("set_withdrawal_policy.min_amount")?,
+                    daily_limit: self.amount("set_withdrawal_policy.daily_limit")?,
+                    approval_above: self.amount("set_withdrawal_policy.approval_above")?,
+                    address_delay_ms: self.u64("set_withdrawal_policy.address_delay_ms")?,
+                    listed_only: self.bool("set_withdrawal_policy.listed_only")?,
+                },
+            },
+            TAG_ADD_WITHDRAWAL_ADDRESS => Command::AddWithdrawalAddress {
+                user: self.user("add_withdrawal_address.user")?,
+                asset: self.asset("add_withdrawal_address.asset")?,
+                address: self.string(ADDRESS_MAX, "add_withdrawal_address.address")?,
+            },
+            TAG_REQUEST_CHAIN_WITHDRAWAL => Command::RequestChainWithdrawal {
+                user: self.user("request_chain_withdrawal.user")?,
+                asset: self.asset("request_chain_withdrawal.asset")?,
+                amount: self.amount("request_chain_withdrawal.amount")?,
+                id: self.string(REFERENCE_MAX, "request_chain_withdrawal.id")?,
+                address: self.string(ADDRESS_MAX, "request_chain_withdrawal.address")?,
+            },
+            TAG_APPROVE_WITHDRAWAL => Command::ApproveWithdrawal {
+                id: self.string(REFERENCE_MAX, "approve_withdrawal.id")?,
+            },
+            TAG_BUILD_WITHDRAWAL_BATCH => {
+                let asset = self.asset("build_withdrawal_batch.asset")?;
+                let n = self.len(BATCH_MAX, "build_withdrawal_batch.withdrawals")?;
+                let mut withdrawals = Vec::with_capacity(n);
+                for _ in 0..n {
+                    withdrawals
+                        .push(self.string(REFERENCE_MAX, "build_withdrawal_batch.withdrawal")?);
+                }
+                let n = self.len(BATCH_MAX, "build_withdrawal_batch.inputs")?;
+                let mut inputs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    inputs.push(crate::Outpoint {
+                        txid: self.arr("build_withdrawal_batch.input.txid")?,
+                        vout: self.u32("build_withdrawal_batch.input.vout")?,
+                    });
+                }
+                let change = if self.present("build_withdrawal_batch.change")? {
+                    Some((
+                        self.u32("build_withdrawal_batch.change.wallet")?,
+                        self.u32("build_withdrawal_batch.change.index")?,
+                    ))
+                } else {
+                    None
+                };
+                Command::BuildWithdrawalBatch {
+                    asset,
+                    withdrawals,
+                    inputs,
+                    change,
+                    network_fee: self.amount("build_withdrawal_batch.network_fee")?,
+                    txid: self.arr("build_withdrawal_batch.txid")?,
+                }
+            }
+            TAG_BUMP_WITHDRAWAL_BATCH => Command::BumpWithdrawalBatch {
+                batch: self.u64("bump_withdrawal_batch.batch")?,
+                txid: self.arr("bump_withdrawal_batch.txid")?,
+                network_fee: self.amount("bump_withdrawal_batch.network_fee")?,
+            },
+            TAG_FINISH_WITHDRAWAL_BATCH => Command::FinishWithdrawalBatch {
+                batch: self.u64("finish_withdrawal_batch.batch")?,
+                txid: self.arr("finish_withdrawal_batch.txid")?,
+                height: self.u32("finish_withdrawal_batch.height")?,
+                network_fee: self.amount("finish_withdrawal_batch.network_fee")?,
+                paid: self.bool("finish_withdrawal_batch.paid")?,
+            },
             _ => {
                 return Err(CodecError::UnknownCommand {
                     offset: tag_offset,
@@ -1200,7 +1385,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_RECONCILE).contains(&tag) {
+    if !(TAG_ADD_ASSET..=TAG_FINISH_WITHDRAWAL_BATCH).contains(&tag) {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1492,6 +1677,79 @@ pub fn write_json(entry: &Entry, out: &mut String) {
             j.str("block_hash", &hex_lower(block_hash));
             j.num("holdings", holdings);
         }
+        Command::SetWithdrawalPolicy { asset, policy } => {
+            j.num("asset", asset);
+            j.num("fee", policy.fee);
+            j.num("min_amount", policy.min_amount);
+            j.num("daily_limit", policy.daily_limit);
+            j.num("approval_above", policy.approval_above);
+            j.num("address_delay_ms", policy.address_delay_ms);
+            j.num("listed_only", policy.listed_only);
+        }
+        Command::AddWithdrawalAddress {
+            user,
+            asset,
+            address,
+        } => {
+            j.num("user", user);
+            j.num("asset", asset);
+            j.str("address", address);
+        }
+        Command::RequestChainWithdrawal {
+            user,
+            asset,
+            amount,
+            id,
+            address,
+        } => {
+            j.num("user", user);
+            j.num("asset", asset);
+            j.num("amount", amount);
+            j.str("id", id);
+            j.str("address", address);
+        }
+        Command::ApproveWithdrawal { id } => j.str("id", id),
+        Command::BuildWithdrawalBatch {
+            asset,
+            withdrawals,
+            inputs,
+            change,
+            network_fee,
+            txid,
+        } => {
+            j.num("asset", asset);
+            j.str("withdrawals", &withdrawals.join(","));
+            let coins: Vec<String> = inputs.iter().map(outpoint_text).collect();
+            j.str("inputs", &coins.join(","));
+            match change {
+                Some((wallet, index)) => j.str("change", &format!("{wallet}/{index}")),
+                None => j.null("change"),
+            }
+            j.num("network_fee", network_fee);
+            j.str("txid", &txid_text(txid));
+        }
+        Command::BumpWithdrawalBatch {
+            batch,
+            txid,
+            network_fee,
+        } => {
+            j.num("batch", batch);
+            j.str("txid", &txid_text(txid));
+            j.num("network_fee", network_fee);
+        }
+        Command::FinishWithdrawalBatch {
+            batch,
+            txid,
+            height,
+            network_fee,
+            paid,
+        } => {
+            j.num("batch", batch);
+            j.str("txid", &txid_text(txid));
+            j.num("height", height);
+            j.num("network_fee", network_fee);
+            j.num("paid", paid);
+        }
     }
     j.close();
     j.close();
@@ -1589,6 +1847,18 @@ pub fn escape_into(s: &str, out: &mut String) {
         }
     }
     out.push('"');
+}
+
+/// A txid as Bitcoin displays it: the internal bytes reversed, in hex.
+pub fn txid_text(txid: &[u8; 32]) -> String {
+    let mut reversed = *txid;
+    reversed.reverse();
+    hex_lower(&reversed)
+}
+
+/// `txid:vout`, as Bitcoin displays an outpoint.
+pub fn outpoint_text(o: &crate::Outpoint) -> String {
+    format!("{}:{}", txid_text(&o.txid), o.vout)
 }
 
 fn hex_lower(bytes: &[u8]) -> String {

@@ -199,6 +199,56 @@ pub enum Command {
         block_hash: [u8; 32],
         holdings: Amount,
     },
+    /// Set the withdrawal rules of `asset` (required before chain withdrawals).
+    SetWithdrawalPolicy {
+        asset: AssetId,
+        policy: crate::WithdrawalPolicy,
+    },
+    /// Put a destination on a customer's list (payable after the policy's delay).
+    AddWithdrawalAddress {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+    },
+    /// A customer's withdrawal to a chain address: `amount` (fee included) is held
+    /// under the idempotency key `id`.
+    RequestChainWithdrawal {
+        user: UserId,
+        asset: AssetId,
+        amount: Amount,
+        id: String,
+        address: String,
+    },
+    /// An operator approves a withdrawal held for review.
+    ApproveWithdrawal {
+        id: String,
+    },
+    /// Withdrawals to pay with one transaction spending `inputs`, recorded before it
+    /// is signed or broadcast.
+    BuildWithdrawalBatch {
+        asset: AssetId,
+        withdrawals: Vec<String>,
+        inputs: Vec<crate::Outpoint>,
+        /// The change output's (wallet, index): the wallet's next index.
+        change: Option<(u32, u32)>,
+        network_fee: Amount,
+        txid: [u8; 32],
+    },
+    /// A fee bump of an open batch: same inputs, same payments, a higher fee.
+    BumpWithdrawalBatch {
+        batch: u64,
+        txid: [u8; 32],
+        network_fee: Amount,
+    },
+    /// A transaction spending the batch's inputs confirmed: it paid every withdrawal
+    /// (`paid`), or it returned the coins to our wallets (a cancel).
+    FinishWithdrawalBatch {
+        batch: u64,
+        txid: [u8; 32],
+        height: u32,
+        network_fee: Amount,
+        paid: bool,
+    },
 }
 
 impl Command {
@@ -229,6 +279,13 @@ impl Command {
             Command::ResumeMarket { .. } => "resume_market",
             Command::HaltWithdrawals { .. } => "halt_withdrawals",
             Command::ResumeWithdrawals { .. } => "resume_withdrawals",
+            Command::SetWithdrawalPolicy { .. } => "set_withdrawal_policy",
+            Command::AddWithdrawalAddress { .. } => "add_withdrawal_address",
+            Command::RequestChainWithdrawal { .. } => "request_chain_withdrawal",
+            Command::ApproveWithdrawal { .. } => "approve_withdrawal",
+            Command::BuildWithdrawalBatch { .. } => "build_withdrawal_batch",
+            Command::BumpWithdrawalBatch { .. } => "bump_withdrawal_batch",
+            Command::FinishWithdrawalBatch { .. } => "finish_withdrawal_batch",
         }
     }
 }

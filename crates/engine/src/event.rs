@@ -221,4 +221,48 @@ pub enum EventKind {
         holdings: Amount,
         liabilities: u128,
     },
+    WithdrawalPolicySet {
+        asset: AssetId,
+        policy: crate::WithdrawalPolicy,
+    },
+    WithdrawalAddressAdded {
+        user: UserId,
+        asset: AssetId,
+        address: String,
+        usable_from_ms: u64,
+    },
+    /// The chain details of a withdrawal just requested (follows `WithdrawalRequested`).
+    WithdrawalRouted {
+        id: String,
+        address: String,
+        fee: Amount,
+        release_ms: u64,
+        /// Held for an operator's approval.
+        review: bool,
+    },
+    WithdrawalApproved {
+        id: String,
+    },
+    WithdrawalBatchBuilt {
+        batch: u64,
+        asset: AssetId,
+        withdrawals: Vec<String>,
+        inputs: Vec<crate::Outpoint>,
+        change: Option<(u32, u32)>,
+        txid: [u8; 32],
+        network_fee: Amount,
+    },
+    WithdrawalBatchBumped {
+        batch: u64,
+        txid: [u8; 32],
+        network_fee: Amount,
+    },
+    /// Follows the `WithdrawalSettled` (paid) or `WithdrawalCancelled` of each member.
+    WithdrawalBatchFinished {
+        batch: u64,
+        txid: [u8; 32],
+        height: u32,
+        network_fee: Amount,
+        paid: bool,
+    },
 }

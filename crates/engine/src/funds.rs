@@ -114,6 +114,7 @@ impl Engine {
             scale,
             withdrawals_halted: None,
             reconciliation: None,
+            withdrawal_policy: None,
         });
         push(
             out,
@@ -284,6 +285,11 @@ impl Engine {
                 asset,
                 amount,
                 state: WithdrawalState::Pending,
+                address: String::new(),
+                fee: Amount::ZERO,
+                requested_ms: ctx.timestamp_ms,
+                release_ms: ctx.timestamp_ms,
+                batch: None,
             },
         );
         self.touch(user, asset);
@@ -308,9 +314,18 @@ impl Engine {
         id: &str,
         paid: bool,
     ) -> Result<(), Reject> {
-        let w = *self.withdrawals.get(id).ok_or(Reject::UnknownWithdrawal)?;
-        if w.state != WithdrawalState::Pending {
-            return Err(Reject::WithdrawalNotPending);
+        let w = self
+            .withdrawals
+            .get(id)
+            .cloned()
+            .ok_or(Reject::UnknownWithdrawal)?;
+        match w.state {
+            WithdrawalState::Pending => {}
+            // A chain withdrawal not yet in a batch may be cancelled; only the chain
+            // settles one.
+            WithdrawalState::Review | WithdrawalState::Approved if !paid => {}
+            WithdrawalState::Batched => return Err(Reject::WithdrawalBatched),
+            _ => return Err(Reject::WithdrawalNotPending),
         }
         let to = if paid {
             Account::System(SystemAccount::Custody)

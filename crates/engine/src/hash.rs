@@ -11,7 +11,7 @@ use kura_units::AssetId;
 use sha2::{Digest, Sha256};
 
 /// Version of the canonical encoding; bump it when the layout changes.
-pub const STATE_ENCODING_VERSION: u8 = 3;
+pub const STATE_ENCODING_VERSION: u8 = 4;
 
 struct W<'a>(&'a mut Vec<u8>);
 
@@ -168,12 +168,25 @@ impl Engine {
                 }),
                 t => return Err(format!("bad option tag {t} at byte {}", r.pos - 1)),
             };
+            let withdrawal_policy = match r.u8()? {
+                0 => None,
+                1 => Some(crate::WithdrawalPolicy {
+                    fee: Amount::new(r.u64()?),
+                    min_amount: Amount::new(r.u64()?),
+                    daily_limit: Amount::new(r.u64()?),
+                    approval_above: Amount::new(r.u64()?),
+                    address_delay_ms: r.u64()?,
+                    listed_only: r.bool()?,
+                }),
+                t => return Err(format!("bad option tag {t} at byte {}", r.pos - 1)),
+            };
             e.ledger.add_asset();
             e.assets.push(Asset {
                 symbol,
                 scale,
                 withdrawals_halted,
                 reconciliation,
+                withdrawal_policy,
             });
         }
         for _ in 0..r.count(5)? {
@@ -328,8 +341,24 @@ impl Engine {
                 0 => WithdrawalState::Pending,
                 1 => WithdrawalState::Settled,
                 2 => WithdrawalState::Cancelled,
+                3 => WithdrawalState::Review,
+                4 => WithdrawalState::Approved,
+                5 => WithdrawalState::Batched,
                 t => return Err(format!("bad withdrawal state {t} at byte {at}")),
             };
+            let address = r.str()?;
+            let fee = Amount::new(r.u64()?);
+            let requested_ms = r.u64()?;
+            let release_ms = r.u64()?;
+            let batch = match r.u8()? {
+                0 => None,
+                1 => Some(r.u64()?),
+                t => return Err(format!("bad option tag {t} at byte {}", r.pos - 1)),
+            };
+            if !address.is_empty() {
+                e.withdrawals_by_user
+                    .insert((user.0, asset.0, requested_ms, id.clone()));
+            }
             e.withdrawals.insert(
                 id,
                 Withdrawal {
@@ -337,6 +366,11 @@ impl Engine {
                     asset,
                     amount,
                     state,
+                    address,
+                    fee,
+                    requested_ms,
+                    release_ms,
+                    batch,
                 },
             );
         }
@@ -445,6 +479,90 @@ impl Engine {
             }
             e.deposit_addresses.insert((user, asset), (wallet, index));
         }
+        for _ in 0..r.count(15)? {
+            let at = r.pos;
+            let user = r.u32()?;
+            let asset = r.u16()?;
+            let address = r.str()?;
+            let usable_from = r.u64()?;
+            if user as usize >= e.users.len() || usize::from(asset) >= e.assets.len() {
+                return Err(format!(
+                    "withdrawal address at byte {at} is inconsistent with the state"
+                ));
+            }
+            e.withdrawal_addresses
+                .insert((user, asset, address), usable_from);
+        }
+        for _ in 0..r.count(40)? {
+            let at = r.pos;
+            let asset = kura_units::AssetId(r.u16()?);
+            let mut withdrawals = Vec::new();
+            for _ in 0..r.count(2)? {
+                withdrawals.push(r.str()?);
+            }
+            let mut inputs = Vec::new();
+            for _ in 0..r.count(36)? {
+                inputs.push(crate::Outpoint {
+                    txid: r.arr::<32>()?,
+                    vout: r.u32()?,
+                });
+            }
+            let change = match r.u8()? {
+                0 => None,
+                1 => Some((r.u32()?, r.u32()?)),
+                t => return Err(format!("bad option tag {t} at byte {}", r.pos - 1)),
+            };
+            let mut versions = Vec::new();
+            for _ in 0..r.count(40)? {
+                versions.push(crate::BatchVersion {
+                    txid: r.arr::<32>()?,
+                    network_fee: Amount::new(r.u64()?),
+                });
+            }
+            let state = match r.u8()? {
+                0 => crate::BatchState::Open,
+                1 => crate::BatchState::Confirmed {
+                    txid: r.arr::<32>()?,
+                    height: r.u32()?,
+                },
+                2 => crate::BatchState::Cancelled {
+                    txid: r.arr::<32>()?,
+                    height: r.u32()?,
+                },
+                t => return Err(format!("bad batch state {t} at byte {}", r.pos - 1)),
+            };
+            let built_ms = r.u64()?;
+            let id = e.withdrawal_batches.len() as u64;
+            let consistent = usize::from(asset.0) < e.assets.len()
+                && withdrawals.iter().all(|w| {
+                    e.withdrawals
+                        .get(w)
+                        .is_some_and(|w| w.batch == Some(id) && w.asset == asset)
+                });
+            if !consistent {
+                return Err(format!(
+                    "withdrawal batch at byte {at} is inconsistent with the state"
+                ));
+            }
+            if state == crate::BatchState::Open {
+                for input in &inputs {
+                    if e.locked_inputs.insert(*input, id).is_some() {
+                        return Err(format!(
+                            "withdrawal batch at byte {at} spends a coin another open batch spends"
+                        ));
+                    }
+                }
+            }
+            e.withdrawal_batches.push(crate::WithdrawalBatch {
+                asset,
+                withdrawals,
+                inputs,
+                change,
+                versions,
+                state,
+                built_ms,
+            });
+        }
         let ledger_at = r.pos;
         let mut rest = &bytes[r.pos..];
         let ledger = kura_ledger::Ledger::decode(&mut rest)
@@ -481,6 +599,18 @@ impl Engine {
                     w.0.extend_from_slice(&rc.block_hash);
                     w.u64(rc.holdings.get());
                     w.u128(rc.liabilities);
+                }
+            }
+            match a.withdrawal_policy {
+                None => w.u8(0),
+                Some(p) => {
+                    w.u8(1);
+                    w.u64(p.fee.get());
+                    w.u64(p.min_amount.get());
+                    w.u64(p.daily_limit.get());
+                    w.u64(p.approval_above.get());
+                    w.u64(p.address_delay_ms);
+                    w.u8(u8::from(p.listed_only));
                 }
             }
         }
@@ -564,7 +694,21 @@ impl Engine {
                 WithdrawalState::Pending => 0,
                 WithdrawalState::Settled => 1,
                 WithdrawalState::Cancelled => 2,
+                WithdrawalState::Review => 3,
+                WithdrawalState::Approved => 4,
+                WithdrawalState::Batched => 5,
             });
+            w.str(&wd.address);
+            w.u64(wd.fee.get());
+            w.u64(wd.requested_ms);
+            w.u64(wd.release_ms);
+            match wd.batch {
+                None => w.u8(0),
+                Some(b) => {
+                    w.u8(1);
+                    w.u64(b);
+                }
+            }
         }
         w.u64(self.next_key_number);
         w.u64(self.user_names.len() as u64);
@@ -612,6 +756,53 @@ impl Engine {
             w.u16(asset);
             w.u32(wallet);
             w.u32(index);
+        }
+        w.u64(self.withdrawal_addresses.len() as u64);
+        for ((user, asset, address), &usable_from) in &self.withdrawal_addresses {
+            w.u32(*user);
+            w.u16(*asset);
+            w.str(address);
+            w.u64(usable_from);
+        }
+        w.u64(self.withdrawal_batches.len() as u64);
+        for b in &self.withdrawal_batches {
+            w.u16(b.asset.0);
+            w.u64(b.withdrawals.len() as u64);
+            for id in &b.withdrawals {
+                w.str(id);
+            }
+            w.u64(b.inputs.len() as u64);
+            for input in &b.inputs {
+                w.0.extend_from_slice(&input.txid);
+                w.u32(input.vout);
+            }
+            match b.change {
+                None => w.u8(0),
+                Some((wallet, index)) => {
+                    w.u8(1);
+                    w.u32(wallet);
+                    w.u32(index);
+                }
+            }
+            w.u64(b.versions.len() as u64);
+            for v in &b.versions {
+                w.0.extend_from_slice(&v.txid);
+                w.u64(v.network_fee.get());
+            }
+            match b.state {
+                crate::BatchState::Open => w.u8(0),
+                crate::BatchState::Confirmed { txid, height } => {
+                    w.u8(1);
+                    w.0.extend_from_slice(&txid);
+                    w.u32(height);
+                }
+                crate::BatchState::Cancelled { txid, height } => {
+                    w.u8(2);
+                    w.0.extend_from_slice(&txid);
+                    w.u32(height);
+                }
+            }
+            w.u64(b.built_ms);
         }
         self.ledger.encode(out);
     }
@@ -688,7 +879,7 @@ impl Engine {
             }
         }
         for wd in self.withdrawals.values() {
-            if wd.state == WithdrawalState::Pending {
+            if wd.state.is_open() {
                 held[wd.user.0 as usize * assets + usize::from(wd.asset.0)] +=
                     u128::from(wd.amount.get());
             }

@@ -43,6 +43,7 @@ mod hash;
 pub mod identity;
 mod reject;
 mod trading;
+pub mod withdraw;
 
 pub use command::{Command, Ctx, FeeTier, MarketSpec, OrderRef, OrderType};
 pub use custody::{DepositRecord, Reconciliation, Wallet, WalletRole};
@@ -51,6 +52,7 @@ pub use hash::STATE_ENCODING_VERSION;
 pub use identity::{ApiKey, IpRange, KeyPermissions, KeyScheme};
 pub use kura_book::{Side, Stp, TimeInForce};
 pub use reject::Reject;
+pub use withdraw::{BatchState, BatchVersion, Outpoint, WithdrawalBatch, WithdrawalPolicy};
 
 use kura_book::Book;
 use kura_ledger::Ledger;
@@ -122,6 +124,7 @@ pub(crate) struct Asset {
     pub(crate) scale: Scale,
     pub(crate) withdrawals_halted: Option<String>,
     pub(crate) reconciliation: Option<custody::Reconciliation>,
+    pub(crate) withdrawal_policy: Option<withdraw::WithdrawalPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -149,17 +152,51 @@ pub(crate) struct User {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum WithdrawalState {
+    /// Off-chain (bank or operator): held until an operator settles or cancels it.
     Pending,
     Settled,
     Cancelled,
+    /// Chain: waiting for an operator's approval (above the policy's threshold).
+    Review,
+    /// Chain: approved, waiting for its release time and the next batch.
+    Approved,
+    /// Chain: in a batch being paid.
+    Batched,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl WithdrawalState {
+    /// Whether the amount is still held (the withdrawal has not ended).
+    pub fn is_open(self) -> bool {
+        !matches!(self, WithdrawalState::Settled | WithdrawalState::Cancelled)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WithdrawalState::Pending => "pending",
+            WithdrawalState::Settled => "settled",
+            WithdrawalState::Cancelled => "cancelled",
+            WithdrawalState::Review => "review",
+            WithdrawalState::Approved => "approved",
+            WithdrawalState::Batched => "batched",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Withdrawal {
     pub user: UserId,
     pub asset: AssetId,
+    /// What the customer's balance gives up (the fee included).
     pub amount: kura_units::Amount,
     pub state: WithdrawalState,
+    /// The destination of a chain withdrawal; empty for an off-chain one.
+    pub address: String,
+    /// The exchange's fee, out of `amount`: the destination receives the rest.
+    pub fee: kura_units::Amount,
+    pub requested_ms: u64,
+    /// Not batched before this time (a new destination's delay).
+    pub release_ms: u64,
+    pub batch: Option<u64>,
 }
 
 /// The whole exchange state. See the module documentation.
@@ -182,6 +219,14 @@ pub struct Engine {
     pub(crate) deposit_addresses: BTreeMap<(u32, u16), (u32, u32)>,
     /// Every withdrawal ever requested, by id.
     pub(crate) withdrawals: BTreeMap<String, Withdrawal>,
+    /// (user, asset, requested_ms, id) of every chain withdrawal. Derived (not encoded).
+    pub(crate) withdrawals_by_user: std::collections::BTreeSet<(u32, u16, u64, String)>,
+    /// (user, asset, address) → time from which the address may be paid.
+    pub(crate) withdrawal_addresses: BTreeMap<(u32, u16, String), u64>,
+    /// Every withdrawal batch ever built; the index is its id.
+    pub(crate) withdrawal_batches: Vec<withdraw::WithdrawalBatch>,
+    /// Coins spent by open batches → batch. Derived (not encoded).
+    pub(crate) locked_inputs: BTreeMap<withdraw::Outpoint, u64>,
     pub(crate) next_order_id: u64,
     pub(crate) next_trade_id: u64,
     /// Customer name → id, and back.
@@ -212,6 +257,10 @@ impl Engine {
             wallets: Vec::new(),
             deposit_addresses: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
+            withdrawals_by_user: std::collections::BTreeSet::new(),
+            withdrawal_addresses: BTreeMap::new(),
+            withdrawal_batches: Vec::new(),
+            locked_inputs: BTreeMap::new(),
             next_order_id: 1,
             next_trade_id: 1,
             users_by_name: BTreeMap::new(),
@@ -340,6 +389,53 @@ impl Engine {
                 block_hash,
                 holdings,
             } => self.reconcile(ctx, out, *asset, *height, *block_hash, *holdings),
+            Command::SetWithdrawalPolicy { asset, policy } => {
+                self.set_withdrawal_policy(ctx, out, *asset, *policy)
+            }
+            Command::AddWithdrawalAddress {
+                user,
+                asset,
+                address,
+            } => self.add_withdrawal_address(ctx, out, *user, *asset, address),
+            Command::RequestChainWithdrawal {
+                user,
+                asset,
+                amount,
+                id,
+                address,
+            } => self.request_chain_withdrawal(ctx, out, *user, *asset, *amount, id, address),
+            Command::ApproveWithdrawal { id } => self.approve_withdrawal(ctx, out, id),
+            Command::BuildWithdrawalBatch {
+                asset,
+                withdrawals,
+                inputs,
+                change,
+                network_fee,
+                txid,
+            } => self.build_withdrawal_batch(
+                ctx,
+                out,
+                *asset,
+                withdrawals,
+                inputs,
+                *change,
+                *network_fee,
+                *txid,
+            ),
+            Command::BumpWithdrawalBatch {
+                batch,
+                txid,
+                network_fee,
+            } => self.bump_withdrawal_batch(ctx, out, *batch, *txid, *network_fee),
+            Command::FinishWithdrawalBatch {
+                batch,
+                txid,
+                height,
+                network_fee,
+                paid,
+            } => {
+                self.finish_withdrawal_batch(ctx, out, *batch, *txid, *height, *network_fee, *paid)
+            }
         }
     }
 

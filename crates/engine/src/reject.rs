@@ -76,6 +76,170 @@ pub enum Reject {
     StaleReconciliation,
     /// The customer owes the exchange after a reversed deposit.
     WithdrawalsFrozen,
+    /// Withdrawal rules are not set for the asset.
+    NoWithdrawalPolicy,
+    /// A withdrawal policy whose minimum does not exceed its fee, or whose daily limit
+    /// is below its minimum.
+    InvalidPolicy,
+    /// A destination address is empty, too long or not alphanumeric.
+    InvalidAddress,
+    AddressListed,
+    /// The destination is not on the customer's list and the policy allows only listed ones.
+    AddressNotAllowed,
+    /// Below the policy's minimum, or not more than the fee.
+    AmountBelowMinimum,
+    DailyLimitExceeded,
+    WithdrawalNotInReview,
+    /// A batch is empty, too large, mixes assets, names a withdrawal not ready to be
+    /// paid, spends a coin another open batch spends, or names the wrong change index;
+    /// or a bump does not raise the fee.
+    InvalidBatch,
+    UnknownBatch,
+    BatchNotOpen,
+    /// The withdrawal is in a batch: only the chain can settle or cancel it now.
+    WithdrawalBatched,
+}
+
+impl Reject {
+    /// One of every variant (`InvalidSpec` with a placeholder text), for tables and
+    /// exhaustive tests.
+    pub const ALL: [Reject; 64] = [
+        Reject::UnknownUser,
+        Reject::UnknownAsset,
+        Reject::UnknownMarket,
+        Reject::UnknownOrder,
+        Reject::UnknownWithdrawal,
+        Reject::InsufficientFunds,
+        Reject::AmountOverflow,
+        Reject::ZeroAmount,
+        Reject::InvalidSpec("invalid spec"),
+        Reject::AssetExists,
+        Reject::MarketExists,
+        Reject::InvalidPrice,
+        Reject::InvalidQuantity,
+        Reject::QuantityBelowMinimum,
+        Reject::QuantityAboveMaximum,
+        Reject::NotionalBelowMinimum,
+        Reject::NotionalAboveMaximum,
+        Reject::PostOnlyWouldTake,
+        Reject::InvalidTimeInForce,
+        Reject::DuplicateClientOrderId,
+        Reject::DuplicateDeposit,
+        Reject::DuplicateWithdrawal,
+        Reject::WithdrawalNotPending,
+        Reject::MarketHalted,
+        Reject::WithdrawalsHalted,
+        Reject::HaltStateUnchanged,
+        Reject::InvalidReason,
+        Reject::InvalidReference,
+        Reject::UnknownFeeTier,
+        Reject::TooManyUsers,
+        Reject::TooManyAssets,
+        Reject::TooManyMarkets,
+        Reject::TooManyOpenOrders,
+        Reject::BookFull,
+        Reject::TooManyPriceLevels,
+        Reject::PriceLevelFull,
+        Reject::InvalidName,
+        Reject::NameTaken,
+        Reject::InvalidApiKey,
+        Reject::ApiKeyExists,
+        Reject::UnknownApiKey,
+        Reject::ApiKeyRevoked,
+        Reject::WithdrawNeedsIpAllowList,
+        Reject::TooManyApiKeys,
+        Reject::InvalidDescriptor,
+        Reject::WalletExists,
+        Reject::NoDepositWallet,
+        Reject::DepositAddressAssigned,
+        Reject::UnknownDeposit,
+        Reject::DepositReversed,
+        Reject::StaleReconciliation,
+        Reject::WithdrawalsFrozen,
+        Reject::NoWithdrawalPolicy,
+        Reject::InvalidPolicy,
+        Reject::InvalidAddress,
+        Reject::AddressListed,
+        Reject::AddressNotAllowed,
+        Reject::AmountBelowMinimum,
+        Reject::DailyLimitExceeded,
+        Reject::WithdrawalNotInReview,
+        Reject::InvalidBatch,
+        Reject::UnknownBatch,
+        Reject::BatchNotOpen,
+        Reject::WithdrawalBatched,
+    ];
+
+    /// Adding a variant breaks this exhaustive match: add it here and to [`Reject::ALL`].
+    #[allow(dead_code)]
+    fn listed_in_all(self) {
+        match self {
+            Reject::UnknownUser
+            | Reject::UnknownAsset
+            | Reject::UnknownMarket
+            | Reject::UnknownOrder
+            | Reject::UnknownWithdrawal
+            | Reject::InsufficientFunds
+            | Reject::AmountOverflow
+            | Reject::ZeroAmount
+            | Reject::InvalidSpec(_)
+            | Reject::AssetExists
+            | Reject::MarketExists
+            | Reject::InvalidPrice
+            | Reject::InvalidQuantity
+            | Reject::QuantityBelowMinimum
+            | Reject::QuantityAboveMaximum
+            | Reject::NotionalBelowMinimum
+            | Reject::NotionalAboveMaximum
+            | Reject::PostOnlyWouldTake
+            | Reject::InvalidTimeInForce
+            | Reject::DuplicateClientOrderId
+            | Reject::DuplicateDeposit
+            | Reject::DuplicateWithdrawal
+            | Reject::WithdrawalNotPending
+            | Reject::MarketHalted
+            | Reject::WithdrawalsHalted
+            | Reject::HaltStateUnchanged
+            | Reject::InvalidReason
+            | Reject::InvalidReference
+            | Reject::UnknownFeeTier
+            | Reject::TooManyUsers
+            | Reject::TooManyAssets
+            | Reject::TooManyMarkets
+            | Reject::TooManyOpenOrders
+            | Reject::BookFull
+            | Reject::TooManyPriceLevels
+            | Reject::PriceLevelFull
+            | Reject::InvalidName
+            | Reject::NameTaken
+            | Reject::InvalidApiKey
+            | Reject::ApiKeyExists
+            | Reject::UnknownApiKey
+            | Reject::ApiKeyRevoked
+            | Reject::WithdrawNeedsIpAllowList
+            | Reject::TooManyApiKeys
+            | Reject::InvalidDescriptor
+            | Reject::WalletExists
+            | Reject::NoDepositWallet
+            | Reject::DepositAddressAssigned
+            | Reject::UnknownDeposit
+            | Reject::DepositReversed
+            | Reject::StaleReconciliation
+            | Reject::WithdrawalsFrozen
+            | Reject::NoWithdrawalPolicy
+            | Reject::InvalidPolicy
+            | Reject::InvalidAddress
+            | Reject::AddressListed
+            | Reject::AddressNotAllowed
+            | Reject::AmountBelowMinimum
+            | Reject::DailyLimitExceeded
+            | Reject::WithdrawalNotInReview
+            | Reject::InvalidBatch
+            | Reject::UnknownBatch
+            | Reject::BatchNotOpen
+            | Reject::WithdrawalBatched => {}
+        }
+    }
 }
 
 impl Reject {
@@ -136,6 +300,20 @@ impl Reject {
             Reject::WithdrawalsFrozen => {
                 "withdrawals frozen: a reversed deposit left a balance owed"
             }
+            Reject::NoWithdrawalPolicy => "withdrawals of this asset are not configured",
+            Reject::InvalidPolicy => {
+                "withdrawal policy: the minimum must exceed the fee and the daily limit the minimum"
+            }
+            Reject::InvalidAddress => "address must be 1 to 100 letters and digits",
+            Reject::AddressListed => "address already on the list",
+            Reject::AddressNotAllowed => "address is not on the withdrawal allow-list",
+            Reject::AmountBelowMinimum => "amount below the withdrawal minimum",
+            Reject::DailyLimitExceeded => "daily withdrawal limit exceeded",
+            Reject::WithdrawalNotInReview => "withdrawal is not waiting for approval",
+            Reject::InvalidBatch => "invalid withdrawal batch",
+            Reject::UnknownBatch => "unknown withdrawal batch",
+            Reject::BatchNotOpen => "withdrawal batch already finished",
+            Reject::WithdrawalBatched => "withdrawal is being paid on chain",
         }
     }
 }

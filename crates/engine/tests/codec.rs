@@ -4,12 +4,13 @@
 
 use kura_engine::codec::{
     self, decode, encode, escape_into, ip_from_bytes, ip_to_bytes, to_json, try_encode, CodecError,
-    Entry, Origin, CLIENT_ID_MAX, CODEC_VERSION, DESCRIPTOR_MAX, FEE_TIERS_MAX, IDENTITY_TEXT_MAX,
-    IP_RANGES_MAX, OPERATOR_NAME_MAX, REASON_MAX, REFERENCE_MAX, SYMBOL_MAX, USER_AGENT_MAX,
+    Entry, Origin, ADDRESS_MAX, CLIENT_ID_MAX, CODEC_VERSION, DESCRIPTOR_MAX, FEE_TIERS_MAX,
+    IDENTITY_TEXT_MAX, IP_RANGES_MAX, OPERATOR_NAME_MAX, REASON_MAX, REFERENCE_MAX, SYMBOL_MAX,
+    USER_AGENT_MAX,
 };
 use kura_engine::{
-    Command, FeeTier, IpRange, KeyPermissions, KeyScheme, MarketSpec, OrderRef, OrderType, Side,
-    Stp, TimeInForce, WalletRole,
+    Command, FeeTier, IpRange, KeyPermissions, KeyScheme, MarketSpec, OrderRef, OrderType,
+    Outpoint, Side, Stp, TimeInForce, WalletRole, WithdrawalPolicy,
 };
 use kura_units::{
     Amount, AmountDelta, AssetId, ClientOrderId, ClientOrderIdError, MarketId, OrderId, PriceTicks,
@@ -336,6 +337,87 @@ fn command() -> impl Strategy<Value = Command> {
                 height,
                 block_hash,
                 holdings
+            }),
+        (any::<u16>(), [any::<u64>(); 5], any::<bool>()).prop_map(|(asset, n, listed_only)| {
+            Command::SetWithdrawalPolicy {
+                asset: AssetId(asset),
+                policy: WithdrawalPolicy {
+                    fee: Amount::new(n[0]),
+                    min_amount: Amount::new(n[1]),
+                    daily_limit: Amount::new(n[2]),
+                    approval_above: Amount::new(n[3]),
+                    address_delay_ms: n[4],
+                    listed_only,
+                },
+            }
+        }),
+        (any::<u32>(), any::<u16>(), text(ADDRESS_MAX)).prop_map(|(user, asset, address)| {
+            Command::AddWithdrawalAddress {
+                user: UserId(user),
+                asset: AssetId(asset),
+                address,
+            }
+        }),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<u64>(),
+            text(REFERENCE_MAX),
+            text(ADDRESS_MAX)
+        )
+            .prop_map(|(user, asset, amount, id, address)| {
+                Command::RequestChainWithdrawal {
+                    user: UserId(user),
+                    asset: AssetId(asset),
+                    amount: Amount::new(amount),
+                    id,
+                    address,
+                }
+            }),
+        text(REFERENCE_MAX).prop_map(|id| Command::ApproveWithdrawal { id }),
+        (
+            any::<u16>(),
+            prop::collection::vec(text(REFERENCE_MAX), 0..4),
+            prop::collection::vec(
+                (any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| Outpoint { txid, vout }),
+                0..4
+            ),
+            prop::option::of((any::<u32>(), any::<u32>())),
+            any::<u64>(),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(asset, withdrawals, inputs, change, fee, txid)| {
+                Command::BuildWithdrawalBatch {
+                    asset: AssetId(asset),
+                    withdrawals,
+                    inputs,
+                    change,
+                    network_fee: Amount::new(fee),
+                    txid,
+                }
+            }),
+        (any::<u64>(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(batch, txid, fee)| {
+            Command::BumpWithdrawalBatch {
+                batch,
+                txid,
+                network_fee: Amount::new(fee),
+            }
+        }),
+        (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<bool>()
+        )
+            .prop_map(|(batch, txid, height, fee, paid)| {
+                Command::FinishWithdrawalBatch {
+                    batch,
+                    txid,
+                    height,
+                    network_fee: Amount::new(fee),
+                    paid,
+                }
             }),
     ]
 }
@@ -854,6 +936,98 @@ fn goldens() -> Vec<(Entry, &'static str)> {
             ),
             "01 18 1800000000000000 00  0100 02010000 abababababababababababababababababababababababababababababababab 0500000000000000",
         ),
+        (
+            entry(
+                25,
+                Origin::Internal,
+                Command::SetWithdrawalPolicy {
+                    asset: AssetId(1),
+                    policy: WithdrawalPolicy {
+                        fee: Amount::new(1),
+                        min_amount: Amount::new(2),
+                        daily_limit: Amount::new(3),
+                        approval_above: Amount::new(4),
+                        address_delay_ms: 5,
+                        listed_only: true,
+                    },
+                },
+            ),
+            "01 19 1900000000000000 00  0100 0100000000000000 0200000000000000 0300000000000000 0400000000000000 0500000000000000 01",
+        ),
+        (
+            entry(
+                26,
+                Origin::Internal,
+                Command::AddWithdrawalAddress {
+                    user: UserId(3),
+                    asset: AssetId(1),
+                    address: "bc1q".into(),
+                },
+            ),
+            "01 1a 1a00000000000000 00  03000000 0100 0400 62633171",
+        ),
+        (
+            entry(
+                27,
+                Origin::Internal,
+                Command::RequestChainWithdrawal {
+                    user: UserId(3),
+                    asset: AssetId(1),
+                    amount: Amount::new(9),
+                    id: "w".into(),
+                    address: "bc".into(),
+                },
+            ),
+            "01 1b 1b00000000000000 00  03000000 0100 0900000000000000 0100 77 0200 6263",
+        ),
+        (
+            entry(28, Origin::Internal, Command::ApproveWithdrawal { id: "w".into() }),
+            "01 1c 1c00000000000000 00  0100 77",
+        ),
+        (
+            entry(
+                29,
+                Origin::Internal,
+                Command::BuildWithdrawalBatch {
+                    asset: AssetId(1),
+                    withdrawals: vec!["w".into()],
+                    inputs: vec![Outpoint {
+                        txid: [0xcd; 32],
+                        vout: 2,
+                    }],
+                    change: Some((1, 7)),
+                    network_fee: Amount::new(300),
+                    txid: [0xef; 32],
+                },
+            ),
+            "01 1d 1d00000000000000 00  0100 0100 0100 77 0100 cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd 02000000 01 01000000 07000000 2c01000000000000 efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef",
+        ),
+        (
+            entry(
+                30,
+                Origin::Internal,
+                Command::BumpWithdrawalBatch {
+                    batch: 4,
+                    txid: [0x11; 32],
+                    network_fee: Amount::new(600),
+                },
+            ),
+            "01 1e 1e00000000000000 00  0400000000000000 1111111111111111111111111111111111111111111111111111111111111111 5802000000000000",
+        ),
+        (
+            entry(
+                31,
+                Origin::Internal,
+                Command::FinishWithdrawalBatch {
+                    batch: 4,
+                    txid: [0x11; 32],
+                    height: 9,
+                    network_fee: Amount::new(600),
+                    paid: true,
+                },
+            ),
+            "01 1f 1f00000000000000 00  0400000000000000 1111111111111111111111111111111111111111111111111111111111111111 09000000 5802000000000000 01",
+        ),
     ]
 }
 
@@ -880,7 +1054,7 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             assert_eq!(prev, e.command.name(), "tag {tag} used twice");
         }
     }
-    // Tags 1..=24 in order.
+    // Tags 1..=31 in order.
     let names: Vec<&str> = seen.values().copied().collect();
     assert_eq!(
         names,
@@ -909,11 +1083,18 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             "assign_deposit_address",
             "reverse_deposit",
             "reconcile",
+            "set_withdrawal_policy",
+            "add_withdrawal_address",
+            "request_chain_withdrawal",
+            "approve_withdrawal",
+            "build_withdrawal_batch",
+            "bump_withdrawal_batch",
+            "finish_withdrawal_batch",
         ]
     );
     assert_eq!(
         seen.keys().copied().collect::<Vec<u8>>(),
-        (1..=24).collect::<Vec<u8>>()
+        (1..=31).collect::<Vec<u8>>()
     );
 }
 
@@ -944,7 +1125,7 @@ fn header_errors() {
             version: 0
         })
     );
-    for tag in [0u8, 25, 255] {
+    for tag in [0u8, 32, 255] {
         assert_eq!(
             decode(&internal(tag, &[])),
             Err(CodecError::UnknownCommand { offset: 1, tag })

@@ -79,8 +79,8 @@ enum KeyCommand {
         /// Comma-separated: read, trade, withdraw (withdraw needs --ip).
         #[arg(long, value_delimiter = ',', default_value = "read")]
         perm: Vec<String>,
-        /// An allowed source address or CIDR block (repeatable).
-        #[arg(long)]
+        /// Allowed source addresses or CIDR blocks (repeatable, or comma-separated).
+        #[arg(long, alias = "allow-ip", value_delimiter = ',')]
         ip: Vec<String>,
         /// An Ed25519 key (preferred): generated here, the server only gets the public
         /// key; the secret printed is the PEM private key CCXT signs with.

@@ -229,6 +229,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         serve.chain = Some("devnet".into());
         serve.block_interval_secs = serve.block_interval_secs.or(Some(10));
         serve.confirmations = serve.confirmations.or(Some(2));
+        // New withdrawal addresses are payable after 10 s; batches every 5 s.
+        serve.withdrawal_address_delay_secs = serve.withdrawal_address_delay_secs.or(Some(10));
+        serve.withdrawal_batch_secs = serve.withdrawal_batch_secs.or(Some(5));
     }
     let config = serve_cli::resolve(&serve)?;
     let listen = config.listen;

@@ -69,6 +69,12 @@ network = "bitcoin"
 confirmations = 3
 dust_sat = 546
 chain_start_height = 0
+
+# Withdrawals: a new destination address is paid only after this delay (seconds);
+# approved withdrawals are gathered into one transaction this often, at this fee rate.
+withdrawal_address_delay_secs = 86400
+withdrawal_batch_secs = 60
+withdrawal_fee_rate_sat_vb = 2
 "#;
 
 /// Options of `kura serve` (and the server part of `kura demo`).
@@ -121,6 +127,15 @@ pub struct ServeArgs {
     pub dust_sat: Option<u64>,
     #[arg(long, env = "KURA_CHAIN_START_HEIGHT")]
     pub chain_start_height: Option<u32>,
+    /// Seconds before a new withdrawal destination may be paid.
+    #[arg(long, env = "KURA_WITHDRAWAL_ADDRESS_DELAY_SECS")]
+    pub withdrawal_address_delay_secs: Option<u64>,
+    /// Seconds between withdrawal batches.
+    #[arg(long, env = "KURA_WITHDRAWAL_BATCH_SECS")]
+    pub withdrawal_batch_secs: Option<u64>,
+    /// Fee rate of withdrawal transactions, in sat/vB.
+    #[arg(long, env = "KURA_WITHDRAWAL_FEE_RATE_SAT_VB")]
+    pub withdrawal_fee_rate_sat_vb: Option<u64>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -147,6 +162,9 @@ pub struct FileConfig {
     pub confirmations: Option<u32>,
     pub dust_sat: Option<u64>,
     pub chain_start_height: Option<u32>,
+    pub withdrawal_address_delay_secs: Option<u64>,
+    pub withdrawal_batch_secs: Option<u64>,
+    pub withdrawal_fee_rate_sat_vb: Option<u64>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -217,6 +235,21 @@ fn custody_config(args: &ServeArgs, file: FileConfig) -> Result<CustodyConfig> {
     }
     if let Some(v) = args.chain_start_height.or(file.chain_start_height) {
         c.start_height = v;
+    }
+    if let Some(v) = args
+        .withdrawal_address_delay_secs
+        .or(file.withdrawal_address_delay_secs)
+    {
+        c.withdrawal_policy.address_delay_ms = v.saturating_mul(1000);
+    }
+    if let Some(v) = args.withdrawal_batch_secs.or(file.withdrawal_batch_secs) {
+        c.payout.batch_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = args
+        .withdrawal_fee_rate_sat_vb
+        .or(file.withdrawal_fee_rate_sat_vb)
+    {
+        c.payout.fee_rate_sat_vb = v.max(1);
     }
     let chain = args
         .chain

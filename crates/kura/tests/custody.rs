@@ -5,7 +5,8 @@
 //! a deposit coin with the deposit key outside kura halts withdrawals within one block,
 //! the halt survives a restart, and reconciliation is journaled every block.
 
-use kura::server::custody::{ChainChoice, CustodyConfig};
+use kura::server::custody::{ChainChoice, CustodyConfig, DEFAULT_WITHDRAWAL_POLICY};
+use kura::server::payout::PayoutConfig;
 use kura::server::{Exchange, ServerConfig};
 use kura_chain::bitcoin::bip32::{DerivationPath, Xpriv};
 use kura_chain::bitcoin::secp256k1::{Message, Secp256k1};
@@ -14,7 +15,7 @@ use kura_chain::bitcoin::{
     absolute::LockTime, transaction::Version, Address, Amount, CompressedPublicKey, Network,
     OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
 };
-use kura_engine::{codec, Command, Engine, WalletRole};
+use kura_engine::{codec, BatchState, Command, Engine, WalletRole, WithdrawalPolicy};
 use kura_units::{AssetId, UserId};
 use std::path::Path;
 use std::str::FromStr;
@@ -32,6 +33,15 @@ fn config(dir: &Path) -> ServerConfig {
         dust_sat: 546,
         poll: Duration::from_millis(20),
         start_height: 0,
+        payout: PayoutConfig {
+            fee_rate_sat_vb: 2,
+            batch_interval: Duration::ZERO,
+        },
+        withdrawal_policy: WithdrawalPolicy {
+            address_delay_ms: 0,
+            ..DEFAULT_WITHDRAWAL_POLICY
+        },
+        ..CustodyConfig::default()
     };
     c
 }
@@ -125,12 +135,15 @@ fn deposit_is_credited_at_three_confirmations_reversed_by_a_reorg_and_credited_a
     let dir = tempfile::tempdir().expect("tempdir");
     let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
     sync(&ex);
-    // The deposit wallet is registered once, watch-only.
+    // The deposit and hot wallets are registered once, watch-only.
     let wallets = query(&ex, |e| e.wallets().to_vec());
-    assert_eq!(wallets.len(), 1);
+    assert_eq!(wallets.len(), 2);
     assert_eq!(wallets[0].role, WalletRole::Deposit);
-    assert!(wallets[0].descriptor.starts_with("wpkh(["));
-    assert!(!wallets[0].descriptor.contains("prv"));
+    assert_eq!(wallets[1].role, WalletRole::Hot);
+    for w in &wallets {
+        assert!(w.descriptor.starts_with("wpkh(["), "{}", w.descriptor);
+        assert!(!w.descriptor.contains("prv"));
+    }
 
     let (alice, address, _) = customer(&ex, "alice");
     let devnet = ex
@@ -195,7 +208,7 @@ fn deposit_is_credited_at_three_confirmations_reversed_by_a_reorg_and_credited_a
     sync(&ex);
     mine(&ex, 1);
     assert_eq!(available(&ex, alice), 1_500_000);
-    assert_eq!(query(&ex, |e| e.wallets().len()), 1, "registered once");
+    assert_eq!(query(&ex, |e| e.wallets().len()), 2, "registered once");
     ex.stop().expect("stop");
 }
 
@@ -346,5 +359,130 @@ fn a_thief_spending_a_deposit_coin_halts_withdrawals_within_one_block() {
     });
     let reason = query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)).expect("halted");
     assert!(reason.starts_with("reconciliation at height"), "{reason}");
+    ex.stop().expect("stop");
+}
+
+/// A fresh regtest P2WPKH address nobody at the exchange controls.
+fn outside_address(seed: u8) -> Address {
+    let secp = Secp256k1::new();
+    let key = kura_chain::bitcoin::secp256k1::SecretKey::from_slice(&[seed; 32]).expect("key");
+    let public = CompressedPublicKey(key.public_key(&secp));
+    Address::p2wpkh(&public, Network::Regtest)
+}
+
+/// What `address` received on the devnet, output by output.
+fn received(ex: &Exchange, address: &Address) -> Vec<u64> {
+    let devnet = ex.custody().and_then(|c| c.devnet()).expect("devnet");
+    devnet
+        .utxos_for(&address.script_pubkey())
+        .iter()
+        .map(|(_, out, _, _)| out.value.to_sat())
+        .collect()
+}
+
+#[test]
+fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    let (alice, address, _) = customer(&ex, "alice");
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    devnet
+        .send(&address, Amount::from_sat(100_000_000))
+        .expect("send");
+    mine(&ex, 3);
+    wait_for(&ex, "the credit", |ex| available(ex, alice) == 100_000_000);
+
+    let to = outside_address(7);
+    submit(
+        &ex,
+        Command::RequestChainWithdrawal {
+            user: alice,
+            asset: BTC,
+            amount: kura_units::Amount::new(30_000_000),
+            id: "w-1".into(),
+            address: to.to_string(),
+        },
+    );
+    assert_eq!(available(&ex, alice), 70_000_000, "held at request time");
+    // The batcher builds, journals, signs and broadcasts it.
+    wait_for(&ex, "the batch in the mempool", |ex| {
+        let open = query(ex, |e| {
+            e.withdrawal_batch(0)
+                .map(|b| (b.state, b.versions.first().map(|v| v.txid)))
+        });
+        matches!(open, Some((BatchState::Open, Some(_)))) && !devnet.mempool_txids().is_empty()
+    });
+    let original = query(&ex, |e| {
+        e.withdrawal_batch(0).expect("batch").versions[0].txid
+    });
+    let original = kura_chain::bitcoin::Txid::from_raw_hash(
+        kura_chain::bitcoin::hashes::Hash::from_byte_array(original),
+    );
+    assert_eq!(devnet.mempool_txids(), vec![original]);
+
+    // Our own fee bump replaces it in the mempool: same coins, new txid.
+    let bumped = ex.custody().expect("custody").bump(0, 25).expect("bump");
+    assert_ne!(bumped, original);
+    assert_eq!(
+        devnet.mempool_txids(),
+        vec![bumped],
+        "the original is replaced"
+    );
+    let versions = query(&ex, |e| {
+        e.withdrawal_batch(0).expect("batch").versions.len()
+    });
+    assert_eq!(versions, 2);
+
+    // The node stops before anything else is recorded (as after a crash); the devnet
+    // restarts with an empty mempool. On restart the batch is still open in the books
+    // and its latest signed version is broadcast again from the outbox.
+    drop(devnet);
+    ex.stop().expect("stop");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("reopen");
+    sync(&ex);
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    wait_for(&ex, "the rebroadcast", |_| {
+        devnet.mempool_txids() == vec![bumped]
+    });
+    mine(&ex, 1);
+    wait_for(&ex, "the settlement", |ex| {
+        query(ex, |e| e.withdrawal("w-1").map(|w| w.state))
+            == Some(kura_engine::WithdrawalState::Settled)
+    });
+    // Paid exactly once, by the bump, and the amount left the books.
+    assert_eq!(received(&ex, &to), vec![30_000_000 - 10_000]);
+    let batch = query(&ex, |e| e.withdrawal_batch(0).expect("batch").state);
+    assert!(
+        matches!(batch, BatchState::Confirmed { txid, .. } if txid == kura_chain::bitcoin::hashes::Hash::to_byte_array(bumped)),
+        "{batch:?}"
+    );
+    assert_eq!(available(&ex, alice), 70_000_000);
+    let held = query(&ex, move |e| {
+        e.ledger().balance(alice, BTC).map(|b| b.held.get())
+    });
+    assert_eq!(held, Ok(0));
+    // No halt: every spend of our coins was explained; the chain still covers the books.
+    mine(&ex, 2);
+    assert_eq!(
+        query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)),
+        None
+    );
+    let rec = query(&ex, |e| e.last_reconciliation(BTC)).expect("reconciled");
+    assert!(u128::from(rec.holdings.get()) >= rec.liabilities, "{rec:?}");
+    assert_eq!(
+        received(&ex, &to),
+        vec![30_000_000 - 10_000],
+        "never paid twice"
+    );
+    drop(devnet);
     ex.stop().expect("stop");
 }

@@ -48,6 +48,8 @@ pub enum StoreError {
     UnknownOrder(u64),
     #[error("event about withdrawal {0:?}, which the store does not have")]
     UnknownWithdrawal(String),
+    #[error("event about withdrawal batch {0}, which the store does not have")]
+    UnknownBatch(u64),
     #[error("database schema version {found} is newer than this build ({known})")]
     SchemaTooNew { found: u32, known: u32 },
     #[error("corrupt value in the store: {0}")]

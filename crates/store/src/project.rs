@@ -46,6 +46,39 @@ fn update_order(
     }
 }
 
+fn set_stage(
+    conn: &Connection,
+    id: &str,
+    stage: &str,
+    seq: i64,
+    ms: i64,
+) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE withdrawals SET stage = ?2, updated_seq = ?3, updated_ms = ?4
+             WHERE withdrawal_id = ?1",
+        )?
+        .execute(params![id, stage, seq, ms])?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownWithdrawal(id.to_owned()))
+    }
+}
+
+fn batch_update(
+    conn: &Connection,
+    batch: u64,
+    sql: &str,
+    values: impl rusqlite::Params,
+) -> Result<(), StoreError> {
+    if conn.prepare_cached(sql)?.execute(values)? == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::UnknownBatch(batch))
+    }
+}
+
 pub(crate) fn event(
     conn: &Connection,
     candles: &mut Candles,
@@ -161,11 +194,137 @@ pub(crate) fn event(
             )?
             .execute(params![user.0, asset.0, wallet, index, seq])?;
         }
-        // The registry, deficits and reconciliations are engine state (queried live);
-        // balances move through BalanceChanged.
+        // The registry, deficits, reconciliations and policies are engine state
+        // (queried live); balances move through BalanceChanged.
         EventKind::WalletRegistered { .. }
         | EventKind::DeficitRepaid { .. }
-        | EventKind::Reconciled { .. } => {}
+        | EventKind::Reconciled { .. }
+        | EventKind::WithdrawalPolicySet { .. } => {}
+        EventKind::WithdrawalAddressAdded {
+            user,
+            asset,
+            address,
+            usable_from_ms,
+        } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO withdrawal_addresses
+                     (user_id, asset_id, address, usable_from_ms, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                user.0,
+                asset.0,
+                address,
+                int(*usable_from_ms)?,
+                seq
+            ])?;
+        }
+        EventKind::WithdrawalRouted {
+            id,
+            address,
+            fee,
+            release_ms,
+            review,
+        } => {
+            let stage = if *review { "REVIEW" } else { "APPROVED" };
+            let n = conn
+                .prepare_cached(
+                    "UPDATE withdrawals SET address = ?2, fee = ?3, stage = ?4, release_ms = ?5
+                     WHERE withdrawal_id = ?1",
+                )?
+                .execute(params![
+                    id,
+                    address,
+                    int(fee.get())?,
+                    stage,
+                    int(*release_ms)?
+                ])?;
+            if n != 1 {
+                return Err(StoreError::UnknownWithdrawal(id.clone()));
+            }
+        }
+        EventKind::WithdrawalApproved { id } => {
+            set_stage(conn, id, "APPROVED", seq, ms)?;
+        }
+        EventKind::WithdrawalBatchBuilt {
+            batch,
+            asset,
+            withdrawals,
+            txid,
+            network_fee,
+            ..
+        } => {
+            let txid = kura_engine::codec::txid_text(txid);
+            conn.prepare_cached(
+                "INSERT INTO withdrawal_batches (batch_id, asset_id, txid, network_fee, versions,
+                     state, built_seq, built_ms, updated_seq)
+                 VALUES (?1, ?2, ?3, ?4, 1, 'OPEN', ?5, ?6, ?5)",
+            )?
+            .execute(params![
+                int(*batch)?,
+                asset.0,
+                txid,
+                int(network_fee.get())?,
+                seq,
+                ms
+            ])?;
+            for id in withdrawals {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE withdrawals SET stage = 'BATCHED', batch_id = ?2, txid = ?3,
+                             updated_seq = ?4, updated_ms = ?5
+                         WHERE withdrawal_id = ?1",
+                    )?
+                    .execute(params![id, int(*batch)?, txid, seq, ms])?;
+                if n != 1 {
+                    return Err(StoreError::UnknownWithdrawal(id.clone()));
+                }
+            }
+        }
+        EventKind::WithdrawalBatchBumped {
+            batch,
+            txid,
+            network_fee,
+        } => {
+            let txid = kura_engine::codec::txid_text(txid);
+            batch_update(
+                conn,
+                *batch,
+                "UPDATE withdrawal_batches SET txid = ?2, network_fee = ?3,
+                     versions = versions + 1, updated_seq = ?4 WHERE batch_id = ?1",
+                params![int(*batch)?, txid, int(network_fee.get())?, seq],
+            )?;
+            conn.prepare_cached("UPDATE withdrawals SET txid = ?2 WHERE batch_id = ?1")?
+                .execute(params![int(*batch)?, txid])?;
+        }
+        EventKind::WithdrawalBatchFinished {
+            batch,
+            txid,
+            height,
+            network_fee,
+            paid,
+        } => {
+            let txid = kura_engine::codec::txid_text(txid);
+            let state = if *paid { "CONFIRMED" } else { "CANCELLED" };
+            batch_update(
+                conn,
+                *batch,
+                "UPDATE withdrawal_batches SET txid = ?2, network_fee = ?3, state = ?4,
+                     height = ?5, updated_seq = ?6 WHERE batch_id = ?1",
+                params![
+                    int(*batch)?,
+                    txid,
+                    int(network_fee.get())?,
+                    state,
+                    height,
+                    seq
+                ],
+            )?;
+            conn.prepare_cached(
+                "UPDATE withdrawals SET txid = ?2, height = ?3, stage = ?4 WHERE batch_id = ?1",
+            )?
+            .execute(params![int(*batch)?, txid, height, state])?;
+        }
         // Operator adjustments show in balances_history through BalanceChanged.
         EventKind::Adjusted { .. } => {}
         EventKind::BalanceChanged {

@@ -205,6 +205,16 @@ pub struct WithdrawalRow {
     pub status: WithdrawalStatus,
     pub requested_ms: u64,
     pub updated_ms: u64,
+    /// Chain destination; empty for an off-chain withdrawal.
+    pub address: String,
+    pub fee: Amount,
+    /// Where it is in the custody pipeline: `OFF_CHAIN`, `REVIEW`, `APPROVED`,
+    /// `BATCHED`, `CONFIRMED` or `CANCELLED`.
+    pub stage: String,
+    /// The transaction that pays it (the latest version until one confirms).
+    pub txid: Option<String>,
+    /// The height of the block that confirmed it.
+    pub height: Option<u32>,
 }
 
 /// Trade statistics of one market over a time window (Binance `ticker/24hr`).
@@ -623,25 +633,50 @@ impl Store {
         asset: Option<AssetId>,
         limit_: u32,
     ) -> Result<Vec<DepositRow>, StoreError> {
-        Ok(self
+        self.deposits_between(user, asset, None, None, limit_)
+    }
+
+    /// Deposits of `user` credited with `start_ms <= time_ms <= end_ms` (each bound
+    /// optional), ascending by time; at most `limit_`, the newest ones.
+    pub fn deposits_between(
+        &self,
+        user: UserId,
+        asset: Option<AssetId>,
+        start_ms: Option<u64>,
+        end_ms: Option<u64>,
+        limit_: u32,
+    ) -> Result<Vec<DepositRow>, StoreError> {
+        let mut rows = self
             .conn
             .prepare_cached(
                 "SELECT reference, user_id, asset_id, amount, seq, time_ms, status = 'REVERSED'
                  FROM deposits WHERE user_id = ?1 AND (?2 IS NULL OR asset_id = ?2)
-                 ORDER BY seq LIMIT ?3",
+                     AND (?3 IS NULL OR time_ms >= ?3) AND (?4 IS NULL OR time_ms <= ?4)
+                 ORDER BY seq DESC LIMIT ?5",
             )?
-            .query_map(params![user.0, asset.map(|a| a.0), limit(limit_)], |r| {
-                Ok(DepositRow {
-                    reference: r.get(0)?,
-                    user: UserId(r.get(1)?),
-                    asset: AssetId(r.get(2)?),
-                    amount: Amount::new(u(r, 3)?),
-                    seq: u(r, 4)?,
-                    time_ms: u(r, 5)?,
-                    reversed: r.get(6)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?)
+            .query_map(
+                params![
+                    user.0,
+                    asset.map(|a| a.0),
+                    opt(start_ms)?,
+                    opt(end_ms)?,
+                    limit(limit_)
+                ],
+                |r| {
+                    Ok(DepositRow {
+                        reference: r.get(0)?,
+                        user: UserId(r.get(1)?),
+                        asset: AssetId(r.get(2)?),
+                        amount: Amount::new(u(r, 3)?),
+                        seq: u(r, 4)?,
+                        time_ms: u(r, 5)?,
+                        reversed: r.get(6)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Withdrawals of `user` (optionally of one asset), ascending by request time.
@@ -651,31 +686,62 @@ impl Store {
         asset: Option<AssetId>,
         limit_: u32,
     ) -> Result<Vec<WithdrawalRow>, StoreError> {
-        Ok(self
+        self.withdrawals_between(user, asset, None, None, limit_)
+    }
+
+    /// Withdrawals of `user` requested with `start_ms <= requested_ms <= end_ms` (each
+    /// bound optional), ascending by request time; at most `limit_`, the newest ones.
+    pub fn withdrawals_between(
+        &self,
+        user: UserId,
+        asset: Option<AssetId>,
+        start_ms: Option<u64>,
+        end_ms: Option<u64>,
+        limit_: u32,
+    ) -> Result<Vec<WithdrawalRow>, StoreError> {
+        let mut rows = self
             .conn
             .prepare_cached(
-                "SELECT withdrawal_id, user_id, asset_id, amount, status, requested_ms, updated_ms
+                "SELECT withdrawal_id, user_id, asset_id, amount, status, requested_ms, updated_ms,
+                     address, fee, stage, txid, height
                  FROM withdrawals WHERE user_id = ?1 AND (?2 IS NULL OR asset_id = ?2)
-                 ORDER BY requested_seq LIMIT ?3",
+                     AND (?3 IS NULL OR requested_ms >= ?3) AND (?4 IS NULL OR requested_ms <= ?4)
+                 ORDER BY requested_seq DESC LIMIT ?5",
             )?
-            .query_map(params![user.0, asset.map(|a| a.0), limit(limit_)], |r| {
-                let status: String = r.get(4)?;
-                Ok(WithdrawalRow {
-                    id: r.get(0)?,
-                    user: UserId(r.get(1)?),
-                    asset: AssetId(r.get(2)?),
-                    amount: Amount::new(u(r, 3)?),
-                    status: match status.as_str() {
-                        "PENDING" => WithdrawalStatus::Pending,
-                        "SETTLED" => WithdrawalStatus::Settled,
-                        "CANCELLED" => WithdrawalStatus::Cancelled,
-                        _ => return Err(bad(4, "withdrawal status")),
-                    },
-                    requested_ms: u(r, 5)?,
-                    updated_ms: u(r, 6)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?)
+            .query_map(
+                params![
+                    user.0,
+                    asset.map(|a| a.0),
+                    opt(start_ms)?,
+                    opt(end_ms)?,
+                    limit(limit_)
+                ],
+                |r| {
+                    let status: String = r.get(4)?;
+                    Ok(WithdrawalRow {
+                        id: r.get(0)?,
+                        user: UserId(r.get(1)?),
+                        asset: AssetId(r.get(2)?),
+                        amount: Amount::new(u(r, 3)?),
+                        status: match status.as_str() {
+                            "PENDING" => WithdrawalStatus::Pending,
+                            "SETTLED" => WithdrawalStatus::Settled,
+                            "CANCELLED" => WithdrawalStatus::Cancelled,
+                            _ => return Err(bad(4, "withdrawal status")),
+                        },
+                        requested_ms: u(r, 5)?,
+                        updated_ms: u(r, 6)?,
+                        address: r.get(7)?,
+                        fee: Amount::new(u(r, 8)?),
+                        stage: r.get(9)?,
+                        txid: r.get(10)?,
+                        height: r.get(11)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Trades of `market` with `start_ms <= time_ms <= end_ms` (each bound optional),

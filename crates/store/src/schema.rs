@@ -10,7 +10,7 @@ use crate::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -178,6 +178,42 @@ CREATE TABLE deposit_addresses (
     idx       INTEGER NOT NULL,
     seq       INTEGER NOT NULL,
     PRIMARY KEY (user_id, asset_id)
+) STRICT;
+"#;
+
+/// Chain withdrawals: destination, fee, stage in the custody pipeline, the batch and
+/// the transaction that paid it; batches; customers' destination lists.
+const V3: &str = r#"
+ALTER TABLE withdrawals ADD COLUMN address TEXT NOT NULL DEFAULT '';
+ALTER TABLE withdrawals ADD COLUMN fee INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE withdrawals ADD COLUMN stage TEXT NOT NULL DEFAULT 'OFF_CHAIN'
+    CHECK (stage IN ('OFF_CHAIN', 'REVIEW', 'APPROVED', 'BATCHED', 'CONFIRMED', 'CANCELLED'));
+ALTER TABLE withdrawals ADD COLUMN release_ms INTEGER;
+ALTER TABLE withdrawals ADD COLUMN batch_id INTEGER;
+ALTER TABLE withdrawals ADD COLUMN txid TEXT;
+ALTER TABLE withdrawals ADD COLUMN height INTEGER;
+CREATE INDEX withdrawals_by_batch ON withdrawals (batch_id);
+
+CREATE TABLE withdrawal_batches (
+    batch_id    INTEGER PRIMARY KEY,
+    asset_id    INTEGER NOT NULL,
+    txid        TEXT NOT NULL,
+    network_fee INTEGER NOT NULL,
+    versions    INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('OPEN', 'CONFIRMED', 'CANCELLED')),
+    height      INTEGER,
+    built_seq   INTEGER NOT NULL,
+    built_ms    INTEGER NOT NULL,
+    updated_seq INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE withdrawal_addresses (
+    user_id        INTEGER NOT NULL,
+    asset_id       INTEGER NOT NULL,
+    address        TEXT NOT NULL,
+    usable_from_ms INTEGER NOT NULL,
+    seq            INTEGER NOT NULL,
+    PRIMARY KEY (user_id, asset_id, address)
 ) STRICT;
 "#;
 

@@ -37,10 +37,19 @@
 //! | GET | `/api/v3/myTrades` | USER_DATA | 20 (5 with `orderId`) |
 //! | GET | `/api/v3/account` | USER_DATA | 20 |
 //! | GET | `/sapi/v1/capital/config/getall` | USER_DATA | 10 |
+//! | GET | `/sapi/v1/capital/deposit/address` | USER_DATA | 10 |
+//! | GET | `/sapi/v1/capital/deposit/hisrec` | USER_DATA | 1 |
+//! | POST | `/sapi/v1/capital/withdraw/apply` | WITHDRAW | 900 (Binance counts it per UID; kura counts it against the address's request weight) |
+//! | GET | `/sapi/v1/capital/withdraw/history` | USER_DATA | 10 (Binance documents 18000 per IP; kura counts 10) |
 //! | GET | `/sapi/v1/system/status` | none | 1 |
 //! | GET | `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` | none | 1 (empty stubs) |
 //! | GET | `/sapi/v1/margin/allPairs`, `/sapi/v1/margin/isolated/allPairs` | USER_DATA | 1 (always `[]`) |
 //! | GET | `/openapi.json` | none | 1 (this API as an OpenAPI 3 document: [`crate::openapi`]) |
+//!
+//! The wallet calls (`capital/deposit/*`, `capital/withdraw/*`) are in [`wallet`]'s
+//! documentation: deposit addresses and withdrawals need the chain the node follows
+//! ([`Backend::chain`]); WITHDRAW is a key with the `withdraw` permission and an IP
+//! allow-list.
 //!
 //! Anything else is 404 (a known path with another method, 405) with a JSON error body.
 //!
@@ -60,6 +69,7 @@ mod account;
 mod market;
 mod stubs;
 mod trading;
+pub mod wallet;
 
 use crate::auth::{self, ApiKeyId, Permission, SignedRequest, API_KEY_HEADER};
 use crate::backend::{Backend, BackendError};
@@ -134,6 +144,10 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v3/myTrades"),
     (Method::GET, "/api/v3/account"),
     (Method::GET, "/sapi/v1/capital/config/getall"),
+    (Method::GET, "/sapi/v1/capital/deposit/address"),
+    (Method::GET, "/sapi/v1/capital/deposit/hisrec"),
+    (Method::POST, "/sapi/v1/capital/withdraw/apply"),
+    (Method::GET, "/sapi/v1/capital/withdraw/history"),
     (Method::GET, "/sapi/v1/system/status"),
     (Method::GET, "/fapi/v1/exchangeInfo"),
     (Method::GET, "/dapi/v1/exchangeInfo"),
@@ -170,6 +184,10 @@ fn endpoint<B: Backend>(method: &Method, path: &str) -> MethodRouter<B> {
         ("GET", "/api/v3/myTrades") => get(trading::my_trades::<B>),
         ("GET", "/api/v3/account") => get(account::account::<B>),
         ("GET", "/sapi/v1/capital/config/getall") => get(account::capital_config::<B>),
+        ("GET", "/sapi/v1/capital/deposit/address") => get(wallet::deposit_address::<B>),
+        ("GET", "/sapi/v1/capital/deposit/hisrec") => get(wallet::deposit_history::<B>),
+        ("POST", "/sapi/v1/capital/withdraw/apply") => post(wallet::withdraw::<B>),
+        ("GET", "/sapi/v1/capital/withdraw/history") => get(wallet::withdraw_history::<B>),
         ("GET", "/sapi/v1/system/status") => get(account::system_status),
         ("GET", "/fapi/v1/exchangeInfo" | "/dapi/v1/exchangeInfo") => {
             get(stubs::futures_exchange_info::<B>)
@@ -218,6 +236,12 @@ impl From<Failure> for Fail {
 impl From<ParamError> for Fail {
     fn from(e: ParamError) -> Fail {
         Failure::Param(e).into()
+    }
+}
+
+impl From<crate::errors::WalletError> for Fail {
+    fn from(e: crate::errors::WalletError) -> Fail {
+        Failure::Wallet(e).into()
     }
 }
 

@@ -111,6 +111,7 @@ struct Inner {
     readers: Mutex<Vec<Store>>,
     read_wait: Duration,
     feed: broadcast::Sender<Arc<Published>>,
+    chain: Option<Arc<dyn kura_api::backend::Chain>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -123,7 +124,6 @@ impl std::fmt::Debug for Inner {
 }
 
 /// What [`NodeBackend::new`] needs.
-#[derive(Debug)]
 pub struct BackendParts {
     pub handle: NodeHandle,
     pub keys: KeyTable,
@@ -134,6 +134,18 @@ pub struct BackendParts {
     pub read_wait: Duration,
     /// Where the observer publishes every applied batch.
     pub feed: broadcast::Sender<Arc<Published>>,
+    /// The custody layer's facts for the wallet endpoints, when the node follows a chain.
+    pub chain: Option<Arc<dyn kura_api::backend::Chain>>,
+}
+
+impl std::fmt::Debug for BackendParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendParts")
+            .field("store_path", &self.store_path)
+            .field("read_wait", &self.read_wait)
+            .field("chain", &self.chain.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn submit_error(e: SubmitError) -> BackendError {
@@ -161,6 +173,7 @@ impl NodeBackend {
                 readers: Mutex::new(Vec::new()),
                 read_wait: parts.read_wait,
                 feed: parts.feed,
+                chain: parts.chain,
             }),
         }
     }
@@ -188,6 +201,10 @@ impl NodeBackend {
 }
 
 impl Backend for NodeBackend {
+    fn chain(&self) -> Option<Arc<dyn kura_api::backend::Chain>> {
+        self.inner.chain.clone()
+    }
+
     fn submit(&self, entry: Entry) -> impl Future<Output = Result<Outcome, BackendError>> + Send {
         let (tx, rx) = oneshot::channel();
         self.inner.handle.submit(

@@ -23,7 +23,7 @@ use kura_chain::bitcoin::{BlockHash, Network, ScriptBuf};
 use kura_chain::{
     BlockRef, ChainSource, Devnet, DevnetOptions, DevnetRpcServer, MinerHandle, RpcAuth, RpcSource,
 };
-use kura_custody::{plan_block, Books, Owner, PlanParams, SpendReport, Watcher};
+use kura_custody::{plan_block, BatchFacts, Books, Owner, PlanParams, SpendReport, Watcher};
 use kura_engine::{Command, Engine, Reject, WalletRole};
 use kura_units::{AssetId, UserId};
 use std::collections::{BTreeSet, HashSet};
@@ -62,7 +62,25 @@ pub struct CustodyConfig {
     pub poll: Duration,
     /// First block that can hold our coins (the wallets' birthday).
     pub start_height: u32,
+    /// The batcher that pays chain withdrawals.
+    pub payout: super::payout::PayoutConfig,
+    /// The withdrawal rules journaled for BTC at start (when they differ from the books').
+    pub withdrawal_policy: kura_engine::WithdrawalPolicy,
+    /// The hot signer's own limits.
+    pub signer_policy: kura_signer::Policy,
 }
+
+/// The default withdrawal rules: a 0.0001 BTC fee, 0.0002 BTC minimum, 2 BTC a day,
+/// review above 1 BTC, new addresses payable after 24 hours.
+pub const DEFAULT_WITHDRAWAL_POLICY: kura_engine::WithdrawalPolicy =
+    kura_engine::WithdrawalPolicy {
+        fee: kura_units::Amount::new(10_000),
+        min_amount: kura_units::Amount::new(20_000),
+        daily_limit: kura_units::Amount::new(200_000_000),
+        approval_above: kura_units::Amount::new(100_000_000),
+        address_delay_ms: 24 * 3_600_000,
+        listed_only: false,
+    };
 
 impl Default for CustodyConfig {
     fn default() -> Self {
@@ -72,6 +90,9 @@ impl Default for CustodyConfig {
             dust_sat: 546,
             poll: Duration::from_millis(500),
             start_height: 0,
+            payout: super::payout::PayoutConfig::default(),
+            withdrawal_policy: DEFAULT_WITHDRAWAL_POLICY,
+            signer_policy: kura_signer::Policy::default(),
         }
     }
 }
@@ -90,13 +111,15 @@ pub struct CustodyView {
     pub last_error: Option<String>,
     /// Blocks processed since start.
     pub blocks: u64,
+    /// The address text of every watched deposit address, by (wallet, index).
+    pub addresses: std::collections::HashMap<(u32, u32), String>,
 }
 
 /// The running custody task (and the devnet, when it is the chain source).
 #[derive(Debug)]
 pub struct Custody {
     view: Arc<Mutex<CustodyView>>,
-    stop: crossbeam_channel::Sender<()>,
+    control: crossbeam_channel::Sender<Control>,
     thread: Option<JoinHandle<()>>,
     devnet: Option<DevnetParts>,
 }
@@ -106,6 +129,17 @@ struct DevnetParts {
     devnet: Devnet,
     rpc: Option<DevnetRpcServer>,
     miner: Option<MinerHandle>,
+}
+
+/// Requests to the custody thread.
+enum Control {
+    Stop,
+    /// Replace an open batch's transaction with one paying a higher fee rate.
+    Bump {
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
+    },
 }
 
 /// BTC, the only asset with a chain.
@@ -124,13 +158,44 @@ fn account_path(network: Network) -> &'static str {
 
 /// The deposit wallet's descriptor, from the seed kept in `DIR/signer/deposit.seed`
 /// (the signer's directory; only the public descriptor reaches the engine).
-fn deposit_descriptor(dir: &Path, network: Network) -> Result<String> {
+fn deposit_master(dir: &Path, network: Network) -> Result<Xpriv> {
     let seed = files::load_or_create_secret(
         &dir.join("signer").join("deposit.seed"),
         "the deposit wallet seed",
     )?;
+    Xpriv::new_master(network, &seed).context("deriving the deposit master key")
+}
+
+/// The hot key, `DIR/signer/hot.key`, encrypted with the passphrase in the environment
+/// variable `KURA_SIGNER_PASSPHRASE`, or else with a random one kept beside it in
+/// `DIR/signer/hot.pass` (mode 0600; fine for the demo and tests, not for production).
+fn hot_key(dir: &Path, network: Network) -> Result<kura_signer::HotKey> {
+    let signer = dir.join("signer");
+    let passphrase = match std::env::var("KURA_SIGNER_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => p.into_bytes(),
+        _ => {
+            let secret =
+                files::load_or_create_secret(&signer.join("hot.pass"), "the hot key's passphrase")?;
+            tracing::warn!(
+                "the hot key's passphrase is kept beside it in {}; set KURA_SIGNER_PASSPHRASE in production",
+                signer.join("hot.pass").display()
+            );
+            hex::encode(secret).into_bytes()
+        }
+    };
+    let path = signer.join("hot.key");
+    if !path.exists() {
+        kura_signer::keyfile::create(&path, &passphrase, network)
+            .map_err(|e| anyhow!("creating the hot key {}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), "created the hot key");
+    }
+    kura_signer::keyfile::open(&path, &passphrase)
+        .map_err(|e| anyhow!("opening the hot key {}: {e}", path.display()))
+}
+
+fn deposit_descriptor(dir: &Path, network: Network) -> Result<String> {
     let secp = Secp256k1::new();
-    let master = Xpriv::new_master(network, &seed).context("deriving the deposit master key")?;
+    let master = deposit_master(dir, network)?;
     let path = DerivationPath::from_str(account_path(network)).context("account path")?;
     let account = master
         .derive_priv(&secp, &path)
@@ -141,6 +206,16 @@ fn deposit_descriptor(dir: &Path, network: Network) -> Result<String> {
     let parsed = kura_custody::parse_descriptor(&text)
         .map_err(|e| anyhow!("the deposit descriptor is invalid: {e}"))?;
     Ok(parsed.canonical())
+}
+
+fn submit_events(
+    handle: &NodeHandle,
+    command: Command,
+) -> Result<std::result::Result<Vec<kura_engine::Event>, Reject>> {
+    let ack = handle
+        .submit_wait(node::internal(command))
+        .map_err(|e| anyhow!("submitting a custody command: {e}"))?;
+    Ok(ack.result)
 }
 
 fn submit(handle: &NodeHandle, command: Command) -> Result<std::result::Result<(), Reject>> {
@@ -222,6 +297,67 @@ impl Custody {
             .map_err(|r| anyhow!("registering the deposit wallet: {r}"))?;
             tracing::info!(%descriptor, "registered the deposit wallet");
         }
+        let hot = hot_key(dir, network)?;
+        let hot_descriptor = kura_custody::parse_descriptor(&hot.descriptor())
+            .map_err(|e| anyhow!("the hot wallet descriptor is invalid: {e}"))?
+            .canonical();
+        let (hot_registered, policy) = {
+            let d = hot_descriptor.clone();
+            handle
+                .query_wait(move |e| {
+                    (
+                        e.wallets().iter().any(|w| w.descriptor == d),
+                        e.withdrawal_policy(asset),
+                    )
+                })
+                .map_err(|e| anyhow!("{e}"))?
+        };
+        if !hot_registered {
+            submit(
+                &handle,
+                Command::RegisterWallet {
+                    asset,
+                    role: WalletRole::Hot,
+                    descriptor: hot_descriptor.clone(),
+                },
+            )?
+            .map_err(|r| anyhow!("registering the hot wallet: {r}"))?;
+            tracing::info!(descriptor = %hot_descriptor, "registered the hot wallet");
+        }
+        if policy != Some(config.withdrawal_policy) {
+            submit(
+                &handle,
+                Command::SetWithdrawalPolicy {
+                    asset,
+                    policy: config.withdrawal_policy,
+                },
+            )?
+            .map_err(|r| anyhow!("setting the withdrawal policy: {r}"))?;
+        }
+        let ours = handle
+            .query_wait(move |e| {
+                e.wallets()
+                    .iter()
+                    .filter(|w| w.asset == asset)
+                    .map(|w| w.descriptor.clone())
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+        let signer = kura_signer::Signer::new(
+            hot,
+            ours,
+            vec![deposit_master(dir, network)?],
+            config.signer_policy,
+            &dir.join("signer").join("velocity.log"),
+        )
+        .map_err(|e| anyhow!("starting the signer: {e}"))?;
+        let payout = super::payout::Payout::new(
+            signer,
+            config.payout,
+            network,
+            asset,
+            dir.join("signer").join("outbox"),
+        )?;
         let params = PlanParams {
             asset,
             confirmations: config.confirmations.max(1),
@@ -235,22 +371,24 @@ impl Custody {
             synced: false,
             last_error: None,
             blocks: 0,
+            addresses: std::collections::HashMap::new(),
         }));
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let (control, requests) = crossbeam_channel::bounded::<Control>(16);
         let task = Task {
             source,
             handle,
             view: Arc::clone(&view),
             watched: HashSet::new(),
+            payout,
         };
         let poll = config.poll;
         let thread = std::thread::Builder::new()
             .name("kura-custody".into())
-            .spawn(move || task.run(poll, stopped))
+            .spawn(move || task.run(poll, requests))
             .context("starting the custody thread")?;
         Ok(Some(Custody {
             view,
-            stop,
+            control,
             thread: Some(thread),
             devnet,
         }))
@@ -266,9 +404,32 @@ impl Custody {
         Arc::clone(&self.view)
     }
 
+    /// What the wallet endpoints need to know of the chain, answered from the view.
+    pub fn chain_facts(&self) -> Arc<dyn kura_api::backend::Chain> {
+        Arc::new(ChainFacts {
+            view: Arc::clone(&self.view),
+        })
+    }
+
     /// The devnet, when it is the chain source.
     pub fn devnet(&self) -> Option<&Devnet> {
         self.devnet.as_ref().map(|d| &d.devnet)
+    }
+
+    /// Replace open withdrawal batch `batch`'s transaction with one paying
+    /// `fee_rate_sat_vb` (same coins, same payments, less change); the new txid.
+    pub fn bump(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.control
+            .send(Control::Bump {
+                batch,
+                fee_rate_sat_vb,
+                reply,
+            })
+            .map_err(|_| anyhow!("the custody task has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| anyhow!("the custody task stopped before answering"))?
     }
 
     /// Stop the task (and the devnet's miner and RPC server).
@@ -277,7 +438,7 @@ impl Custody {
     }
 
     fn shutdown(&mut self) {
-        let _ = self.stop.try_send(());
+        let _ = self.control.try_send(Control::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -305,7 +466,18 @@ struct Snapshot {
     last_reconciled: Option<u32>,
     /// (user, wallet, index, descriptor) of every BTC deposit address.
     addresses: Vec<(UserId, u32, u32, String)>,
+    /// The hot wallet: id, descriptor, next unused index.
+    hot: Option<(u32, String, u32)>,
+    /// Every coin of a batch still open or finished recently, with the batch's facts.
+    batches: std::collections::BTreeMap<kura_chain::bitcoin::OutPoint, BatchFacts>,
 }
+
+/// How many blocks back a finished batch is still recognised (a reorganisation deeper
+/// than this that confirms it again would be judged anew).
+const FINISHED_BATCH_WINDOW: u32 = 144;
+
+/// Hot wallet addresses watched beyond the next unused index.
+const HOT_LOOKAHEAD: u32 = 20;
 
 impl Books for Snapshot {
     fn credited(&self, reference: &str) -> bool {
@@ -317,14 +489,62 @@ impl Books for Snapshot {
     fn withdrawals_halted(&self) -> bool {
         self.halted
     }
-    fn approved_spend(&self, _spend: &SpendReport) -> bool {
-        // No withdrawal or sweep flow signs anything yet: every spend of our coins is
-        // unapproved.
-        false
+    fn batch_of(&self, coin: &kura_chain::bitcoin::OutPoint) -> Option<BatchFacts> {
+        self.batches.get(coin).cloned()
     }
 }
 
-fn snapshot(engine: &Engine, asset: AssetId) -> Snapshot {
+fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
+    use kura_chain::bitcoin::hashes::Hash as _;
+    use kura_chain::bitcoin::{OutPoint, Txid};
+    let last_reconciled = engine.last_reconciliation(asset).map(|r| r.height);
+    let horizon = last_reconciled.map_or(0, |h| h.saturating_sub(FINISHED_BATCH_WINDOW));
+    let mut batches = std::collections::BTreeMap::new();
+    for (id, b) in engine.withdrawal_batches().iter().enumerate() {
+        let (open, finished_by) = match b.state {
+            kura_engine::BatchState::Open => (true, None),
+            kura_engine::BatchState::Confirmed { txid, height }
+            | kura_engine::BatchState::Cancelled { txid, height } => {
+                if height < horizon {
+                    continue;
+                }
+                (false, Some(Txid::from_byte_array(txid)))
+            }
+        };
+        if b.asset != asset {
+            continue;
+        }
+        let payments = b
+            .withdrawals
+            .iter()
+            .filter_map(|w| {
+                let w = engine.withdrawal(w)?;
+                let script = check_withdrawal_address(&w.address, network)
+                    .ok()?
+                    .script_pubkey();
+                Some((script, w.amount.get().checked_sub(w.fee.get())?))
+            })
+            .collect::<Vec<_>>();
+        let facts = BatchFacts {
+            id: id as u64,
+            open,
+            payments,
+            finished_by,
+        };
+        for input in &b.inputs {
+            batches.insert(
+                OutPoint::new(Txid::from_byte_array(input.txid), input.vout),
+                facts.clone(),
+            );
+        }
+    }
+    let hot = engine
+        .wallets()
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, w)| w.asset == asset && w.role == WalletRole::Hot)
+        .map(|(i, w)| (i as u32, w.descriptor.clone(), w.next_index));
     let credited = engine
         .deposit_records()
         .filter(|(r, d)| {
@@ -344,8 +564,10 @@ fn snapshot(engine: &Engine, asset: AssetId) -> Snapshot {
     Snapshot {
         credited,
         halted: engine.withdrawals_halted(asset).is_some(),
-        last_reconciled: engine.last_reconciliation(asset).map(|r| r.height),
+        last_reconciled,
         addresses,
+        hot,
+        batches,
     }
 }
 
@@ -355,6 +577,7 @@ struct Task {
     view: Arc<Mutex<CustodyView>>,
     /// (wallet, index) already given to the watcher.
     watched: HashSet<(u32, u32)>,
+    payout: super::payout::Payout,
 }
 
 impl Task {
@@ -362,7 +585,7 @@ impl Task {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn run(mut self, poll: Duration, stopped: crossbeam_channel::Receiver<()>) {
+    fn run(mut self, poll: Duration, requests: crossbeam_channel::Receiver<Control>) {
         loop {
             match self.pass() {
                 Ok(()) => self.view().last_error = None,
@@ -371,11 +594,54 @@ impl Task {
                     self.view().last_error = Some(format!("{e:#}"));
                 }
             }
-            match stopped.recv_timeout(poll) {
+            match requests.recv_timeout(poll) {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                _ => return,
+                Ok(Control::Bump {
+                    batch,
+                    fee_rate_sat_vb,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.bump(batch, fee_rate_sat_vb));
+                }
+                Ok(Control::Stop) | Err(_) => return,
             }
         }
+    }
+
+    fn payout_books(&self) -> Result<super::payout::PayoutBooks> {
+        let (asset, network) = {
+            let v = self.view();
+            (v.params.asset, v.network)
+        };
+        let now = super::payout::now_ms();
+        self.handle
+            .query_wait(move |e| super::payout::payout_books(e, asset, network, now))
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    fn bump(&mut self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        let books = self.payout_books()?;
+        let coins = super::payout::coins_of(&self.view().watcher);
+        let handle = self.handle.clone();
+        let mut submit = |c: Command| submit_events(&handle, c);
+        self.payout.bump(
+            batch,
+            fee_rate_sat_vb,
+            &books,
+            &coins,
+            self.source.as_ref(),
+            &mut submit,
+        )
+    }
+
+    /// Pay what is ready (after the books have caught up with the chain).
+    fn pay(&mut self) -> Result<()> {
+        let books = self.payout_books()?;
+        let coins = super::payout::coins_of(&self.view().watcher);
+        let handle = self.handle.clone();
+        let mut submit = |c: Command| submit_events(&handle, c);
+        self.payout
+            .pass(&books, &coins, self.source.as_ref(), &mut submit)
     }
 
     /// One pass: learn new addresses, step back over a reorganisation, follow new blocks
@@ -388,7 +654,7 @@ impl Task {
         let asset = params.asset;
         let mut books = self
             .handle
-            .query_wait(move |e| snapshot(e, asset))
+            .query_wait(move |e| snapshot(e, asset, network))
             .map_err(|e| anyhow!("{e}"))?;
         self.watch_new(&books, network)?;
         // Step back while our tip is not the source's block at that height.
@@ -440,17 +706,40 @@ impl Task {
         }
         let mempool = self.source.mempool_txs()?;
         self.view().watcher.set_mempool(&mempool);
+        if self.view().synced {
+            self.pay()?;
+        }
         Ok(())
     }
 
     fn watch_new(&mut self, books: &Snapshot, network: Network) -> Result<()> {
+        if let Some((wallet, descriptor, next)) = &books.hot {
+            for index in 0..next.saturating_add(HOT_LOOKAHEAD) {
+                if self.watched.contains(&(*wallet, index)) {
+                    continue;
+                }
+                let (script, _) = kura_custody::derive(descriptor, index, network)
+                    .map_err(|e| anyhow!("deriving hot address {wallet}/{index}: {e}"))?;
+                self.view().watcher.watch(
+                    script,
+                    Owner {
+                        wallet: *wallet,
+                        index,
+                        user: None,
+                    },
+                );
+                self.watched.insert((*wallet, index));
+            }
+        }
         for (user, wallet, index, descriptor) in &books.addresses {
             if self.watched.contains(&(*wallet, *index)) {
                 continue;
             }
-            let (script, _): (ScriptBuf, _) = kura_custody::derive(descriptor, *index, network)
-                .map_err(|e| anyhow!("deriving deposit address {wallet}/{index}: {e}"))?;
-            self.view().watcher.watch(
+            let (script, address): (ScriptBuf, _) =
+                kura_custody::derive(descriptor, *index, network)
+                    .map_err(|e| anyhow!("deriving deposit address {wallet}/{index}: {e}"))?;
+            let mut v = self.view();
+            v.watcher.watch(
                 script,
                 Owner {
                     wallet: *wallet,
@@ -458,6 +747,8 @@ impl Task {
                     user: Some(*user),
                 },
             );
+            v.addresses.insert((*wallet, *index), address.to_string());
+            drop(v);
             self.watched.insert((*wallet, *index));
         }
         Ok(())
@@ -505,6 +796,17 @@ impl Task {
                         Command::Reconcile { height, .. } => {
                             books.last_reconciled = Some(*height);
                         }
+                        Command::FinishWithdrawalBatch {
+                            batch, txid, paid, ..
+                        } => {
+                            use kura_chain::bitcoin::hashes::Hash as _;
+                            let txid = kura_chain::bitcoin::Txid::from_byte_array(*txid);
+                            for facts in books.batches.values_mut().filter(|f| f.id == *batch) {
+                                facts.open = false;
+                                facts.finished_by = Some(txid);
+                            }
+                            tracing::info!(batch, %txid, paid, "withdrawal batch finished on chain");
+                        }
                         _ => {}
                     }
                     tracing::info!(command = what, "custody");
@@ -548,5 +850,86 @@ impl Custody {
         let (_, address) = kura_custody::derive(&found.0, found.1, network)
             .map_err(|e| anyhow!("deriving the deposit address: {e}"))?;
         Ok(address.to_string())
+    }
+}
+
+/// The custody view as the wallet endpoints see it.
+struct ChainFacts {
+    view: Arc<Mutex<CustodyView>>,
+}
+
+impl ChainFacts {
+    fn view(&self) -> MutexGuard<'_, CustodyView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl kura_api::backend::Chain for ChainFacts {
+    fn asset_symbol(&self) -> &str {
+        "BTC"
+    }
+
+    fn address_at(&self, descriptor: &str, index: u32) -> std::result::Result<String, String> {
+        let network = self.view().network;
+        kura_custody::derive(descriptor, index, network)
+            .map(|(_, address)| address.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn check_address(&self, address: &str) -> std::result::Result<String, String> {
+        check_withdrawal_address(address, self.view().network).map(|a| a.to_string())
+    }
+
+    fn confirmations(&self) -> u32 {
+        self.view().params.confirmations
+    }
+
+    fn deposit_confirmations(&self, reference: &str) -> Option<u32> {
+        let outpoint = reference.parse::<kura_chain::bitcoin::OutPoint>().ok()?;
+        let v = self.view();
+        let d = v.watcher.deposit(&outpoint)?;
+        Some(v.watcher.confirmations(d.height))
+    }
+
+    fn pending_deposits(&self, user: UserId) -> Vec<kura_api::backend::PendingDeposit> {
+        let v = self.view();
+        let required = v.params.confirmations;
+        let confirmed = v
+            .watcher
+            .deposits()
+            .map(|d| (d, v.watcher.confirmations(d.height)))
+            .filter(|(_, n)| *n < required);
+        let unconfirmed = v.watcher.pending().map(|d| (d, 0));
+        confirmed
+            .chain(unconfirmed)
+            .filter(|(d, _)| d.user == user && d.amount_sat >= v.params.dust_sat)
+            .map(|(d, confirmations)| kura_api::backend::PendingDeposit {
+                reference: d.reference(),
+                amount: kura_units::Amount::new(d.amount_sat),
+                confirmations,
+                address: v
+                    .addresses
+                    .get(&(d.wallet, d.index))
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// A withdrawal destination: an address of `network`, SegWit only (its spends' txids
+/// cannot be changed by a third party, and kura never pays a legacy output).
+pub fn check_withdrawal_address(
+    text: &str,
+    network: Network,
+) -> std::result::Result<kura_chain::bitcoin::Address, String> {
+    use kura_chain::bitcoin::{Address, AddressType};
+    let unchecked = Address::from_str(text).map_err(|e| format!("not a Bitcoin address: {e}"))?;
+    let address = unchecked
+        .require_network(network)
+        .map_err(|_| format!("not an address of the {network} network"))?;
+    match address.address_type() {
+        Some(AddressType::P2wpkh | AddressType::P2wsh | AddressType::P2tr) => Ok(address),
+        _ => Err("kura pays only SegWit addresses (P2WPKH, P2WSH, P2TR)".into()),
     }
 }

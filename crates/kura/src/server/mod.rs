@@ -13,6 +13,7 @@ pub mod admin;
 pub mod backend;
 pub mod custody;
 pub mod files;
+pub mod payout;
 
 use crate::node::{self, AppliedCommand, Node, NodeConfig, Observer};
 use anyhow::{anyhow, bail, Context, Result};
@@ -225,6 +226,7 @@ impl Exchange {
             store_path,
             read_wait: config.read_wait,
             feed,
+            chain: custody.as_ref().map(|c| c.chain_facts()),
         });
         Ok(Exchange {
             config,

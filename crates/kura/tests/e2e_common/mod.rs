@@ -70,6 +70,11 @@ impl Server {
     /// Start `kura serve --data DATA --listen 127.0.0.1:0` and wait until it is ready:
     /// server.json names this child's pid and stdout says where it listens.
     pub fn start(data: &Path, logs: &Path, run: usize) -> Server {
+        Server::start_with(data, logs, run, &[])
+    }
+
+    /// [`Server::start`] with more `kura serve` arguments.
+    pub fn start_with(data: &Path, logs: &Path, run: usize, extra: &[&str]) -> Server {
         let stdout = logs.join(format!("serve-{run}.stdout"));
         let stderr = logs.join(format!("serve-{run}.stderr"));
         let child = Command::new(env!("CARGO_BIN_EXE_kura"))
@@ -77,6 +82,7 @@ impl Server {
             .arg("--data")
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("stdout log"))
             .stderr(File::create(&stderr).expect("stderr log"))

@@ -1,0 +1,400 @@
+//! Chain withdrawals on the books: policy checks at request time, review, address
+//! delays, batches that lock their coins, fee bumps, and settlement or cancellation
+//! exactly once — with the invariants and the state encoding checked after each step.
+
+use kura_engine::genesis::{self, BTC};
+use kura_engine::{
+    BatchState, Command, Ctx, Engine, Limits, Outpoint, Reject, WalletRole, WithdrawalPolicy,
+    WithdrawalState,
+};
+use kura_ledger::SystemAccount;
+use kura_units::{Amount, UserId};
+
+const ALICE: UserId = UserId(0);
+const BOB: UserId = UserId(1);
+const HOUR: u64 = 3_600_000;
+const DESTINATION: &str = "bcrt1qdestination";
+
+struct World {
+    engine: Engine,
+    seq: u64,
+    now: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let mut w = World {
+            engine: Engine::new(Limits::default()),
+            seq: 0,
+            now: 1_000_000,
+        };
+        for cmd in genesis::genesis() {
+            w.ok(cmd);
+        }
+        w.ok(Command::CreateUser);
+        w.ok(Command::CreateUser);
+        for user in [ALICE, BOB] {
+            w.ok(Command::Deposit {
+                user,
+                asset: BTC,
+                amount: Amount::new(10_000_000),
+                reference: format!("seed-{}", user.0),
+            });
+        }
+        w.ok(Command::RegisterWallet {
+            asset: BTC,
+            role: WalletRole::Hot,
+            descriptor: "wpkh(hot)".into(),
+        });
+        w.ok(Command::SetWithdrawalPolicy {
+            asset: BTC,
+            policy: WithdrawalPolicy {
+                fee: Amount::new(1_000),
+                min_amount: Amount::new(10_000),
+                daily_limit: Amount::new(5_000_000),
+                approval_above: Amount::new(2_000_000),
+                address_delay_ms: HOUR,
+                listed_only: false,
+            },
+        });
+        w
+    }
+
+    fn apply(&mut self, cmd: Command) -> Result<Vec<kura_engine::Event>, Reject> {
+        self.seq += 1;
+        let before = self.engine.state_hash();
+        let out = self.engine.apply_owned(
+            &cmd,
+            Ctx {
+                seq: self.seq,
+                timestamp_ms: self.now,
+            },
+        );
+        if out.is_err() {
+            assert_eq!(
+                before,
+                self.engine.state_hash(),
+                "a rejection changed the state"
+            );
+        }
+        self.engine
+            .check_invariants()
+            .unwrap_or_else(|e| panic!("after {}: {e}", cmd.name()));
+        // The state survives its own encoding.
+        let mut bytes = Vec::new();
+        self.engine.encode_state(&mut bytes);
+        let back = Engine::decode_state(&bytes, Limits::default()).expect("decodes");
+        assert_eq!(back.state_hash(), self.engine.state_hash());
+        out
+    }
+
+    fn ok(&mut self, cmd: Command) -> Vec<kura_engine::Event> {
+        let name = cmd.name();
+        self.apply(cmd)
+            .unwrap_or_else(|r| panic!("{name} refused: {r}"))
+    }
+
+    fn request(&mut self, user: UserId, amount: u64, id: &str) -> Result<(), Reject> {
+        self.apply(Command::RequestChainWithdrawal {
+            user,
+            asset: BTC,
+            amount: Amount::new(amount),
+            id: id.into(),
+            address: DESTINATION.into(),
+        })
+        .map(|_| ())
+    }
+
+    fn state(&self, id: &str) -> WithdrawalState {
+        self.engine.withdrawal(id).expect("known").state
+    }
+
+    fn available(&self, user: UserId) -> u64 {
+        self.engine
+            .ledger()
+            .balance(user, BTC)
+            .expect("user")
+            .available
+            .get()
+    }
+
+    fn held(&self, user: UserId) -> u64 {
+        self.engine
+            .ledger()
+            .balance(user, BTC)
+            .expect("user")
+            .held
+            .get()
+    }
+
+    fn system(&self, account: SystemAccount) -> i128 {
+        self.engine.ledger().system(account, BTC).expect("asset")
+    }
+
+    fn batch(&mut self, ids: &[&str], coins: &[Outpoint], fee: u64) -> Result<(), Reject> {
+        let next = self.engine.wallets()[0].next_index;
+        self.apply(Command::BuildWithdrawalBatch {
+            asset: BTC,
+            withdrawals: ids.iter().map(|s| s.to_string()).collect(),
+            inputs: coins.to_vec(),
+            change: Some((0, next)),
+            network_fee: Amount::new(fee),
+            txid: [self.seq as u8; 32],
+        })
+        .map(|_| ())
+    }
+}
+
+fn coin(n: u8) -> Outpoint {
+    Outpoint {
+        txid: [n; 32],
+        vout: u32::from(n),
+    }
+}
+
+#[test]
+fn a_request_holds_its_amount_and_waits_for_a_new_address_delay() {
+    let mut w = World::new();
+    w.request(ALICE, 500_000, "w1").expect("accepted");
+    assert_eq!(w.held(ALICE), 500_000);
+    assert_eq!(w.available(ALICE), 9_500_000);
+    assert_eq!(w.state("w1"), WithdrawalState::Approved);
+    // The address was new: it is listed now and payable in one hour.
+    assert_eq!(
+        w.engine.withdrawal_address(ALICE, BTC, DESTINATION),
+        Some(w.now + HOUR)
+    );
+    assert!(w.engine.ready_withdrawals(BTC, w.now).is_empty());
+    assert_eq!(w.batch(&["w1"], &[coin(1)], 200), Err(Reject::InvalidBatch));
+    w.now += HOUR;
+    assert_eq!(w.engine.ready_withdrawals(BTC, w.now).len(), 1);
+    w.batch(&["w1"], &[coin(1)], 200).expect("released");
+    assert_eq!(w.state("w1"), WithdrawalState::Batched);
+    // The same id again is refused, whatever its state.
+    assert_eq!(
+        w.request(ALICE, 500_000, "w1"),
+        Err(Reject::DuplicateWithdrawal)
+    );
+}
+
+#[test]
+fn policy_checks_refuse_without_changing_anything() {
+    let mut w = World::new();
+    assert_eq!(
+        w.request(ALICE, 1_000, "small"),
+        Err(Reject::AmountBelowMinimum)
+    );
+    assert_eq!(
+        w.request(ALICE, 20_000_000, "big"),
+        Err(Reject::DailyLimitExceeded)
+    );
+    w.request(ALICE, 2_000_000, "a").expect("at the threshold");
+    w.request(ALICE, 2_000_000, "b")
+        .expect("still within the day");
+    assert_eq!(
+        w.request(ALICE, 1_500_000, "c"),
+        Err(Reject::DailyLimitExceeded)
+    );
+    // Cancelled requests do not count, and a day later the window has moved on.
+    w.ok(Command::CancelWithdrawal { id: "b".into() });
+    assert_eq!(w.held(ALICE), 2_000_000);
+    w.request(ALICE, 1_500_000, "c")
+        .expect("b no longer counts");
+    w.now += 24 * HOUR;
+    w.request(ALICE, 3_000_000, "d").expect("a new day");
+    assert_eq!(
+        w.state("d"),
+        WithdrawalState::Review,
+        "above the approval threshold"
+    );
+    assert_eq!(
+        w.apply(Command::RequestChainWithdrawal {
+            user: ALICE,
+            asset: BTC,
+            amount: Amount::new(20_000),
+            id: "bad".into(),
+            address: "no spaces allowed".into(),
+        })
+        .map(|_| ()),
+        Err(Reject::InvalidAddress)
+    );
+    w.ok(Command::HaltWithdrawals {
+        asset: BTC,
+        reason: "drill".into(),
+    });
+    assert_eq!(
+        w.request(BOB, 20_000, "halted"),
+        Err(Reject::WithdrawalsHalted)
+    );
+}
+
+#[test]
+fn listed_only_policy_refuses_new_addresses_and_honours_the_delay_of_listed_ones() {
+    let mut w = World::new();
+    let mut policy = w.engine.withdrawal_policy(BTC).expect("set");
+    policy.listed_only = true;
+    w.ok(Command::SetWithdrawalPolicy { asset: BTC, policy });
+    assert_eq!(w.request(BOB, 50_000, "x"), Err(Reject::AddressNotAllowed));
+    w.ok(Command::AddWithdrawalAddress {
+        user: BOB,
+        asset: BTC,
+        address: DESTINATION.into(),
+    });
+    assert_eq!(
+        w.apply(Command::AddWithdrawalAddress {
+            user: BOB,
+            asset: BTC,
+            address: DESTINATION.into(),
+        })
+        .map(|_| ()),
+        Err(Reject::AddressListed)
+    );
+    w.request(BOB, 50_000, "x").expect("listed");
+    assert_eq!(
+        w.engine.withdrawal("x").expect("known").release_ms,
+        w.now + HOUR
+    );
+}
+
+#[test]
+fn review_needs_an_operator_before_batching() {
+    let mut w = World::new();
+    w.ok(Command::AddWithdrawalAddress {
+        user: ALICE,
+        asset: BTC,
+        address: DESTINATION.into(),
+    });
+    w.now += HOUR;
+    w.request(ALICE, 3_000_000, "big").expect("accepted");
+    assert_eq!(w.state("big"), WithdrawalState::Review);
+    assert_eq!(
+        w.batch(&["big"], &[coin(1)], 200),
+        Err(Reject::InvalidBatch)
+    );
+    w.ok(Command::ApproveWithdrawal { id: "big".into() });
+    assert_eq!(
+        w.apply(Command::ApproveWithdrawal { id: "big".into() })
+            .map(|_| ()),
+        Err(Reject::WithdrawalNotInReview)
+    );
+    w.batch(&["big"], &[coin(1)], 200).expect("approved");
+}
+
+#[test]
+fn a_batch_locks_its_coins_and_settles_exactly_once() {
+    let mut w = World::new();
+    w.ok(Command::AddWithdrawalAddress {
+        user: ALICE,
+        asset: BTC,
+        address: DESTINATION.into(),
+    });
+    w.ok(Command::AddWithdrawalAddress {
+        user: BOB,
+        asset: BTC,
+        address: DESTINATION.into(),
+    });
+    w.now += HOUR;
+    w.request(ALICE, 400_000, "a").expect("ok");
+    w.request(BOB, 600_000, "b").expect("ok");
+    w.request(BOB, 100_000, "c").expect("ok");
+    let owed_before = w.engine.ledger().customer_total(BTC).expect("asset");
+    let income_before = w.system(SystemAccount::FeeIncome);
+    w.batch(&["a", "b"], &[coin(1), coin(2)], 300)
+        .expect("built");
+    assert_eq!(
+        w.engine.wallets()[0].next_index,
+        1,
+        "the change index is used up"
+    );
+    assert_eq!(w.engine.batch_spending(&coin(2)), Some(0));
+    // A coin of an open batch cannot be spent by another; a member cannot join twice.
+    assert_eq!(w.batch(&["c"], &[coin(2)], 300), Err(Reject::InvalidBatch));
+    assert_eq!(w.batch(&["a"], &[coin(3)], 300), Err(Reject::InvalidBatch));
+    // A batched withdrawal is the chain's now: no manual settle or cancel.
+    assert_eq!(
+        w.apply(Command::CancelWithdrawal { id: "a".into() })
+            .map(|_| ()),
+        Err(Reject::WithdrawalBatched)
+    );
+    assert_eq!(
+        w.apply(Command::SettleWithdrawal { id: "a".into() })
+            .map(|_| ()),
+        Err(Reject::WithdrawalBatched)
+    );
+    // A fee bump must raise the fee.
+    let bump = |fee: u64, txid: u8| Command::BumpWithdrawalBatch {
+        batch: 0,
+        txid: [txid; 32],
+        network_fee: Amount::new(fee),
+    };
+    assert_eq!(
+        w.apply(bump(300, 0xb1)).map(|_| ()),
+        Err(Reject::InvalidBatch)
+    );
+    w.ok(bump(900, 0xb1));
+    assert_eq!(
+        w.engine.withdrawal_batch(0).expect("batch").versions.len(),
+        2
+    );
+    // The bump confirms (not the original): settled once, fee income pays the network.
+    let finish = Command::FinishWithdrawalBatch {
+        batch: 0,
+        txid: [0xb1; 32],
+        height: 150,
+        network_fee: Amount::new(900),
+        paid: true,
+    };
+    let events = w.ok(finish.clone());
+    let settled = events
+        .iter()
+        .filter(|e| matches!(e.kind, kura_engine::EventKind::WithdrawalSettled { .. }))
+        .count();
+    assert_eq!(settled, 2);
+    assert_eq!(w.apply(finish).map(|_| ()), Err(Reject::BatchNotOpen));
+    assert_eq!(w.state("a"), WithdrawalState::Settled);
+    assert_eq!(w.held(ALICE), 0);
+    assert_eq!(w.held(BOB), 100_000, "c is still waiting");
+    let owed_after = w.engine.ledger().customer_total(BTC).expect("asset");
+    assert_eq!(
+        owed_before - owed_after,
+        1_000_000,
+        "both amounts left the books"
+    );
+    assert_eq!(
+        w.system(SystemAccount::FeeIncome) - income_before,
+        2 * 1_000 - 900,
+        "two withdrawal fees in, one network fee out"
+    );
+    assert_eq!(w.engine.batch_spending(&coin(2)), None, "coins unlocked");
+    assert!(matches!(
+        w.engine.withdrawal_batch(0).expect("batch").state,
+        BatchState::Confirmed { height: 150, .. }
+    ));
+    // c can now use the coin.
+    w.batch(&["c"], &[coin(2)], 300).expect("coin free again");
+}
+
+#[test]
+fn a_confirmed_cancel_refunds_every_member() {
+    let mut w = World::new();
+    w.ok(Command::AddWithdrawalAddress {
+        user: BOB,
+        asset: BTC,
+        address: DESTINATION.into(),
+    });
+    w.now += HOUR;
+    w.request(BOB, 700_000, "b").expect("ok");
+    w.batch(&["b"], &[coin(7)], 300).expect("built");
+    let income = w.system(SystemAccount::FeeIncome);
+    w.ok(Command::FinishWithdrawalBatch {
+        batch: 0,
+        txid: [0xcc; 32],
+        height: 151,
+        network_fee: Amount::new(500),
+        paid: false,
+    });
+    assert_eq!(w.state("b"), WithdrawalState::Cancelled);
+    assert_eq!(w.available(BOB), 10_000_000, "the whole amount is back");
+    assert_eq!(w.held(BOB), 0);
+    assert_eq!(w.system(SystemAccount::FeeIncome), income - 500);
+}

@@ -1,0 +1,496 @@
+//! Paying chain withdrawals: the custody task's batcher.
+//!
+//! Every `batch_interval`, the approved withdrawals whose release time has come are
+//! paid by one transaction:
+//!
+//! 1. a PSBT is built from our confirmed, unlocked coins (never unconfirmed change);
+//! 2. `BuildWithdrawalBatch` is journaled — the coins it spends, the payments, the
+//!    change index, the fee and the txid — before anything is signed;
+//! 3. the signer checks the PSBT against exactly that record and its own velocity caps,
+//!    and signs;
+//! 4. the signed transaction is written to `DIR/signer/outbox/<batch>.tx` (fsynced) and
+//!    broadcast.
+//!
+//! A crash at any point is safe: before step 2 nothing happened; after it the batch is
+//! in the books and its coins are locked, and whichever version of it confirms (found by
+//! the coins it spends, never by txid) settles it exactly once. An open batch whose
+//! transaction is in neither the mempool nor the chain is broadcast again from the
+//! outbox. A fee bump ([`Payout::bump`]) spends the same coins, pays the same outputs
+//! and takes the difference from the change.
+
+use anyhow::{anyhow, Context, Result};
+use kura_chain::bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
+use kura_chain::bitcoin::hashes::Hash;
+use kura_chain::bitcoin::psbt::Psbt;
+use kura_chain::bitcoin::{Network, OutPoint, ScriptBuf, Transaction, Txid};
+use kura_chain::ChainSource;
+use kura_custody::psbt::{build_psbt, bump_psbt, ChangeTarget, Payment, SpendableCoin};
+use kura_custody::Watcher;
+use kura_engine::{BatchState, Command, Engine, EventKind, Outpoint, WalletRole};
+use kura_signer::{Authorization, Signer};
+use kura_units::{Amount, AssetId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The batcher's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayoutConfig {
+    /// Fee rate of new batches, in sat/vB.
+    pub fee_rate_sat_vb: u64,
+    /// How often approved withdrawals are gathered into a batch.
+    pub batch_interval: Duration,
+}
+
+impl Default for PayoutConfig {
+    fn default() -> Self {
+        PayoutConfig {
+            fee_rate_sat_vb: 2,
+            batch_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the batcher needs of the books, copied out of the engine in one query.
+#[derive(Clone, Debug, Default)]
+pub struct PayoutBooks {
+    pub halted: bool,
+    /// (wallet id, descriptor) of the wallets the signer can spend (deposit and hot).
+    pub spendable: Vec<(u32, String)>,
+    /// The hot wallet: id, descriptor, next unused index.
+    pub hot: Option<(u32, String, u32)>,
+    /// Coins locked by open batches.
+    pub locked: BTreeSet<OutPoint>,
+    /// Approved, released withdrawals: (id, address, amount paid out in sat).
+    pub ready: Vec<(String, String, u64)>,
+    /// Open batches: id → (coins, payments, latest txid).
+    pub open: BTreeMap<u64, OpenBatch>,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpenBatch {
+    pub inputs: Vec<OutPoint>,
+    pub payments: Vec<Payment>,
+    pub txid: Txid,
+    pub network_fee: u64,
+    /// The change output's index in the hot wallet, if the batch has change.
+    pub change: Option<u32>,
+}
+
+/// One of our confirmed coins, as the batcher needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coin {
+    pub outpoint: OutPoint,
+    pub value_sat: u64,
+    pub wallet: u32,
+    pub index: u32,
+}
+
+/// Our confirmed coins, copied out of the watcher.
+pub fn coins_of(watcher: &Watcher) -> Vec<Coin> {
+    watcher
+        .coins()
+        .map(|(outpoint, value_sat, owner, _)| Coin {
+            outpoint,
+            value_sat,
+            wallet: owner.wallet,
+            index: owner.index,
+        })
+        .collect()
+}
+
+fn outpoint(o: &Outpoint) -> OutPoint {
+    OutPoint::new(Txid::from_byte_array(o.txid), o.vout)
+}
+
+/// The payments of a set of withdrawals: each address's script, the amount less fee.
+fn payments(engine: &Engine, ids: &[String], network: Network) -> Option<Vec<Payment>> {
+    ids.iter()
+        .map(|id| {
+            let w = engine.withdrawal(id)?;
+            let address = super::custody::check_withdrawal_address(&w.address, network).ok()?;
+            Some(Payment {
+                script_pubkey: address.script_pubkey(),
+                amount_sat: w.amount.get().checked_sub(w.fee.get())?,
+            })
+        })
+        .collect()
+}
+
+/// Copy what the batcher needs out of the engine.
+pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u64) -> PayoutBooks {
+    let wallets = engine.wallets();
+    let spendable = wallets
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            w.asset == asset && matches!(w.role, WalletRole::Deposit | WalletRole::Hot)
+        })
+        .map(|(i, w)| (i as u32, w.descriptor.clone()))
+        .collect();
+    let hot = wallets
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, w)| w.asset == asset && w.role == WalletRole::Hot)
+        .map(|(i, w)| (i as u32, w.descriptor.clone(), w.next_index));
+    let mut locked = BTreeSet::new();
+    let mut open = BTreeMap::new();
+    for (id, b) in engine.withdrawal_batches().iter().enumerate() {
+        if b.asset != asset || b.state != BatchState::Open {
+            continue;
+        }
+        let inputs: Vec<OutPoint> = b.inputs.iter().map(outpoint).collect();
+        locked.extend(inputs.iter().copied());
+        let Some(latest) = b.versions.last() else {
+            continue;
+        };
+        if let Some(payments) = payments(engine, &b.withdrawals, network) {
+            open.insert(
+                id as u64,
+                OpenBatch {
+                    inputs,
+                    payments,
+                    txid: Txid::from_byte_array(latest.txid),
+                    network_fee: latest.network_fee.get(),
+                    change: b.change.map(|(_, index)| index),
+                },
+            );
+        }
+    }
+    let ready = engine
+        .ready_withdrawals(asset, now_ms)
+        .into_iter()
+        .filter_map(|(id, w)| {
+            let net = w.amount.get().checked_sub(w.fee.get())?;
+            Some((id.to_owned(), w.address.clone(), net))
+        })
+        .collect();
+    PayoutBooks {
+        halted: engine.withdrawals_halted(asset).is_some(),
+        spendable,
+        hot,
+        locked,
+        ready,
+        open,
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The batcher: signer, outbox, and the PSBTs of the batches it built.
+pub struct Payout {
+    signer: Signer,
+    config: PayoutConfig,
+    network: Network,
+    asset: AssetId,
+    outbox: PathBuf,
+    last_batch: Option<Instant>,
+    /// The unsigned PSBT of each batch's latest version built by this process.
+    psbts: HashMap<u64, Psbt>,
+    /// What went wrong last, for status displays.
+    pub last_problem: Option<String>,
+}
+
+impl std::fmt::Debug for Payout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payout")
+            .field("config", &self.config)
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Submits a command and returns its events (or the engine's refusal).
+pub type Submit<'a> = &'a mut dyn FnMut(
+    Command,
+) -> Result<
+    std::result::Result<Vec<kura_engine::Event>, kura_engine::Reject>,
+>;
+
+impl Payout {
+    pub fn new(
+        signer: Signer,
+        config: PayoutConfig,
+        network: Network,
+        asset: AssetId,
+        outbox: PathBuf,
+    ) -> Result<Payout> {
+        std::fs::create_dir_all(&outbox)
+            .with_context(|| format!("creating the outbox {}", outbox.display()))?;
+        Ok(Payout {
+            signer,
+            config,
+            network,
+            asset,
+            outbox,
+            last_batch: None,
+            psbts: HashMap::new(),
+            last_problem: None,
+        })
+    }
+
+    fn outbox_file(&self, batch: u64) -> PathBuf {
+        self.outbox.join(format!("{batch}.tx"))
+    }
+
+    /// Keep the signed transaction of `batch` (fsynced) before it is broadcast.
+    fn keep(&self, batch: u64, tx: &Transaction) -> Result<()> {
+        let path = self.outbox_file(batch);
+        let tmp = path.with_extension("tmp");
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(serialize_hex(tx).as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.outbox)?.sync_all()?;
+        Ok(())
+    }
+
+    fn kept(&self, batch: u64) -> Option<Transaction> {
+        let text = std::fs::read_to_string(self.outbox_file(batch)).ok()?;
+        deserialize_hex(text.trim()).ok()
+    }
+
+    /// One pass: broadcast again what was lost, then pay what is ready.
+    pub fn pass(
+        &mut self,
+        books: &PayoutBooks,
+        coins: &[Coin],
+        source: &dyn ChainSource,
+        submit: Submit<'_>,
+    ) -> Result<()> {
+        self.rebroadcast(books, source)?;
+        if books.halted || books.ready.is_empty() {
+            return Ok(());
+        }
+        if self
+            .last_batch
+            .is_some_and(|t| t.elapsed() < self.config.batch_interval)
+        {
+            return Ok(());
+        }
+        self.last_batch = Some(Instant::now());
+        match self.pay(books, coins, source, submit) {
+            Ok(()) => {
+                self.last_problem = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.last_problem = Some(format!("{e:#}"));
+                Err(e)
+            }
+        }
+    }
+
+    fn rebroadcast(&self, books: &PayoutBooks, source: &dyn ChainSource) -> Result<()> {
+        for (&batch, open) in &books.open {
+            if source.get_tx(&open.txid)?.is_some() {
+                continue;
+            }
+            match self.kept(batch) {
+                Some(tx) if tx.compute_txid() == open.txid => match source.broadcast(&tx) {
+                    Ok(txid) => tracing::info!(batch, %txid, "withdrawal batch broadcast again"),
+                    Err(e) => {
+                        tracing::warn!(batch, error = %e, "broadcasting a batch again failed")
+                    }
+                },
+                _ => tracing::warn!(
+                    batch,
+                    txid = %open.txid,
+                    "open withdrawal batch has no signed transaction in the outbox; waiting"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Our coins the signer can spend; with `include_locked`, also those of open batches.
+    fn spendable(books: &PayoutBooks, coins: &[Coin], include_locked: bool) -> Vec<SpendableCoin> {
+        let descriptors: HashMap<u32, &str> = books
+            .spendable
+            .iter()
+            .map(|(id, d)| (*id, d.as_str()))
+            .collect();
+        coins
+            .iter()
+            .filter(|c| include_locked || !books.locked.contains(&c.outpoint))
+            .filter_map(|c| {
+                Some(SpendableCoin {
+                    outpoint: c.outpoint,
+                    value_sat: c.value_sat,
+                    descriptor: (*descriptors.get(&c.wallet)?).to_owned(),
+                    index: c.index,
+                })
+            })
+            .collect()
+    }
+
+    fn pay(
+        &mut self,
+        books: &PayoutBooks,
+        coins: &[Coin],
+        source: &dyn ChainSource,
+        submit: Submit<'_>,
+    ) -> Result<()> {
+        let (hot_id, hot_descriptor, next_index) = books
+            .hot
+            .clone()
+            .ok_or_else(|| anyhow!("no hot wallet is registered"))?;
+        let mut ids = Vec::new();
+        let mut pays = Vec::new();
+        for (id, address, amount_sat) in &books.ready {
+            let Ok(address) = super::custody::check_withdrawal_address(address, self.network)
+            else {
+                tracing::error!(id, address, "approved withdrawal has an unusable address");
+                continue;
+            };
+            ids.push(id.clone());
+            pays.push(Payment {
+                script_pubkey: address.script_pubkey(),
+                amount_sat: *amount_sat,
+            });
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let change = ChangeTarget {
+            descriptor: hot_descriptor,
+            index: next_index,
+        };
+        let coins = Self::spendable(books, coins, false);
+        let built = build_psbt(
+            &coins,
+            &pays,
+            &change,
+            self.config.fee_rate_sat_vb,
+            self.network,
+        )
+        .map_err(|e| anyhow!("building the withdrawal transaction: {e}"))?;
+        let inputs: Vec<Outpoint> = built
+            .inputs
+            .iter()
+            .map(|o| Outpoint {
+                txid: o.txid.to_byte_array(),
+                vout: o.vout,
+            })
+            .collect();
+        let command = Command::BuildWithdrawalBatch {
+            asset: self.asset,
+            withdrawals: ids.clone(),
+            inputs,
+            change: (built.change_sat > 0).then_some((hot_id, next_index)),
+            network_fee: Amount::new(built.fee_sat),
+            txid: built.txid.to_byte_array(),
+        };
+        let events = match submit(command)? {
+            Ok(events) => events,
+            Err(reject) => {
+                return Err(anyhow!("the books refused the withdrawal batch: {reject}"));
+            }
+        };
+        let batch = events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::WithdrawalBatchBuilt { batch, .. } => Some(*batch),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("the batch was built but its id is missing"))?;
+        tracing::info!(batch, txid = %built.txid, withdrawals = ids.len(), fee = built.fee_sat, "withdrawal batch built");
+        let auth = Authorization {
+            batch,
+            inputs: built.inputs.clone(),
+            payments: pays,
+        };
+        self.psbts.insert(batch, built.psbt.clone());
+        self.sign_and_send(batch, &built.psbt, &auth, source)
+    }
+
+    fn sign_and_send(
+        &mut self,
+        batch: u64,
+        psbt: &Psbt,
+        auth: &Authorization,
+        source: &dyn ChainSource,
+    ) -> Result<()> {
+        let signed = self
+            .signer
+            .sign(psbt, auth, now_ms())
+            .map_err(|refusal| anyhow!("the signer refused batch {batch}: {refusal}"))?;
+        self.keep(batch, &signed.tx)?;
+        let txid = source
+            .broadcast(&signed.tx)
+            .map_err(|e| anyhow!("broadcasting batch {batch}: {e}"))?;
+        tracing::info!(batch, %txid, "withdrawal batch broadcast");
+        Ok(())
+    }
+
+    /// Replace an open batch's transaction with one paying `fee_rate_sat_vb`: the same
+    /// coins and payments, less change. Returns the new txid.
+    pub fn bump(
+        &mut self,
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        books: &PayoutBooks,
+        coins: &[Coin],
+        source: &dyn ChainSource,
+        submit: Submit<'_>,
+    ) -> Result<Txid> {
+        let open = books
+            .open
+            .get(&batch)
+            .ok_or_else(|| anyhow!("batch {batch} is not open"))?;
+        let original = self
+            .psbts
+            .get(&batch)
+            .ok_or_else(|| anyhow!("batch {batch} was not built by this process"))?
+            .clone();
+        let coins = Self::spendable(books, coins, true);
+        let change = ChangeTarget {
+            descriptor: books
+                .hot
+                .as_ref()
+                .map(|(_, d, _)| d.clone())
+                .ok_or_else(|| anyhow!("no hot wallet"))?,
+            index: open
+                .change
+                .ok_or_else(|| anyhow!("batch {batch} has no change to pay a higher fee from"))?,
+        };
+        let bumped = bump_psbt(&original, &coins, &change, fee_rate_sat_vb, self.network)
+            .map_err(|e| anyhow!("bumping batch {batch}: {e}"))?;
+        if bumped.fee_sat <= open.network_fee {
+            return Err(anyhow!(
+                "a fee rate of {fee_rate_sat_vb} sat/vB does not raise the fee of batch {batch}"
+            ));
+        }
+        match submit(Command::BumpWithdrawalBatch {
+            batch,
+            txid: bumped.txid.to_byte_array(),
+            network_fee: Amount::new(bumped.fee_sat),
+        })? {
+            Ok(_) => {}
+            Err(r) => return Err(anyhow!("the books refused the bump: {r}")),
+        }
+        let auth = Authorization {
+            batch,
+            inputs: open.inputs.clone(),
+            payments: open.payments.clone(),
+        };
+        self.psbts.insert(batch, bumped.psbt.clone());
+        self.sign_and_send(batch, &bumped.psbt, &auth, source)?;
+        Ok(bumped.txid)
+    }
+}
+
+/// The script of every payment, for the planner's batch facts.
+pub fn payment_scripts(payments: &[Payment]) -> Vec<(ScriptBuf, u64)> {
+    payments
+        .iter()
+        .map(|p| (p.script_pubkey.clone(), p.amount_sat))
+        .collect()
+}
