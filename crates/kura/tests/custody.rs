@@ -3,7 +3,9 @@
 //! mempool, credited at the third confirmation exactly once, reversed when a
 //! reorganisation removes it and credited again when it confirms again; a thief spending
 //! a deposit coin with the deposit key outside kura halts withdrawals within one block,
-//! the halt survives a restart, and reconciliation is journaled every block.
+//! the halt survives a restart, and reconciliation is journaled every block; a deposit
+//! double-spent by RBF before it confirms is never credited; a withdrawal is batched,
+//! signed, bumped by RBF, rebroadcast after a restart and settled exactly once.
 
 use kura::server::custody::{ChainChoice, CustodyConfig, DEFAULT_WITHDRAWAL_POLICY};
 use kura::server::payout::PayoutConfig;
@@ -230,6 +232,17 @@ fn steal(
     value: u64,
     to: ScriptBuf,
 ) -> Transaction {
+    spend(key, outpoint, value, to, 10_000)
+}
+
+/// [`steal`] with the fee chosen.
+fn spend(
+    key: &kura_chain::bitcoin::PrivateKey,
+    outpoint: OutPoint,
+    value: u64,
+    to: ScriptBuf,
+    fee: u64,
+) -> Transaction {
     let secp = Secp256k1::new();
     let public = CompressedPublicKey::from_private_key(&secp, key).expect("compressed");
     let spent_script = ScriptBuf::new_p2wpkh(&public.wpubkey_hash());
@@ -243,7 +256,7 @@ fn steal(
             witness: Witness::new(),
         }],
         output: vec![TxOut {
-            value: Amount::from_sat(value - 10_000),
+            value: Amount::from_sat(value - fee),
             script_pubkey: to,
         }],
     };
@@ -483,6 +496,70 @@ fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
         vec![30_000_000 - 10_000],
         "never paid twice"
     );
+    drop(devnet);
+    ex.stop().expect("stop");
+}
+
+#[test]
+fn a_deposit_double_spent_by_rbf_before_it_confirms_is_never_credited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    let (carol, address, _) = customer(&ex, "carol");
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    // Carol's own coin, outside the exchange.
+    let secp = Secp256k1::new();
+    let key = kura_chain::bitcoin::PrivateKey::new(
+        kura_chain::bitcoin::secp256k1::SecretKey::from_slice(&[9; 32]).expect("key"),
+        Network::Regtest,
+    );
+    let own = Address::p2wpkh(
+        &CompressedPublicKey::from_private_key(&secp, &key).expect("compressed"),
+        Network::Regtest,
+    );
+    let funding = devnet
+        .send(&own, Amount::from_sat(2_000_000))
+        .expect("send");
+    mine(&ex, 1);
+    let (tx, _) = devnet.tx(&funding).expect("funding tx");
+    let vout = tx
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == own.script_pubkey())
+        .expect("pays carol") as u32;
+    let coin = OutPoint::new(funding, vout);
+    // She pays her deposit address with a low fee: pending, not credited.
+    let pay = spend(&key, coin, 2_000_000, address.script_pubkey(), 1_000);
+    devnet.submit_tx(&pay).expect("accepted");
+    wait_for(&ex, "the pending deposit", |ex| {
+        ex.custody()
+            .is_some_and(|c| c.view().watcher.pending().any(|d| d.user == carol))
+    });
+    // Then replaces it (full RBF) with a higher-fee payment back to herself.
+    let back = spend(&key, coin, 2_000_000, own.script_pubkey(), 20_000);
+    devnet
+        .submit_tx(&back)
+        .expect("the replacement is accepted");
+    assert_eq!(devnet.mempool_txids(), vec![back.compute_txid()]);
+    wait_for(&ex, "the pending deposit to disappear", |ex| {
+        ex.custody()
+            .is_some_and(|c| !c.view().watcher.pending().any(|d| d.user == carol))
+    });
+    mine(&ex, 4);
+    assert_eq!(available(&ex, carol), 0, "never credited");
+    let records = query(&ex, |e| e.deposit_records().count());
+    assert_eq!(records, 0, "no deposit on the books");
+    assert_eq!(
+        query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)),
+        None,
+        "a customer's own double-spend is not a theft of our coins"
+    );
+    let rec = query(&ex, |e| e.last_reconciliation(BTC)).expect("reconciled");
+    assert_eq!(rec.height, devnet.tip().height);
     drop(devnet);
     ex.stop().expect("stop");
 }
