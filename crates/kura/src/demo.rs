@@ -122,6 +122,68 @@ fn limit(user: UserId, market: MarketId, side: Side, price: u64, lots: u64) -> C
     }
 }
 
+/// The BTC the demo credits its customers (10 + 15 + 15), which the exchange's hot
+/// wallet must hold on the devnet so that reconciliation finds the books covered.
+const DEMO_BTC_SAT: u64 = 40 * 100_000_000;
+
+/// A regtest address outside the exchange, for the printed withdrawal example.
+const DEMO_DESTINATION: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+/// With the devnet as the chain: pay the coins that back the demo's credited BTC from
+/// the devnet faucet to the hot wallet and wait until the custody task holds them, so
+/// the first reconciliation after the credits finds the books covered (an uncovered
+/// book halts withdrawals, as it must).
+fn fund_treasury(exchange: &kura::server::Exchange) -> Result<()> {
+    let Some(custody) = exchange.custody() else {
+        return Ok(());
+    };
+    let Some(devnet) = custody.devnet() else {
+        return Ok(());
+    };
+    let held = || custody.view().watcher.holdings_sat();
+    let wait = |what: &str, done: &dyn Fn() -> bool| -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("timed out waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    };
+    // The custody task must have followed the chain before holdings mean anything.
+    wait("the custody task to follow the devnet", &|| {
+        let v = custody.view();
+        v.synced && v.watcher.tip().map(|(h, _)| h) == Some(devnet.tip().height)
+    })?;
+    if held() >= DEMO_BTC_SAT {
+        return Ok(());
+    }
+    let descriptor = exchange
+        .backend()
+        .handle()
+        .query_wait(|e| {
+            e.wallets()
+                .iter()
+                .find(|w| w.role == kura_engine::WalletRole::Hot)
+                .map(|w| w.descriptor.clone())
+        })
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("no hot wallet is registered"))?;
+    let (_, address) = kura_custody::derive(&descriptor, 0, kura_chain::bitcoin::Network::Regtest)
+        .map_err(|e| anyhow!("deriving the hot wallet address: {e}"))?;
+    let need = DEMO_BTC_SAT + 100_000_000 - held();
+    devnet
+        .send(&address, kura_chain::bitcoin::Amount::from_sat(need))
+        .map_err(|e| anyhow!("funding the hot wallet from the devnet faucet: {e}"))?;
+    devnet
+        .mine(1)
+        .map_err(|e| anyhow!("mining the funding block: {e}"))?;
+    wait("the hot wallet's funding to confirm", &|| {
+        held() >= DEMO_BTC_SAT
+    })
+}
+
 async fn market_maker(backend: NodeBackend, tick: Duration) -> Result<()> {
     let ids = backend
         .query(|e| {
@@ -237,6 +299,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let listen = config.listen;
     let data = config.data_dir().to_path_buf();
     let exchange = serve_cli::open(config)?;
+    fund_treasury(&exchange)?;
     let rt = serve_cli::runtime()?;
     let tick = Duration::from_millis(args.tick_ms.max(10));
     let no_maker = args.no_maker;
@@ -252,7 +315,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             &backend,
             "maker",
             &[
-                ("BTC", "10000"),
+                ("BTC", "15"),
                 ("JPY", "1000000000000"),
                 ("USD", "10000000000"),
             ],
@@ -262,7 +325,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             &backend,
             "taker",
             &[
-                ("BTC", "10000"),
+                ("BTC", "15"),
                 ("JPY", "1000000000000"),
                 ("USD", "10000000000"),
             ],
@@ -272,9 +335,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             &backend,
             Request::KeyCreate {
                 user: "demo".into(),
-                perms: vec!["read".into(), "trade".into()],
+                perms: vec!["read".into(), "trade".into(), "withdraw".into()],
                 ed25519_public: None,
-                ip_allow: vec![],
+                ip_allow: vec!["127.0.0.1".into()],
                 label: "demo".into(),
             },
         )
@@ -291,7 +354,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         println!("  data:        {}", data.display());
         println!("  API key:     {api_key}");
         println!("  API secret:  {secret}");
-        println!("  customer:    demo (10 BTC, 100,000,000 JPY, 1,000,000 USD)");
+        println!("  customer:    demo (10 BTC, 100,000,000 JPY, 1,000,000 USD; key may withdraw from 127.0.0.1)");
         println!(
             "  markets:     BTC/JPY, BTC/USD{}",
             if no_maker {
@@ -308,6 +371,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             println!("  demo's deposit address: {address}");
             println!(
                 "  deposit from the devnet faucet: kura devnet --data {} send {address} 0.5",
+                data.display()
+            );
+            println!(
+                "  withdraw (CCXT): ex.withdraw('BTC', 0.1, '{DEMO_DESTINATION}'); paid within ~30 s"
+            );
+            println!(
+                "  check it arrived: kura devnet --data {} balance {DEMO_DESTINATION}",
                 data.display()
             );
         }
