@@ -4,7 +4,8 @@
 
 use kura_engine::genesis::{self, BTC, JPY, USD};
 use kura_engine::{
-    Command, Ctx, Engine, Event, EventKind, Limits, OrderRef, OrderType, Side, Stp, TimeInForce,
+    Command, Ctx, Engine, Event, EventKind, Limits, OrderRef, OrderType, Outpoint, Side, Stp,
+    TimeInForce, WalletRole, WithdrawalPolicy,
 };
 use kura_units::{
     Amount, AmountDelta, AssetId, ClientOrderId, MarketId, OrderId, PriceTicks, QtyLots, UserId,
@@ -96,7 +97,31 @@ fn cmd_strategy() -> impl Strategy<Value = Command> {
         2 => market.prop_map(|market| Command::ResumeMarket { market }),
         1 => asset.clone().prop_map(|asset| Command::HaltWithdrawals { asset, reason: "drill".into() }),
         2 => asset.prop_map(|asset| Command::ResumeWithdrawals { asset }),
-        1 => (user, 0u8..4).prop_map(|(user, tier)| Command::SetFeeTier { user, tier }),
+        1 => (user.clone(), 0u8..4).prop_map(|(user, tier)| Command::SetFeeTier { user, tier }),
+        // Chain withdrawals: requests, review, batches over a small set of coins (so
+        // batches collide on coins), bumps, and chain outcomes in any order.
+        3 => (user, 10_000u64..3_000_000, 0u8..10, 0u8..3).prop_map(|(user, amount, r, a)| Command::RequestChainWithdrawal {
+            user, asset: BTC, amount: Amount::new(amount), id: format!("c{r}"), address: format!("bcrt1qdest{a}"),
+        }),
+        1 => (0u8..10).prop_map(|r| Command::ApproveWithdrawal { id: format!("c{r}") }),
+        1 => (0u8..10).prop_map(|r| Command::CancelWithdrawal { id: format!("c{r}") }),
+        3 => (prop::collection::vec(0u8..10, 1..4), prop::collection::vec(0u8..6, 1..3), 100u64..5_000, prop::bool::ANY)
+            .prop_map(|(ids, coins, fee, change)| Command::BuildWithdrawalBatch {
+                asset: BTC,
+                withdrawals: ids.into_iter().map(|r| format!("c{r}")).collect(),
+                inputs: coins.into_iter().map(|c| Outpoint { txid: [c; 32], vout: 0 }).collect(),
+                // Index 0 is right only for the first batch with change: later ones
+                // are refused, which exercises the rejection path too.
+                change: change.then_some((0, 0)),
+                network_fee: Amount::new(fee),
+                txid: [fee as u8; 32],
+            }),
+        1 => (0u64..4, 100u64..10_000).prop_map(|(batch, fee)| Command::BumpWithdrawalBatch {
+            batch, txid: [(fee % 251) as u8; 32], network_fee: Amount::new(fee),
+        }),
+        2 => (0u64..4, 0u64..5_000, prop::bool::ANY).prop_map(|(batch, fee, paid)| Command::FinishWithdrawalBatch {
+            batch, txid: [7; 32], height: 100, network_fee: Amount::new(fee), paid,
+        }),
     ]
 }
 
@@ -117,6 +142,22 @@ fn setup() -> (Engine, Vec<Command>) {
             });
         }
     }
+    cmds.push(Command::RegisterWallet {
+        asset: BTC,
+        role: WalletRole::Hot,
+        descriptor: "wpkh(hot)".into(),
+    });
+    cmds.push(Command::SetWithdrawalPolicy {
+        asset: BTC,
+        policy: WithdrawalPolicy {
+            fee: Amount::new(1_000),
+            min_amount: Amount::new(10_000),
+            daily_limit: Amount::new(4_000_000),
+            approval_above: Amount::new(2_000_000),
+            address_delay_ms: 5_000,
+            listed_only: false,
+        },
+    });
     let limits = Limits {
         open_orders_per_user_max: 12,
         ..Limits::DEFAULT
@@ -131,6 +172,7 @@ fn run_checked(cmds: &[Command]) -> Result<([u8; 32], Vec<Event>), TestCaseError
     let mut events = Vec::new();
     let mut credited: BTreeSet<String> = BTreeSet::new();
     let mut used_withdrawal_ids: BTreeSet<String> = BTreeSet::new();
+    let mut finished_withdrawals: BTreeSet<String> = BTreeSet::new();
     for (i, cmd) in setup_cmds.iter().chain(cmds).enumerate() {
         let ctx = Ctx {
             seq: i as u64 + 1,
@@ -168,7 +210,7 @@ fn run_checked(cmds: &[Command]) -> Result<([u8; 32], Vec<Event>), TestCaseError
                     credited.insert(reference.clone());
                 }
             }
-            Command::RequestWithdrawal { id, .. } => {
+            Command::RequestWithdrawal { id, .. } | Command::RequestChainWithdrawal { id, .. } => {
                 if used_withdrawal_ids.contains(id) {
                     prop_assert!(result.is_err(), "withdrawal id {} used twice", id);
                 } else if result.is_ok() {
@@ -176,6 +218,20 @@ fn run_checked(cmds: &[Command]) -> Result<([u8; 32], Vec<Event>), TestCaseError
                 }
             }
             _ => {}
+        }
+        // A withdrawal is settled or cancelled at most once, whatever ends it.
+        if result.is_ok() {
+            for e in &events[start..] {
+                if let EventKind::WithdrawalSettled { id, .. }
+                | EventKind::WithdrawalCancelled { id, .. } = &e.kind
+                {
+                    prop_assert!(
+                        finished_withdrawals.insert(id.clone()),
+                        "withdrawal {} finished twice",
+                        id
+                    );
+                }
+            }
         }
         // Invariants 1-5 (sum zero, non-negative, holds, books, fills).
         if let Err(msg) = engine.check_invariants() {
@@ -243,6 +299,7 @@ fn long_seeded_runs_trade_and_keep_invariants() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
     let mut trades = 0usize;
+    let mut batches = 0usize;
     for seed in 0u8..4 {
         let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]);
         let mut runner = TestRunner::new_with_rng(Config::default(), rng);
@@ -255,8 +312,16 @@ fn long_seeded_runs_trade_and_keep_invariants() {
             .iter()
             .filter(|e| matches!(e.kind, EventKind::Trade { .. }))
             .count();
+        batches += events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::WithdrawalBatchFinished { .. }))
+            .count();
     }
-    eprintln!("{trades} trades");
+    eprintln!("{trades} trades, {batches} withdrawal batches finished");
+    assert!(
+        batches > 4,
+        "only {batches} withdrawal batches finished: the generator stopped paying withdrawals"
+    );
     assert!(
         trades > 500,
         "only {trades} trades: the generator stopped matching"
