@@ -359,6 +359,7 @@ impl Engine {
         if let Some(entry) = self.withdrawals.get_mut(id) {
             entry.state = state;
         }
+        self.approved_withdrawals.remove(id);
         self.touch(w.user, w.asset);
         push(out, ctx, kind);
         Ok(())

@@ -359,6 +359,9 @@ impl Engine {
                 e.withdrawals_by_user
                     .insert((user.0, asset.0, requested_ms, id.clone()));
             }
+            if state == WithdrawalState::Approved {
+                e.approved_withdrawals.insert(id.clone());
+            }
             e.withdrawals.insert(
                 id,
                 Withdrawal {
@@ -545,6 +548,7 @@ impl Engine {
                 ));
             }
             if state == crate::BatchState::Open {
+                e.open_batches.insert(id);
                 for input in &inputs {
                     if e.locked_inputs.insert(*input, id).is_some() {
                         return Err(format!(
@@ -877,6 +881,29 @@ impl Engine {
                     "asset {a}: deficits sum to {owed} but the receivable account holds {receivable}"
                 ));
             }
+        }
+        // The derived withdrawal indexes agree with the records they index.
+        let approved: std::collections::BTreeSet<&String> = self
+            .withdrawals
+            .iter()
+            .filter(|(_, w)| w.state == WithdrawalState::Approved)
+            .map(|(id, _)| id)
+            .collect();
+        if approved != self.approved_withdrawals.iter().collect() {
+            return Err("the approved-withdrawal index disagrees with the withdrawals".into());
+        }
+        let mut locked = std::collections::BTreeMap::new();
+        let mut open_batches = std::collections::BTreeSet::new();
+        for (i, b) in self.withdrawal_batches.iter().enumerate() {
+            if b.state == crate::BatchState::Open {
+                open_batches.insert(i as u64);
+                for input in &b.inputs {
+                    locked.insert(*input, i as u64);
+                }
+            }
+        }
+        if open_batches != self.open_batches || locked != self.locked_inputs {
+            return Err("the open-batch indexes disagree with the batches".into());
         }
         for wd in self.withdrawals.values() {
             if wd.state.is_open() {

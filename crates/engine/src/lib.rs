@@ -227,6 +227,10 @@ pub struct Engine {
     pub(crate) withdrawal_batches: Vec<withdraw::WithdrawalBatch>,
     /// Coins spent by open batches → batch. Derived (not encoded).
     pub(crate) locked_inputs: BTreeMap<withdraw::Outpoint, u64>,
+    /// Ids of approved chain withdrawals not yet in a batch. Derived (not encoded).
+    pub(crate) approved_withdrawals: std::collections::BTreeSet<String>,
+    /// Ids of open batches. Derived (not encoded).
+    pub(crate) open_batches: std::collections::BTreeSet<u64>,
     pub(crate) next_order_id: u64,
     pub(crate) next_trade_id: u64,
     /// Customer name → id, and back.
@@ -261,6 +265,8 @@ impl Engine {
             withdrawal_addresses: BTreeMap::new(),
             withdrawal_batches: Vec::new(),
             locked_inputs: BTreeMap::new(),
+            approved_withdrawals: std::collections::BTreeSet::new(),
+            open_batches: std::collections::BTreeSet::new(),
             next_order_id: 1,
             next_trade_id: 1,
             users_by_name: BTreeMap::new(),

@@ -264,6 +264,9 @@ impl Engine {
         );
         self.withdrawals_by_user
             .insert((user.0, asset.0, ctx.timestamp_ms, id.to_owned()));
+        if !review {
+            self.approved_withdrawals.insert(id.to_owned());
+        }
         self.touch(user, asset);
         push(
             out,
@@ -303,6 +306,7 @@ impl Engine {
             return Err(Reject::WithdrawalNotInReview);
         }
         w.state = WithdrawalState::Approved;
+        self.approved_withdrawals.insert(id.to_owned());
         push(
             out,
             ctx,
@@ -375,10 +379,12 @@ impl Engine {
                 w.state = WithdrawalState::Batched;
                 w.batch = Some(batch);
             }
+            self.approved_withdrawals.remove(id);
         }
         for input in inputs {
             self.locked_inputs.insert(*input, batch);
         }
+        self.open_batches.insert(batch);
         self.withdrawal_batches.push(WithdrawalBatch {
             asset,
             withdrawals: withdrawals.to_vec(),
@@ -525,6 +531,7 @@ impl Engine {
         for input in &b.inputs {
             self.locked_inputs.remove(input);
         }
+        self.open_batches.remove(&batch);
         if let Some(entry) = self.withdrawal_batches.get_mut(batch as usize) {
             entry.state = if paid {
                 BatchState::Confirmed { txid, height }
@@ -576,12 +583,18 @@ impl Engine {
     }
 
     /// Approved chain withdrawals of `asset` whose release time has come by `now_ms`.
+    /// Cost: O(approved withdrawals not yet batched), not O(history).
     pub fn ready_withdrawals(&self, asset: AssetId, now_ms: u64) -> Vec<(&str, &Withdrawal)> {
-        self.withdrawals()
-            .filter(|(_, w)| {
-                w.asset == asset && w.state == WithdrawalState::Approved && w.release_ms <= now_ms
-            })
+        self.approved_withdrawals
+            .iter()
+            .filter_map(|id| Some((id.as_str(), self.withdrawals.get(id)?)))
+            .filter(|(_, w)| w.asset == asset && w.release_ms <= now_ms)
             .collect()
+    }
+
+    /// The ids of open batches, oldest first. Cost: O(open batches).
+    pub fn open_withdrawal_batches(&self) -> impl Iterator<Item = u64> + '_ {
+        self.open_batches.iter().copied()
     }
 
     /// When `address` becomes payable for `user` (None: not on the list).

@@ -476,6 +476,9 @@ struct Snapshot {
 /// than this that confirms it again would be judged anew).
 const FINISHED_BATCH_WINDOW: u32 = 144;
 
+/// Finished batches kept in the planner's view, newest first.
+const RECENT_BATCHES: u64 = 256;
+
 /// Hot wallet addresses watched beyond the next unused index.
 const HOT_LOOKAHEAD: u32 = 20;
 
@@ -500,7 +503,17 @@ fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
     let last_reconciled = engine.last_reconciliation(asset).map(|r| r.height);
     let horizon = last_reconciled.map_or(0, |h| h.saturating_sub(FINISHED_BATCH_WINDOW));
     let mut batches = std::collections::BTreeMap::new();
-    for (id, b) in engine.withdrawal_batches().iter().enumerate() {
+    // Open batches, and the most recent ones (a finished batch matters only while a
+    // reorganisation could confirm it again): O(open + RECENT_BATCHES), not O(history).
+    let all = engine.withdrawal_batches().len() as u64;
+    let ids: BTreeSet<u64> = engine
+        .open_withdrawal_batches()
+        .chain(all.saturating_sub(RECENT_BATCHES)..all)
+        .collect();
+    for id in ids {
+        let Some(b) = engine.withdrawal_batch(id) else {
+            continue;
+        };
         let (open, finished_by) = match b.state {
             kura_engine::BatchState::Open => (true, None),
             kura_engine::BatchState::Confirmed { txid, height }
@@ -526,7 +539,7 @@ fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
             })
             .collect::<Vec<_>>();
         let facts = BatchFacts {
-            id: id as u64,
+            id,
             open,
             payments,
             finished_by,

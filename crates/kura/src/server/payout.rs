@@ -137,7 +137,10 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
         .map(|(i, w)| (i as u32, w.descriptor.clone(), w.next_index));
     let mut locked = BTreeSet::new();
     let mut open = BTreeMap::new();
-    for (id, b) in engine.withdrawal_batches().iter().enumerate() {
+    for id in engine.open_withdrawal_batches() {
+        let Some(b) = engine.withdrawal_batch(id) else {
+            continue;
+        };
         if b.asset != asset || b.state != BatchState::Open {
             continue;
         }
@@ -148,7 +151,7 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
         };
         if let Some(payments) = payments(engine, &b.withdrawals, network) {
             open.insert(
-                id as u64,
+                id,
                 OpenBatch {
                     inputs,
                     payments,
