@@ -9,6 +9,8 @@ mod bench_api;
 mod bench_core;
 mod bench_journal;
 mod bench_overload;
+mod cold_cli;
+mod custody_cli;
 mod demo;
 mod devnet_cli;
 mod ec_stream;
@@ -60,6 +62,13 @@ enum Commands {
     /// consistency proofs.
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// The custody layer of a running node: chain, wallets, holdings, reconciliation.
+    #[command(subcommand)]
+    Custody(custody_cli::CustodyCommand),
+    /// The cold wallet's ceremony: review and sign a refill PSBT offline with one key,
+    /// then combine the signed copies, finalize and broadcast.
+    #[command(subcommand)]
+    Cold(cold_cli::ColdCommand),
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -130,6 +139,8 @@ fn run() -> Result<()> {
         Commands::Journal(cmd) => journal_cli::run(&cmd),
         Commands::Devnet { data, command } => devnet_cli::run(&command, &data),
         Commands::Audit(cmd) => audit_cli::run(&cmd),
+        Commands::Custody(cmd) => custody_cli::run(&cmd),
+        Commands::Cold(cmd) => cold_cli::run(&cmd),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }
 }

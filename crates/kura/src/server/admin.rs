@@ -10,16 +10,22 @@
 //! private half never reaches the server: the CLI generates it and sends the public key.
 
 use super::backend::{parse_ip_range, NodeBackend};
+use super::custody::{ChainChoice, CustodyView};
 use anyhow::{anyhow, bail, Context, Result};
 use kura_api::auth::ApiKeyId;
 use kura_api::backend::Backend;
 use kura_engine::codec::{Entry, Origin};
-use kura_engine::{Command, Engine, Event, EventKind, KeyPermissions, KeyScheme};
+use kura_engine::{
+    BatchState, Command, Engine, Event, EventKind, KeyPermissions, KeyScheme, WalletRole,
+    WithdrawalState,
+};
 use kura_units::{format_decimal, parse_decimal, Amount, AmountDelta, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The socket's file name inside the data directory.
 pub const SOCKET_NAME: &str = "admin.sock";
@@ -75,6 +81,9 @@ pub enum Request {
     Balances {
         user: Option<String>,
     },
+    /// The custody layer: the chain followed, our wallets and their coins, the books'
+    /// liabilities, the last reconciliation, any withdrawal halt, open batches.
+    CustodyStatus,
 }
 
 /// A request with who sends it.
@@ -129,6 +138,17 @@ pub async fn serve(
     backend: NodeBackend,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    serve_with_chain(listener, path, backend, ChainContext::default(), shutdown).await
+}
+
+/// [`serve`], with the custody task's view for `custody_status`.
+pub async fn serve_with_chain(
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    backend: NodeBackend,
+    chain: ChainContext,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     tokio::pin!(shutdown);
     loop {
@@ -138,6 +158,7 @@ pub async fn serve(
         };
         let Ok((stream, _)) = conn else { continue };
         let backend = backend.clone();
+        let chain = chain.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
@@ -146,7 +167,7 @@ pub async fn serve(
                 return;
             }
             let answer = match serde_json::from_str::<Envelope>(line.trim()) {
-                Ok(env) => match handle(&backend, env).await {
+                Ok(env) => match handle_with_chain(&backend, &chain, env).await {
                     Ok(v) => v,
                     Err(e) => json!({ "error": format!("{e:#}") }),
                 },
@@ -252,6 +273,15 @@ fn permissions(perms: &[String]) -> Result<KeyPermissions> {
 }
 
 pub async fn handle(backend: &NodeBackend, env: Envelope) -> Result<Value> {
+    handle_with_chain(backend, &ChainContext::default(), env).await
+}
+
+/// [`handle`], with the custody task's view for `custody_status`.
+pub async fn handle_with_chain(
+    backend: &NodeBackend,
+    chain: &ChainContext,
+    env: Envelope,
+) -> Result<Value> {
     let op = env.operator;
     match env.request {
         Request::UserCreate { name } => {
@@ -414,6 +444,7 @@ pub async fn handle(backend: &NodeBackend, env: Envelope) -> Result<Value> {
                 .await
                 .map_err(|e| anyhow!("{e}"))
         }
+        Request::CustodyStatus => custody_status(backend, chain).await,
     }
 }
 
@@ -424,4 +455,214 @@ async fn market_id(backend: &NodeBackend, symbol: &str) -> Result<kura_units::Ma
         .await
         .map_err(|e| anyhow!("{e}"))?
         .ok_or_else(|| anyhow!("unknown market {symbol:?}"))
+}
+
+// ---- custody status --------------------------------------------------------------
+
+/// What the admin socket can read of the custody task besides the books.
+#[derive(Clone, Debug, Default)]
+pub struct ChainContext {
+    /// "devnet" or "bitcoind"; `None` when the node follows no chain.
+    source: Option<&'static str>,
+    view: Option<Arc<Mutex<CustodyView>>>,
+}
+
+impl ChainContext {
+    /// The chain the node was configured with, and the custody task's view of it.
+    pub fn new(choice: &ChainChoice, view: Option<Arc<Mutex<CustodyView>>>) -> ChainContext {
+        let source = match choice {
+            ChainChoice::None => None,
+            ChainChoice::Devnet { .. } => Some("devnet"),
+            ChainChoice::Bitcoind { .. } => Some("bitcoind"),
+        };
+        ChainContext { source, view }
+    }
+}
+
+/// Satoshis (or any u128 total) as a JSON number, as text beyond u64.
+fn big(v: u128) -> Value {
+    u64::try_from(v).map_or_else(|_| Value::String(v.to_string()), Value::from)
+}
+
+/// The books' side of the status, copied out of the engine in one query.
+#[derive(Debug)]
+struct BooksStatus {
+    asset: String,
+    scale: u8,
+    /// (id, role, descriptor, next index) of every BTC wallet.
+    wallets: Vec<(u32, WalletRole, String, u32)>,
+    liabilities: Option<u128>,
+    reconciliation: Option<kura_engine::Reconciliation>,
+    halted: Option<String>,
+    batches: Vec<Value>,
+    withdrawals: Value,
+}
+
+fn books_status(engine: &Engine) -> Option<BooksStatus> {
+    use kura_chain::bitcoin::hashes::Hash as _;
+    let asset = engine.asset_by_symbol("BTC")?;
+    let wallets = engine
+        .wallets()
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.asset == asset)
+        .map(|(i, w)| (i as u32, w.role, w.descriptor.clone(), w.next_index))
+        .collect();
+    let batches = engine
+        .withdrawal_batches()
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.asset == asset && b.state == BatchState::Open)
+        .map(|(id, b)| {
+            let latest = b.versions.last();
+            json!({
+                "id": id,
+                "txid": latest.map(|v| kura_chain::bitcoin::Txid::from_byte_array(v.txid).to_string()),
+                "network_fee_sat": latest.map(|v| v.network_fee.get()),
+                "versions": b.versions.len(),
+                "members": b.withdrawals.len(),
+                "withdrawals": b.withdrawals,
+                "inputs": b.inputs.len(),
+                "built_ms": b.built_ms,
+            })
+        })
+        .collect();
+    let (mut review, mut review_sat, mut approved, mut batched) = (0u64, 0u128, 0u64, 0u64);
+    for (_, w) in engine.withdrawals().filter(|(_, w)| w.asset == asset) {
+        match w.state {
+            WithdrawalState::Review => {
+                review += 1;
+                review_sat += u128::from(w.amount.get());
+            }
+            WithdrawalState::Approved => approved += 1,
+            WithdrawalState::Batched => batched += 1,
+            _ => {}
+        }
+    }
+    Some(BooksStatus {
+        asset: engine.asset_symbol(asset).unwrap_or("BTC").to_owned(),
+        scale: engine.asset_scale(asset).map_or(8, |s| s.places()),
+        wallets,
+        liabilities: engine.ledger().customer_total(asset).ok(),
+        reconciliation: engine.last_reconciliation(asset),
+        halted: engine.withdrawals_halted(asset).map(str::to_owned),
+        batches,
+        withdrawals: json!({
+            "review": review,
+            "review_sat": big(review_sat),
+            "approved": approved,
+            "batched": batched,
+        }),
+    })
+}
+
+/// The chain's side of the status, copied out of the custody task's view.
+#[derive(Debug)]
+struct ChainStatus {
+    facts: Value,
+    /// wallet id → (coins, confirmed sat).
+    by_wallet: BTreeMap<u32, (u64, u128)>,
+    holdings_sat: u64,
+}
+
+fn chain_status(source: &str, v: &CustodyView) -> ChainStatus {
+    let mut by_wallet: BTreeMap<u32, (u64, u128)> = BTreeMap::new();
+    for (_, value, owner, _) in v.watcher.coins() {
+        let e = by_wallet.entry(owner.wallet).or_default();
+        e.0 += 1;
+        e.1 += u128::from(value);
+    }
+    let (pending, pending_sat) = v.watcher.pending().fold((0u64, 0u128), |(n, s), d| {
+        (n + 1, s + u128::from(d.amount_sat))
+    });
+    let followed = v.watcher.tip();
+    ChainStatus {
+        facts: json!({
+            "source": source,
+            "network": v.network.to_string(),
+            "tip_height": v.chain_tip.map(|t| t.height),
+            "tip_hash": v.chain_tip.map(|t| t.hash.to_string()),
+            "followed_height": followed.map(|(h, _)| h),
+            "followed_hash": followed.map(|(_, h)| h.to_string()),
+            "synced": v.synced,
+            "last_error": v.last_error,
+            "blocks_processed": v.blocks,
+            "confirmations_required": v.params.confirmations,
+            "unconfirmed_deposits": pending,
+            "unconfirmed_deposits_sat": big(pending_sat),
+        }),
+        by_wallet,
+        holdings_sat: v.watcher.holdings_sat(),
+    }
+}
+
+async fn custody_status(backend: &NodeBackend, chain: &ChainContext) -> Result<Value> {
+    use kura_chain::bitcoin::hashes::Hash as _;
+    let books = backend
+        .query(books_status)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("the exchange has no BTC asset"))?;
+    let coins = match (chain.source, &chain.view) {
+        (Some(source), Some(view)) => {
+            let v = view.lock().unwrap_or_else(|p| p.into_inner());
+            Some(chain_status(source, &v))
+        }
+        _ => None,
+    };
+    let mut by_role: BTreeMap<&'static str, u128> =
+        WalletRole::ALL.iter().map(|r| (r.name(), 0u128)).collect();
+    let wallets: Vec<Value> = books
+        .wallets
+        .iter()
+        .map(|(id, role, descriptor, next_index)| {
+            let held = coins
+                .as_ref()
+                .map(|c| c.by_wallet.get(id).copied().unwrap_or_default());
+            if let Some((_, sat)) = held {
+                *by_role.entry(role.name()).or_default() += sat;
+            }
+            json!({
+                "id": id,
+                "role": role.name(),
+                "descriptor": descriptor,
+                "next_index": next_index,
+                "coins": held.map(|(n, _)| n),
+                "confirmed_sat": held.map(|(_, sat)| big(sat)),
+            })
+        })
+        .collect();
+    let holdings = coins.as_ref().map(|c| {
+        let mut h = serde_json::Map::new();
+        for (role, sat) in &by_role {
+            h.insert(format!("{role}_sat"), big(*sat));
+        }
+        h.insert("total_sat".into(), Value::from(c.holdings_sat));
+        Value::Object(h)
+    });
+    let reconciliation = books.reconciliation.map(|r| {
+        let holdings = u128::from(r.holdings.get());
+        json!({
+            "seq": r.seq,
+            "height": r.height,
+            "block_hash": kura_chain::bitcoin::BlockHash::from_byte_array(r.block_hash).to_string(),
+            "holdings_sat": r.holdings.get(),
+            "liabilities_sat": big(r.liabilities),
+            "status": if holdings >= r.liabilities { "ok" } else { "short" },
+            "shortfall_sat": big(r.liabilities.saturating_sub(holdings)),
+        })
+    });
+    Ok(json!({
+        "asset": books.asset,
+        "scale": books.scale,
+        "chain": coins.as_ref().map(|c| c.facts.clone()),
+        "wallets": wallets,
+        "descriptors": books.wallets.iter().map(|w| w.2.clone()).collect::<Vec<_>>(),
+        "holdings": holdings,
+        "liabilities_sat": books.liabilities.map(big),
+        "reconciliation": reconciliation,
+        "withdrawals_halted": books.halted,
+        "batches": books.batches,
+        "withdrawals": books.withdrawals,
+    }))
 }

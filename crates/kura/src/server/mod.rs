@@ -270,10 +270,14 @@ impl Exchange {
         // Both listeners are bound before server.json says where they are.
         let admin_path = admin::socket_path(&dir);
         let admin_listener = admin::bind(&admin_path)?;
-        let admin = tokio::spawn(admin::serve(
+        let admin = tokio::spawn(admin::serve_with_chain(
             admin_listener,
             admin_path,
             self.backend.clone(),
+            admin::ChainContext::new(
+                &self.config.custody.chain,
+                self.custody.as_ref().map(|c| c.view_handle()),
+            ),
             wait_true(stop_rx.clone()),
         ));
         files::write_server_json(&dir, addr)?;
