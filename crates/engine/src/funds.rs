@@ -257,23 +257,9 @@ impl Engine {
         amount: Amount,
         id: &str,
     ) -> Result<(), Reject> {
-        self.check_user(user)?;
-        self.check_asset(asset)?;
-        self.check_reference(id)?;
+        self.check_withdrawal_request(user, asset, id)?;
         if amount.is_zero() {
             return Err(Reject::ZeroAmount);
-        }
-        if self.withdrawals.contains_key(id) {
-            return Err(Reject::DuplicateWithdrawal);
-        }
-        if self.withdrawals_frozen(user) {
-            return Err(Reject::WithdrawalsFrozen);
-        }
-        if self.assets[usize::from(asset.0)]
-            .withdrawals_halted
-            .is_some()
-        {
-            return Err(Reject::WithdrawalsHalted);
         }
         self.ledger
             .transfer(Account::Available(user), Account::Held(user), asset, amount)
@@ -303,6 +289,32 @@ impl Engine {
                 id: id.to_owned(),
             },
         );
+        Ok(())
+    }
+
+    /// What every withdrawal request needs: a known customer and asset, a fresh valid
+    /// id, no deficit owed by the customer, and withdrawals of the asset not halted.
+    pub(crate) fn check_withdrawal_request(
+        &self,
+        user: UserId,
+        asset: AssetId,
+        id: &str,
+    ) -> Result<(), Reject> {
+        self.check_user(user)?;
+        self.check_asset(asset)?;
+        self.check_reference(id)?;
+        if self.withdrawals.contains_key(id) {
+            return Err(Reject::DuplicateWithdrawal);
+        }
+        if self.withdrawals_frozen(user) {
+            return Err(Reject::WithdrawalsFrozen);
+        }
+        if self.assets[usize::from(asset.0)]
+            .withdrawals_halted
+            .is_some()
+        {
+            return Err(Reject::WithdrawalsHalted);
+        }
         Ok(())
     }
 

@@ -183,23 +183,9 @@ impl Engine {
         id: &str,
         address: &str,
     ) -> Result<(), Reject> {
-        self.check_user(user)?;
-        self.check_asset(asset)?;
-        self.check_reference(id)?;
+        self.check_withdrawal_request(user, asset, id)?;
         check_address(address)?;
         let policy = self.policy(asset)?;
-        if self.withdrawals.contains_key(id) {
-            return Err(Reject::DuplicateWithdrawal);
-        }
-        if self.withdrawals_frozen(user) {
-            return Err(Reject::WithdrawalsFrozen);
-        }
-        if self.assets[usize::from(asset.0)]
-            .withdrawals_halted
-            .is_some()
-        {
-            return Err(Reject::WithdrawalsHalted);
-        }
         if amount < policy.min_amount || amount <= policy.fee {
             return Err(Reject::AmountBelowMinimum);
         }

@@ -7,6 +7,7 @@ mod admin_cli;
 mod audit_cli;
 mod bench_api;
 mod bench_core;
+mod bench_custody;
 mod bench_journal;
 mod bench_overload;
 mod cold_cli;
@@ -100,6 +101,9 @@ enum BenchCommand {
     /// Staying up under attack: honest latency and cancels while attackers flood the API
     /// at ten times its capacity, recovery time, WebSocket fan-out.
     Overload(bench_overload::OverloadArgs),
+    /// Custody: address derivation, reconciliation per block with many customers and
+    /// coins, PSBT build and sign, and block-to-credit latency on the devnet.
+    Custody(bench_custody::CustodyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -136,6 +140,7 @@ fn run() -> Result<()> {
         Commands::Bench(BenchCommand::Journal(args)) => bench_journal::run(&args),
         Commands::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         Commands::Bench(BenchCommand::Overload(args)) => bench_overload::run(&args),
+        Commands::Bench(BenchCommand::Custody(args)) => bench_custody::run(&args),
         Commands::Journal(cmd) => journal_cli::run(&cmd),
         Commands::Devnet { data, command } => devnet_cli::run(&command, &data),
         Commands::Audit(cmd) => audit_cli::run(&cmd),
