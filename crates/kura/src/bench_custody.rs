@@ -40,7 +40,7 @@ use crate::bench_journal::TempDir;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kura::node::internal;
-use kura::server::custody::{check_withdrawal_address, ChainChoice, CustodyConfig};
+use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::{Exchange, ServerConfig};
 use kura_bench::latency::rate as per_sec;
 use kura_chain::bitcoin::absolute::LockTime;
@@ -54,17 +54,15 @@ use kura_chain::bitcoin::{
     Sequence, Transaction, TxIn, TxMerkleNode, TxOut, Txid, WPubkeyHash, Witness,
 };
 use kura_custody::{
-    build_psbt, parse_descriptor, plan_block, BatchFacts, Books, ChangeTarget, Owner, Payment,
-    PlanParams, SpendableCoin, Watcher,
+    build_psbt, parse_descriptor, plan_block, ChangeTarget, Owner, Payment, PlanParams,
+    SpendableCoin, Watcher,
 };
 use kura_engine::{
-    genesis, BatchState, Command, Ctx, Engine, Event, EventKind, Limits, Reject, WalletRole,
-    WithdrawalPolicy,
+    genesis, Command, Ctx, Engine, Event, EventKind, Limits, Reject, WalletRole, WithdrawalPolicy,
 };
 use kura_signer::{keyfile, Authorization, KdfParams, Policy, Signer};
 use kura_units::{Amount, AssetId, UserId};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -304,108 +302,9 @@ fn derive_phase(n: u32) -> Result<Value> {
 
 // ---- 2. reconciliation per block ---------------------------------------------------
 
-/// The books as the planner needs them, copied out of the engine as the node's custody
-/// task copies them on each pass.
-#[derive(Debug, Default)]
-struct BooksCopy {
-    credited: BTreeSet<String>,
-    halted: bool,
-    /// (user, wallet, index, descriptor) of every BTC deposit address (the node uses it
-    /// to learn new addresses to watch).
-    addresses: Vec<(UserId, u32, u32, String)>,
-    batches: BTreeMap<OutPoint, BatchFacts>,
-}
-
-impl Books for BooksCopy {
-    fn credited(&self, reference: &str) -> bool {
-        self.credited.contains(reference)
-    }
-    fn credited_chain_deposits(&self) -> Vec<String> {
-        self.credited.iter().cloned().collect()
-    }
-    fn withdrawals_halted(&self) -> bool {
-        self.halted
-    }
-    fn batch_of(&self, coin: &OutPoint) -> Option<BatchFacts> {
-        self.batches.get(coin).cloned()
-    }
-}
-
-/// How many blocks back a finished batch is still kept in the copy, and how many of the
-/// latest batches are looked at besides the open ones (the node's settings).
-const FINISHED_BATCH_WINDOW: u32 = 144;
-const RECENT_BATCHES: u64 = 256;
-
-fn copy_books(engine: &Engine) -> BooksCopy {
-    let horizon = engine
-        .last_reconciliation(BTC)
-        .map_or(0, |r| r.height.saturating_sub(FINISHED_BATCH_WINDOW));
-    let mut batches = BTreeMap::new();
-    let all = engine.withdrawal_batches().len() as u64;
-    let ids: BTreeSet<u64> = engine
-        .open_withdrawal_batches()
-        .chain(all.saturating_sub(RECENT_BATCHES)..all)
-        .collect();
-    for id in ids {
-        let Some(b) = engine.withdrawal_batch(id) else {
-            continue;
-        };
-        let (open, finished_by) = match b.state {
-            BatchState::Open => (true, None),
-            BatchState::Confirmed { txid, height } | BatchState::Cancelled { txid, height } => {
-                if height < horizon {
-                    continue;
-                }
-                (false, Some(Txid::from_byte_array(txid)))
-            }
-        };
-        if b.asset != BTC {
-            continue;
-        }
-        let payments = b
-            .withdrawals
-            .iter()
-            .filter_map(|id| {
-                let w = engine.withdrawal(id)?;
-                let script = check_withdrawal_address(&w.address, NET)
-                    .ok()?
-                    .script_pubkey();
-                Some((script, w.amount.get().checked_sub(w.fee.get())?))
-            })
-            .collect();
-        let facts = BatchFacts {
-            id,
-            open,
-            payments,
-            finished_by,
-        };
-        for input in &b.inputs {
-            batches.insert(
-                OutPoint::new(Txid::from_byte_array(input.txid), input.vout),
-                facts.clone(),
-            );
-        }
-    }
-    let credited = engine
-        .deposit_records()
-        .filter(|(r, d)| d.asset == BTC && !d.reversed && r.parse::<OutPoint>().is_ok())
-        .map(|(r, _)| r.to_owned())
-        .collect();
-    let wallets = engine.wallets();
-    let addresses = engine
-        .deposit_addresses()
-        .filter(|((_, a), _)| *a == BTC)
-        .filter_map(|((user, _), (wallet, index))| {
-            let w = wallets.get(wallet as usize)?;
-            Some((user, wallet, index, w.descriptor.clone()))
-        })
-        .collect();
-    BooksCopy {
-        credited,
-        halted: engine.withdrawals_halted(BTC).is_some(),
-        addresses,
-        batches,
-    }
+/// The books as the node's custody task copies them on each pass.
+fn copy_books(engine: &Engine) -> kura::server::custody::Snapshot {
+    kura::server::custody::snapshot(engine, BTC, NET)
 }
 
 /// The engine with its sequence numbers, applying commands directly (no journal).
@@ -876,8 +775,8 @@ fn reconcile_phase(a: &CustodyArgs) -> Result<Value> {
         "utxos": u,
         "deposit_coins": deposit_coins,
         "hot_coins": hot,
-        "deposit_addresses": books_sizes.addresses.len(),
-        "credited_chain_deposits": books_sizes.credited.len(),
+        "deposit_addresses": books_sizes.address_count(),
+        "credited_chain_deposits": books_sizes.credited_count(),
         "blocks": blocks,
         "per_block": {
             "new_deposits": DEPOSITS_PER_BLOCK,

@@ -460,7 +460,7 @@ impl Drop for Custody {
 /// The books as the planner needs them, copied out of the engine, and kept up to date
 /// with what the task itself submits.
 #[derive(Debug, Default)]
-struct Snapshot {
+pub struct Snapshot {
     credited: BTreeSet<String>,
     halted: bool,
     last_reconciled: Option<u32>,
@@ -497,7 +497,20 @@ impl Books for Snapshot {
     }
 }
 
-fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
+impl Snapshot {
+    /// Credited chain deposits in the copy.
+    pub fn credited_count(&self) -> usize {
+        self.credited.len()
+    }
+    /// Deposit addresses in the copy.
+    pub fn address_count(&self) -> usize {
+        self.addresses.len()
+    }
+}
+
+/// Copy what the planner needs out of the engine (what each custody pass does; public
+/// so that `kura bench custody` times this very function).
+pub fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
     use kura_chain::bitcoin::hashes::Hash as _;
     use kura_chain::bitcoin::{OutPoint, Txid};
     let last_reconciled = engine.last_reconciliation(asset).map(|r| r.height);
