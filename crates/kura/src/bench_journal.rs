@@ -18,12 +18,18 @@
 //!    (`fsync_floor.ack_p99_target_reachable`), and each group-commit run reports its ack
 //!    p99 as a multiple of the floor's (`ack_p99_over_fsync_floor_p99`).
 //! 1. Group commit at offered rates. A numeric rate `r` is open loop: command `i` is due
-//!    at `start + i / r`; the generator builds it, waits for that time (spinning near
-//!    it, never sleeping past it) and submits it. Its ack latency runs from that planned
-//!    time to its reply, so a slow fsync delays every command behind it (no coordinated
-//!    omission). A full queue refuses the command (`busy`) and it is not retried.
-//!    `max` is closed loop: keep `--max-in-flight` commands submitted and unanswered
-//!    (a refused one is retried after a yield); latency runs from the submission.
+//!    at `start + i / r`; the generator waits for that time (sleeping at least
+//!    `--tick-us`, then sending every command that fell due: see `wait_until` for why)
+//!    and submits it; how late each submission was is reported (`send_lateness_us`). Its
+//!    ack latency runs from that planned time to its reply, so the tick and a slow fsync
+//!    both delay every command behind them (no coordinated omission). A full queue
+//!    refuses the command (`busy`) and it is not retried. `max` is closed loop: keep
+//!    `--max-in-flight` commands submitted and unanswered (when the window is full, or a
+//!    command was refused, the generator sleeps one tick); latency runs from the
+//!    submission. Each run also reports where each batch's time went
+//!    (`batch_stages`: queue wait of its oldest command, append + fdatasync, apply and
+//!    answer; p50/p99/p99.9 as power-of-two microsecond bounds, from the node's own
+//!    histograms).
 //! 2. One fsync per command: a node with `batch_max = 1`, closed loop with
 //!    `--baseline-in-flight` commands in flight (enough to keep the sequencer busy, so
 //!    latency includes waiting behind the fsyncs of the commands ahead).
@@ -44,8 +50,10 @@
 use crate::ec_stream;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use kura::node::{internal, recover, Node, NodeConfig, NodeHandle, NodeStats, Reply, SubmitError};
-use kura_bench::latency::{rate as per_sec, YIELD_ABOVE};
+use kura::node::{
+    internal, recover, Node, NodeConfig, NodeHandle, NodeStats, Reply, StageTimes, SubmitError,
+};
+use kura_bench::latency::rate as per_sec;
 use kura_engine::{Command, EventKind, Limits};
 use kura_journal::list_snapshots;
 use kura_units::MarketId;
@@ -136,6 +144,12 @@ pub struct JournalArgs {
     commands: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The generator's shortest sleep, microseconds: when the next command is not yet
+    /// due it sleeps at least this long and then sends every command that fell due
+    /// meanwhile (their latency still counts from their planned times). 0: sleep until
+    /// 60 µs before each command and spin the rest.
+    #[arg(long, default_value_t = 500)]
+    tick_us: u64,
 }
 
 /// The order flow every run replays from its start: setup, then commands.
@@ -299,6 +313,8 @@ impl Recorder {
 struct Counters {
     commits: u64,
     records: u64,
+    /// Per-batch stage histograms: queue wait, commit (append + fdatasync), apply.
+    stages: [[u64; 40]; 3],
 }
 
 impl Counters {
@@ -306,8 +322,72 @@ impl Counters {
         Counters {
             commits: stats.commits.load(Ordering::Relaxed),
             records: stats.records.load(Ordering::Relaxed),
+            stages: [
+                stats.queue_wait.counts(),
+                stats.commit_time.counts(),
+                stats.apply_time.counts(),
+            ],
         }
     }
+
+    /// Where each batch's time went between `before` and `self`: p50/p99/p99.9 of each
+    /// stage, as the upper bound of a power-of-two microsecond bucket.
+    fn stages_json(&self, before: &Counters) -> Value {
+        let stage = |i: usize| {
+            let q = |pm| StageTimes::percentile_us(&self.stages[i], &before.stages[i], pm);
+            json!({"p50": q(500_000), "p99": q(990_000), "p999": q(999_000)})
+        };
+        json!({
+            "queue_wait_us": stage(0),
+            "commit_us": stage(1),
+            "apply_us": stage(2),
+        })
+    }
+}
+
+/// Wait for `planned`. With a `tick`, sleep at least that long (commands that fall due
+/// meanwhile go out together on waking); without, sleep until [`SLEEP_MARGIN`] before
+/// it and spin the rest.
+///
+/// Why a tick: on the 2-vCPU VM these figures come from, a generator that keeps a core
+/// busy (spinning, or waking every 100 µs) while the node makes thousands of fsyncs a
+/// second gets the whole machine frozen by its host for 10–20 ms every 100 ms (seen
+/// with `perf sched`: no guest event at all on either CPU for the whole gap; reproduced
+/// with a bare C spinner next to a Python `fdatasync` loop). Every command due during a
+/// freeze is late by up to 20 ms, which set the ack p99 of every rate. Sleeping 500 µs
+/// at a time keeps the generator's CPU low enough that the freezes stop; the tick's own
+/// cost (up to 0.5 ms late) is charged to the node, since latency runs from the
+/// planned time.
+fn wait_until(planned: Instant, tick: Duration) {
+    let now = Instant::now();
+    if planned <= now {
+        return;
+    }
+    if !tick.is_zero() {
+        std::thread::sleep((planned - now).max(tick));
+        return;
+    }
+    if planned > now + SLEEP_MARGIN {
+        std::thread::sleep(planned - now - SLEEP_MARGIN);
+    }
+    while Instant::now() < planned {
+        std::hint::spin_loop();
+    }
+}
+
+/// How long before a planned time the generator stops sleeping and spins.
+const SLEEP_MARGIN: Duration = Duration::from_micros(60);
+
+/// The value at quantile `per_million` / 10^6 (nearest rank) of sorted nanoseconds,
+/// in microseconds.
+fn nth_us(sorted_ns: &[u64], per_million: u64) -> u64 {
+    let n = sorted_ns.len() as u64;
+    if n == 0 {
+        return 0;
+    }
+    let rank = (n * per_million).div_ceil(1_000_000).clamp(1, n);
+    let i = usize::try_from(rank - 1).unwrap_or(0);
+    sorted_ns.get(i).copied().unwrap_or(0) / 1_000
 }
 
 /// The figures of one run.
@@ -328,6 +408,11 @@ struct RunReport {
     latency_ns: Vec<u64>,
     commits: u64,
     records: u64,
+    /// Per-batch stage percentiles (see [`Counters::stages_json`]).
+    stages: Value,
+    /// Sorted lateness of each submission behind its planned time (open loop only),
+    /// nanoseconds.
+    lateness_ns: Vec<u64>,
 }
 
 impl RunReport {
@@ -337,13 +422,7 @@ impl RunReport {
 
     /// The latency at quantile `per_million` / 10^6 (nearest rank), microseconds.
     fn percentile_us(&self, per_million: u64) -> u64 {
-        let n = self.latency_ns.len() as u64;
-        if n == 0 {
-            return 0;
-        }
-        let rank = (n * per_million).div_ceil(1_000_000).clamp(1, n);
-        let i = usize::try_from(rank - 1).unwrap_or(0);
-        self.latency_ns.get(i).copied().unwrap_or(0) / 1_000
+        nth_us(&self.latency_ns, per_million)
     }
 
     fn to_json(&self) -> Value {
@@ -364,6 +443,12 @@ impl RunReport {
                 "p999": self.percentile_us(999_000),
                 "max": self.latency_ns.last().copied().unwrap_or(0) / 1_000,
             },
+            "send_lateness_us": {
+                "p50": nth_us(&self.lateness_ns, 500_000),
+                "p99": nth_us(&self.lateness_ns, 990_000),
+                "p999": nth_us(&self.lateness_ns, 999_000),
+            },
+            "batch_stages": self.stages,
             "fsyncs": self.commits,
             "fsyncs_per_sec": per_sec(self.commits, self.elapsed_ns),
             "mean_batch": ratio(self.records, self.commits),
@@ -375,7 +460,8 @@ impl RunReport {
 
     fn summary(&self) -> String {
         format!(
-            "{} durable/s, ack p50 {} µs p99 {} µs max {} µs, {} fsyncs/s, mean batch {}, busy {}",
+            "{} durable/s, ack p50 {} µs p99 {} µs max {} µs, {} fsyncs/s, mean batch {}, busy {}; \
+             p99 by stage (µs, ≤): send late {}, queue {}, commit {}, apply {}",
             self.durable_per_sec(),
             self.percentile_us(500_000),
             self.percentile_us(990_000),
@@ -383,6 +469,10 @@ impl RunReport {
             per_sec(self.commits, self.elapsed_ns),
             ratio(self.records, self.commits),
             self.busy,
+            nth_us(&self.lateness_ns, 990_000),
+            self.stages["queue_wait_us"]["p99"],
+            self.stages["commit_us"]["p99"],
+            self.stages["apply_us"]["p99"],
         )
     }
 }
@@ -394,6 +484,8 @@ struct Running {
     handle: NodeHandle,
     stream: Arc<Stream>,
     next_key: u64,
+    /// The generator's shortest sleep (see [`wait_until`]).
+    tick: Duration,
 }
 
 fn node_config(dir: &Path, a: &JournalArgs, batch_max: usize, limits: Limits) -> NodeConfig {
@@ -443,7 +535,17 @@ impl Running {
             handle,
             stream: Arc::clone(stream),
             next_key: 0,
+            tick: Duration::from_micros(a.tick_us),
         })
+    }
+
+    /// Wait a little in the closed loop: one tick (see [`wait_until`]), or a yield.
+    fn pause(&self) {
+        if self.tick.is_zero() {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(self.tick);
+        }
     }
 
     /// The stream's next command, if any is left.
@@ -483,6 +585,8 @@ impl Running {
             latency_ns: acks.latency_ns,
             commits: after.commits - before.commits,
             records: after.records - before.records,
+            stages: after.stages_json(&before),
+            lateness_ns: Vec::new(),
         }
     }
 
@@ -496,6 +600,7 @@ impl Running {
         let start = Instant::now();
         let mut last_sent = start;
         let mut n_sent = 0;
+        let mut lateness = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
         for i in 0..n {
             let Some(cmd) = self.next_command() else {
                 break;
@@ -505,31 +610,25 @@ impl Running {
             let entry = internal(cmd);
             let offset = u128::from(i) * 1_000_000_000 / u128::from(rate);
             let planned = start + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX));
-            loop {
-                let now = Instant::now();
-                if now >= planned {
-                    break;
-                }
-                if planned - now > YIELD_ABOVE {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
+            wait_until(planned, self.tick);
+            lateness.push(nanos(Instant::now().saturating_duration_since(planned)));
             self.handle.submit(entry, rec.reply(planned));
             last_sent = Instant::now();
             rec.check_running()?;
         }
         let sent_ns = nanos(last_sent - start);
         rec.wait_answered(n_sent)?;
-        Ok(self.report(
+        let mut report = self.report(
             &rec,
             Rate::PerSec(rate),
             None,
             (n_sent, sent_ns),
             start,
             before,
-        ))
+        );
+        lateness.sort_unstable();
+        report.lateness_ns = lateness;
+        Ok(report)
     }
 
     /// Closed loop: keep `window` commands in flight, until `duration` has passed or
@@ -558,7 +657,7 @@ impl Running {
                 break;
             }
             if submitted - rec.answered.load(Ordering::Acquire) >= window {
-                std::thread::yield_now();
+                self.pause();
                 continue;
             }
             let Some(cmd) = self.next_command() else {
@@ -574,8 +673,8 @@ impl Running {
                 taken += 1;
                 self.next_key += 1;
             } else {
-                // Refused: the same command again after a yield.
-                std::thread::yield_now();
+                // Refused: the same command again after a pause.
+                self.pause();
             }
         }
         let sent_ns = nanos(last_sent - start);
@@ -825,6 +924,7 @@ pub fn run(a: &JournalArgs) -> Result<()> {
             "queue_capacity": a.queue,
             "batch_max": a.batch_max,
             "max_in_flight": a.max_in_flight,
+            "tick_us": a.tick_us,
             "snapshots": false,
         },
         "fsync_floor": floor,

@@ -40,6 +40,18 @@ fn check_run(run: &Value) {
         run["refused_by_engine"].is_u64(),
         "refused missing in {run}"
     );
+    // Where the batches' time went: every stage of a run that made something durable
+    // has samples, so its p50 bound is at least 1 µs, and the bounds are ordered.
+    for stage in ["queue_wait_us", "commit_us", "apply_us"] {
+        let s = &run["batch_stages"][stage];
+        let (p50, p99, p999) = (s["p50"].as_u64(), s["p99"].as_u64(), s["p999"].as_u64());
+        assert!(p50.is_some_and(|p| p >= 1), "{stage} missing in {run}");
+        assert!(p50 <= p99 && p99 <= p999, "{stage} out of order in {run}");
+    }
+    assert!(
+        run["send_lateness_us"]["p99"].is_u64(),
+        "send_lateness_us missing in {run}"
+    );
     let lat = &run["ack_latency_us"];
     assert!(lat["p50"].as_u64() <= lat["p99"].as_u64());
     assert!(lat["p99"].as_u64() <= lat["p999"].as_u64());
