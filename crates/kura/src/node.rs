@@ -1,14 +1,17 @@
-//! The node: one sequencer thread that owns the engine and the journal.
+//! The node: the sequencer, which owns the engine and the journal.
 //!
 //! Life of a command: a caller [`Node::submit`]s an [`Entry`] into a bounded queue. The
-//! sequencer takes a batch (everything queued, up to [`NodeConfig::batch_max`]), stamps
-//! each with the time, encodes and appends it to the journal, makes the batch durable
-//! with one `fdatasync`, and only then applies each command to the engine and completes
-//! each caller's reply. Nothing — reply, event, read-model write — leaves before the
-//! command is durable. A failed write or fsync stops the node; it is never retried.
+//! sequencer's journal stage takes a batch (everything queued, up to
+//! [`NodeConfig::batch_max`]), stamps each with the time, encodes and appends it to the
+//! journal, and makes the batch durable with one `fdatasync`; only then does it hand the
+//! batch to the apply stage, on its own thread, which applies each command to the engine
+//! and completes each caller's reply while the journal stage writes the next batch (see
+//! `docs/adr/0009-two-stage-sequencer.md`). Nothing — reply, event, read-model write —
+//! leaves before the command is durable. A failed write or fsync stops the node; it is
+//! never retried.
 //!
 //! Snapshots: every `snapshot_every_commands` commands or `snapshot_every` time, the
-//! sequencer encodes the engine state into a buffer (a copy, on its own thread: fast and
+//! apply stage encodes the engine state into a buffer (a copy, on its own thread: fast and
 //! bounded by the state size) and hands the bytes to a snapshot thread, which hashes,
 //! writes, fsyncs and renames them. The sequencer does not wait for the disk; if the
 //! previous snapshot is still being written, this one is skipped. See
@@ -23,7 +26,7 @@
 //! `docs/adr/0006-startup-verification.md`.
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use kura_engine::codec::{self, Entry};
 use kura_engine::{Command, Ctx, Engine, Event, Limits, Reject};
 use kura_journal::{
@@ -33,7 +36,7 @@ use kura_journal::{
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -273,6 +276,41 @@ struct Lanes {
     normal: Sender<Msg>,
     /// Cancels and halts: never shed because new orders filled the normal lane.
     priority: Sender<Msg>,
+    closing: Arc<Closing>,
+}
+
+/// How a stopped sequencer makes sure every request is answered. A request queued after
+/// the sequencer's last look at the queues would otherwise wait there, unanswered, for
+/// as long as any handle lives (the queues stay open while a sender does). So the
+/// sequencer sets `closed` before its last drain, and a caller whose send succeeded
+/// checks `closed` afterwards and, if it is set, drains the queues itself: whichever of
+/// the two comes last sees the request.
+struct Closing {
+    closed: AtomicBool,
+    normal: Receiver<Msg>,
+    priority: Receiver<Msg>,
+}
+
+impl Closing {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Mark the sequencer stopped, then answer everything queued.
+    fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.drain(why);
+    }
+
+    /// Answer everything queued "stopped" (queries are dropped unrun, which their
+    /// callers see as a stopped node).
+    fn drain(&self, why: &str) {
+        while let Some(msg) = try_next_msg(&self.normal, &self.priority) {
+            if let Msg::Command(mut r) = msg {
+                r.answer(Err(SubmitError::Stopped(why.to_owned())));
+            }
+        }
+    }
 }
 
 /// Whether a command takes the priority lane: cancelling and halting reduce risk, so
@@ -304,18 +342,26 @@ impl NodeHandle {
     /// Queue a command; `reply` is called once, after it is durable and applied (or
     /// with an error). Never blocks: a full queue answers [`SubmitError::Busy`] at once.
     pub fn submit(&self, entry: Entry, reply: Reply) {
-        let request = Request {
+        let mut request = Request {
             entry,
             reply: Some(reply),
             queued: Instant::now(),
         };
+        if self.tx.closing.is_closed() {
+            request.answer(Err(SubmitError::Stopped("the node has stopped".into())));
+            return;
+        }
         let lane = if is_priority(&request.entry.command) {
             &self.tx.priority
         } else {
             &self.tx.normal
         };
         match lane.try_send(Msg::Command(request)) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.tx.closing.is_closed() {
+                    self.tx.closing.drain("the node has stopped");
+                }
+            }
             Err(TrySendError::Full(Msg::Command(mut r))) => r.answer(Err(SubmitError::Busy)),
             Err(TrySendError::Disconnected(Msg::Command(mut r))) => {
                 r.answer(Err(SubmitError::Stopped("the node has stopped".into())))
@@ -327,17 +373,25 @@ impl NodeHandle {
 
     /// Queue a read of the live engine state (see [`Query`]). Never blocks.
     pub fn query(&self, query: Query) -> Result<(), SubmitError> {
-        Self::send_query(&self.tx.normal, query)
+        self.send_query(&self.tx.normal, query)
     }
 
     /// [`NodeHandle::query`] on the priority lane: for the lookups a cancel needs, so
     /// that a full normal lane (new orders being shed) never sheds a cancel.
     pub fn query_priority(&self, query: Query) -> Result<(), SubmitError> {
-        Self::send_query(&self.tx.priority, query)
+        self.send_query(&self.tx.priority, query)
     }
 
-    fn send_query(lane: &Sender<Msg>, query: Query) -> Result<(), SubmitError> {
+    fn send_query(&self, lane: &Sender<Msg>, query: Query) -> Result<(), SubmitError> {
+        let stopped = || Err(SubmitError::Stopped("the node has stopped".into()));
+        if self.tx.closing.is_closed() {
+            return stopped();
+        }
         match lane.try_send(Msg::Query(query)) {
+            Ok(()) if self.tx.closing.is_closed() => {
+                self.tx.closing.drain("the node has stopped");
+                stopped()
+            }
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => {
@@ -732,7 +786,16 @@ impl Node {
     ) -> Result<(Node, NodeHandle)> {
         let (normal, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let (priority, prio_rx) = crossbeam_channel::bounded(config.priority_capacity.max(1));
-        let tx = Lanes { normal, priority };
+        let closing = Arc::new(Closing {
+            closed: AtomicBool::new(false),
+            normal: rx.clone(),
+            priority: prio_rx.clone(),
+        });
+        let tx = Lanes {
+            normal,
+            priority,
+            closing: Arc::clone(&closing),
+        };
         let stats = Arc::new(NodeStats::default());
         let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
@@ -743,6 +806,7 @@ impl Node {
                     engine,
                     journal,
                     (rx, prio_rx),
+                    &closing,
                     observer,
                     &thread_stats,
                 )
@@ -766,7 +830,14 @@ impl Node {
     pub fn stop(mut self) -> Result<Head> {
         if let Some(tx) = self.tx.take() {
             // A blocking send: a full queue is drained by the sequencer meanwhile.
-            let _ = tx.normal.send(Msg::Stop);
+            // (Unless the sequencer has already stopped: then nobody drains the queue.)
+            let mut stop = Msg::Stop;
+            loop {
+                match tx.normal.send_timeout(stop, Duration::from_millis(10)) {
+                    Err(SendTimeoutError::Timeout(m)) if !tx.closing.is_closed() => stop = m,
+                    _ => break,
+                }
+            }
         }
         self.shutdown()
     }
@@ -784,36 +855,108 @@ impl Node {
     }
 }
 
+/// A durable batch on its way from the journal stage to the apply stage: the requests
+/// (already journaled and synced, in sequence order), the head after them, and the
+/// queries that were taken with them (they run after the batch is applied).
+struct Durable {
+    requests: Vec<Request>,
+    head: Head,
+    queries: Vec<Query>,
+}
+
+/// Durable batches the journal stage may run ahead of the apply stage. One is being
+/// applied while the next is being written and synced; more would only add latency.
+pub const HANDOVER_BATCHES: usize = 2;
+
+/// The sequencer, in two stages on two threads (ADR 0009). The journal stage (this
+/// thread) takes a batch from the queues, stamps, encodes, appends and syncs it, and
+/// hands it over; the apply stage applies each command in order, shows the batch to the
+/// observer, answers each caller, runs the queries and takes snapshots. A batch is
+/// handed over only after its `fdatasync` returned, so nothing is applied, answered or
+/// observed before it is durable; the journal stage meanwhile writes the next batch.
 fn sequencer<F: Fs>(
     config: NodeConfig,
-    mut engine: Engine,
+    engine: Engine,
     mut journal: Journal<F>,
     (rx, prio_rx): (Receiver<Msg>, Receiver<Msg>),
-    mut observer: Option<Observer>,
+    closing: &Closing,
+    observer: Option<Observer>,
     stats: &NodeStats,
 ) -> Result<Head> {
     let dir = config.data_dir.clone();
-    // The snapshot writer: one job at a time; a busy writer means "skip this one".
-    let (snap_tx, snap_rx) = mpsc::sync_channel::<SnapshotJob>(1);
-    let snap_dir = dir.clone();
-    let snapshotter = std::thread::Builder::new()
-        .name("kura-snapshot".into())
-        .spawn(move || -> Result<()> {
-            for job in snap_rx {
-                write_snapshot_job(&snap_dir, &job)?;
-            }
-            Ok(())
-        })
-        .context("starting the snapshot thread")?;
+    let (durable_tx, durable_rx) = crossbeam_channel::bounded::<Durable>(HANDOVER_BATCHES);
+    // Emptied request vectors come back, so the steady state allocates no batch.
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded::<Vec<Request>>(HANDOVER_BATCHES + 2);
+    let (failure, engine, snapshots) = std::thread::scope(|scope| -> Result<_> {
+        let apply_config = &config;
+        let applier = std::thread::Builder::new()
+            .name("kura-apply".into())
+            .spawn_scoped(scope, move || {
+                apply_stage(
+                    apply_config,
+                    engine,
+                    &durable_rx,
+                    &recycle_tx,
+                    observer,
+                    stats,
+                )
+            })
+            .context("starting the apply thread")?;
+        let failure = journal_stage(
+            &config,
+            &mut journal,
+            (&rx, &prio_rx),
+            closing,
+            &durable_tx,
+            &recycle_rx,
+            stats,
+        );
+        // The apply stage finishes every batch handed over (they are durable) and stops.
+        drop(durable_tx);
+        let applied = applier
+            .join()
+            .map_err(|_| anyhow!("the apply thread panicked"))?;
+        let (engine, snapshots) = applied?;
+        Ok((failure, engine, snapshots))
+    })?;
+    drop(rx);
+    drop(prio_rx);
+    if let Some(why) = failure {
+        bail!(why);
+    }
+    let since_snapshot = snapshots?;
+    // Final snapshot at shutdown, written synchronously.
+    let head = journal.head();
+    if since_snapshot > 0 && head.seq > 0 {
+        let mut state = Vec::new();
+        engine.encode_state(&mut state);
+        write_snapshot_job(
+            &dir,
+            &SnapshotJob {
+                meta: (head.seq, head.chain_hash),
+                state,
+            },
+        )?;
+    }
+    Ok(head)
+}
 
-    let mut batch: Vec<Request> = Vec::with_capacity(config.batch_max);
+/// The journal stage: batches from the queues, appended and synced, handed to the apply
+/// stage. Returns why it stopped on a failure (every request it held was answered
+/// "stopped"), or `None` after a clean stop.
+fn journal_stage<F: Fs>(
+    config: &NodeConfig,
+    journal: &mut Journal<F>,
+    (rx, prio_rx): (&Receiver<Msg>, &Receiver<Msg>),
+    closing: &Closing,
+    durable_tx: &Sender<Durable>,
+    recycle_rx: &Receiver<Vec<Request>>,
+    stats: &NodeStats,
+) -> Option<String> {
+    let mut batch: Vec<Request> = Vec::new();
     let mut buf = Vec::with_capacity(256);
-    let mut events = Vec::with_capacity(64);
     let mut last_ms = 0u64;
-    let mut since_snapshot = 0u64;
-    let mut last_snapshot_at = Instant::now();
     let mut failure: Option<String> = None;
-
     // Requests taken from the queue but left for the next batch (the journal's batch
     // byte limit was reached), oldest first.
     let mut backlog: VecDeque<Request> = VecDeque::new();
@@ -825,7 +968,7 @@ fn sequencer<F: Fs>(
             break;
         }
         if backlog.is_empty() {
-            match next_msg(&rx, &prio_rx) {
+            match next_msg(rx, prio_rx) {
                 Some(Msg::Command(r)) => backlog.push_back(r),
                 Some(Msg::Query(q)) => queries.push(q),
                 Some(Msg::Stop) => stopping = true,
@@ -840,18 +983,12 @@ fn sequencer<F: Fs>(
             if stopping {
                 break;
             }
-            match try_next_msg(&rx, &prio_rx) {
+            match try_next_msg(rx, prio_rx) {
                 Some(Msg::Command(r)) => batch.push(r),
                 Some(Msg::Query(q)) => queries.push(q),
                 Some(Msg::Stop) => stopping = true,
                 None => break,
             }
-        }
-        if batch.is_empty() {
-            for q in queries.drain(..) {
-                q(&engine);
-            }
-            continue;
         }
         let taken = Instant::now();
         if let Some(oldest) = batch.iter().map(|r| r.queued).min() {
@@ -898,18 +1035,13 @@ fn sequencer<F: Fs>(
         }
         if appended.is_ok() {
             batch.truncate(kept); // drops the refused (already answered) requests
-            if batch.is_empty() {
-                for q in queries.drain(..) {
-                    q(&engine);
-                }
-                continue;
-            }
         }
         // One fsync for the whole batch. Failure stops the node; nothing is acked.
         let committing = Instant::now();
         let committed = appended.and_then(|()| journal.commit());
-        let applying = Instant::now();
-        stats.commit_time.record(applying - committing);
+        if !batch.is_empty() {
+            stats.commit_time.record(committing.elapsed());
+        }
         let head = match committed {
             Ok(head) => head,
             Err(e) => {
@@ -922,11 +1054,72 @@ fn sequencer<F: Fs>(
                 break;
             }
         };
-        // Durable: apply in order and answer.
-        stats.commits.fetch_add(1, Ordering::Relaxed);
+        if batch.is_empty() && queries.is_empty() {
+            continue;
+        }
+        stats
+            .commits
+            .fetch_add(u64::from(!batch.is_empty()), Ordering::Relaxed);
         stats
             .records
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let next = recycle_rx.try_recv().unwrap_or_default();
+        let handoff = Durable {
+            requests: std::mem::replace(&mut batch, next),
+            head,
+            queries: std::mem::take(&mut queries),
+        };
+        if durable_tx.send(handoff).is_err() {
+            // The apply stage is gone (it panicked): its requests are answered
+            // "stopped" as they drop.
+            let why = "the apply thread stopped; node stopped".to_owned();
+            tracing::error!("{why}");
+            failure = Some(why);
+            break;
+        }
+    }
+    // Whatever is still queued, or queued from now on, is answered "stopped".
+    let why = failure.as_deref().unwrap_or("the node has stopped");
+    for mut r in backlog.drain(..) {
+        r.answer(Err(SubmitError::Stopped(why.to_owned())));
+    }
+    closing.close(why);
+    failure
+}
+
+/// The apply stage: every durable batch applied in order, observed, answered; queries
+/// run after their batch; snapshots handed to the snapshot thread. Returns the engine
+/// and the snapshot thread's result with the commands applied since the last snapshot.
+fn apply_stage(
+    config: &NodeConfig,
+    mut engine: Engine,
+    durable_rx: &Receiver<Durable>,
+    recycle_tx: &Sender<Vec<Request>>,
+    mut observer: Option<Observer>,
+    stats: &NodeStats,
+) -> Result<(Engine, Result<u64>)> {
+    // The snapshot writer: one job at a time; a busy writer means "skip this one".
+    let (snap_tx, snap_rx) = mpsc::sync_channel::<SnapshotJob>(1);
+    let snap_dir = config.data_dir.clone();
+    let snapshotter = std::thread::Builder::new()
+        .name("kura-snapshot".into())
+        .spawn(move || -> Result<()> {
+            for job in snap_rx {
+                write_snapshot_job(&snap_dir, &job)?;
+            }
+            Ok(())
+        })
+        .context("starting the snapshot thread")?;
+    let mut events = Vec::with_capacity(64);
+    let mut since_snapshot = 0u64;
+    let mut last_snapshot_at = Instant::now();
+    for Durable {
+        requests: mut batch,
+        head,
+        queries,
+    } in durable_rx
+    {
+        let applying = Instant::now();
         let first_seq = head.seq + 1 - batch.len() as u64;
         if let Some(observe) = observer.as_mut() {
             // Apply all, show the batch to the observer, then answer.
@@ -947,7 +1140,9 @@ fn sequencer<F: Fs>(
                 });
                 results.push(result);
             }
-            observe(&engine, applied);
+            if !applied.is_empty() {
+                observe(&engine, applied);
+            }
             for (i, (mut r, result)) in batch.drain(..).zip(results).enumerate() {
                 let seq = first_seq + i as u64;
                 r.answer(Ok(Ack {
@@ -974,16 +1169,21 @@ fn sequencer<F: Fs>(
                 }));
             }
         }
-        stats.apply_time.record(applying.elapsed());
-        for q in queries.drain(..) {
+        let _ = recycle_tx.try_send(batch);
+        let applied = head.seq + 1 - first_seq;
+        if applied > 0 {
+            stats.apply_time.record(applying.elapsed());
+        }
+        for q in queries {
             q(&engine);
         }
-        since_snapshot += head.seq + 1 - first_seq;
+        since_snapshot += applied;
         let due_by_count =
             config.snapshot_every_commands > 0 && since_snapshot >= config.snapshot_every_commands;
-        let due_by_time = config
-            .snapshot_every
-            .is_some_and(|t| last_snapshot_at.elapsed() >= t);
+        let due_by_time = since_snapshot > 0
+            && config
+                .snapshot_every
+                .is_some_and(|t| last_snapshot_at.elapsed() >= t);
         if due_by_count || due_by_time {
             let mut state = Vec::new();
             engine.encode_state(&mut state);
@@ -998,42 +1198,11 @@ fn sequencer<F: Fs>(
             }
         }
     }
-    // Drain: fail whatever is still queued if we stopped on a failure.
-    if let Some(why) = &failure {
-        for mut r in backlog.drain(..) {
-            r.answer(Err(SubmitError::Stopped(why.clone())));
-        }
-        while let Some(msg) = try_next_msg(&rx, &prio_rx) {
-            if let Msg::Command(mut r) = msg {
-                r.answer(Err(SubmitError::Stopped(why.clone())));
-            }
-        }
-    }
-    // Whatever is still queued is answered "stopped" as its request drops.
-    drop(rx);
-    drop(prio_rx);
     drop(snap_tx);
     let snapshots = snapshotter
         .join()
         .map_err(|_| anyhow!("the snapshot thread panicked"))?;
-    if let Some(why) = failure {
-        bail!(why);
-    }
-    snapshots?;
-    // Final snapshot at shutdown, written synchronously.
-    let head = journal.head();
-    if since_snapshot > 0 && head.seq > 0 {
-        let mut state = Vec::new();
-        engine.encode_state(&mut state);
-        write_snapshot_job(
-            &dir,
-            &SnapshotJob {
-                meta: (head.seq, head.chain_hash),
-                state,
-            },
-        )?;
-    }
-    Ok(head)
+    Ok((engine, snapshots.map(|()| since_snapshot)))
 }
 
 /// An internal entry (no API origin) for a command.

@@ -7,6 +7,8 @@ use kura_journal::testing::{Fault, SimFs};
 use kura_journal::{list_snapshots, load_snapshot, read_records, Journal, JournalConfig};
 use kura_units::{Amount, MarketId, PriceTicks, QtyLots, UserId};
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 /// A small, deterministic workload with trades: genesis, users, deposits, orders.
 fn workload(n: u64) -> Vec<Command> {
@@ -203,6 +205,42 @@ fn unjournalable_commands_are_refused_before_sequencing() {
     node.shutdown().expect("shutdown");
 }
 
+/// Commands journaled by [`hold_sequencer`].
+const HOLD_COMMANDS: u64 = kura::node::HANDOVER_BATCHES as u64 + 1;
+
+/// Stop the sequencer from taking anything more from its queues until the returned
+/// sender is used (or dropped): the apply stage is held inside a query, then the
+/// journal stage is given one command at a time, each waited for until journaled,
+/// until its hand-over to the apply stage is full and it waits. What is queued next
+/// stays in the queues. Those [`HOLD_COMMANDS`] commands (accounts created) are answered
+/// after the release.
+fn hold_sequencer(node: &Node, handle: &kura::node::NodeHandle) -> std::sync::mpsc::Sender<()> {
+    let (running_tx, running_rx) = std::sync::mpsc::channel();
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    handle
+        .query(Box::new(move |_| {
+            running_tx.send(()).expect("signal");
+            let _ = gate_rx.recv();
+        }))
+        .expect("query");
+    running_rx.recv().expect("the apply stage is held");
+    for _ in 0..HOLD_COMMANDS {
+        let journaled = node.stats.records.load(Ordering::SeqCst);
+        handle.submit(
+            internal(Command::CreateUser),
+            Box::new(|r| {
+                assert!(r.is_ok(), "{r:?}");
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.stats.records.load(Ordering::SeqCst) == journaled {
+            assert!(Instant::now() < deadline, "the command was never journaled");
+            std::thread::yield_now();
+        }
+    }
+    gate_tx
+}
+
 /// More queued bytes than one journal batch may hold: the sequencer commits what fits
 /// and carries the rest to the next batch; every command is acknowledged, in order,
 /// with consecutive sequence numbers, and nothing is refused.
@@ -213,15 +251,12 @@ fn batches_larger_than_the_journal_batch_limit_are_split() {
     config.batch_max = 1 << 16;
     config.journal.max_batch_bytes = kura_journal::MAX_RECORD_LEN;
     let (node, handle) = Node::start(config).expect("start");
-    // Hold the sequencer inside the first reply until everything else is queued, so
-    // the next batch takes all of it at once.
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    handle.submit(
-        internal(Command::CreateUser),
-        Box::new(move |_| {
-            let _ = go_rx.recv();
-        }),
-    );
+    handle
+        .submit_wait(internal(Command::CreateUser))
+        .expect("user");
+    // Hold the sequencer until everything else is queued, so the next batch takes all
+    // of it at once.
+    let go_tx = hold_sequencer(&node, &handle);
     let n = 6_000u64; // ~300 bytes each: ~1.8 MB, more than one batch holds
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..n {
@@ -247,8 +282,9 @@ fn batches_larger_than_the_journal_batch_limit_are_split() {
         .collect();
     acks.sort_unstable();
     assert_eq!(acks.len() as u64, n);
+    let first = 2 + HOLD_COMMANDS; // after the user and the commands holding the sequencer
     for (k, (i, seq)) in acks.iter().enumerate() {
-        assert_eq!((*i, *seq), (k as u64, k as u64 + 2), "order kept");
+        assert_eq!((*i, *seq), (k as u64, k as u64 + first), "order kept");
     }
     let carried = node
         .stats
@@ -397,17 +433,7 @@ fn cancels_get_through_and_go_first_while_new_orders_are_shed() {
         })
         .expect("order id");
 
-    // Hold the sequencer inside a query until the lanes are loaded.
-    let (running_tx, running_rx) = mpsc::channel();
-    let (gate_tx, gate_rx) = mpsc::channel::<()>();
-    handle
-        .query(Box::new(move |_| {
-            running_tx.send(()).expect("signal");
-            let _ = gate_rx.recv();
-        }))
-        .expect("query");
-    running_rx.recv().expect("the sequencer is held");
-
+    let gate_tx = hold_sequencer(&node, &handle);
     let (tx, rx) = mpsc::channel();
     let send = |tag: &'static str, cmd: Command| {
         let tx = tx.clone();
