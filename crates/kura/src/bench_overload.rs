@@ -240,6 +240,20 @@ async fn connect_from(local: Ipv4Addr, server: SocketAddr) -> std::io::Result<Tc
     Ok(stream)
 }
 
+/// [`connect_from`] for a client that reconnects thousands of times a second from one
+/// address (the WebSocket storm): its socket is closed abortively (`SO_LINGER` 0, a
+/// reset), so it leaves no `TIME_WAIT` behind. Otherwise the ports of closed connections
+/// pile up on the storm's two addresses and every `bind` searches through them in the
+/// kernel, which took more of this process's CPU than the server it measures.
+async fn connect_abortive_from(local: Ipv4Addr, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_zero_linger()?;
+    socket.bind(SocketAddr::from((local, 0)))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 // ---- honest customers ------------------------------------------------------------
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -922,7 +936,7 @@ async fn storm(local: Ipv4Addr, server: SocketAddr, flood: bool, stats: Arc<Mute
     let subscribe = json!({"method": "SUBSCRIBE", "params": too_many, "id": 1}).to_string();
     loop {
         lock(&stats).attempts += 1;
-        let stream = match connect_from(local, server).await {
+        let stream = match connect_abortive_from(local, server).await {
             Ok(s) => s,
             Err(_) => {
                 lock(&stats).connect_errors += 1;

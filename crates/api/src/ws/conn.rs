@@ -1,40 +1,53 @@
 //! One WebSocket connection: a reader loop that owns the session state and a writer
 //! task behind a bounded queue.
 //!
-//! The reader loop selects over the client's messages, the event feed, the ping timer
-//! and the flush timer (partial books, tickers). Everything it sends goes through
-//! [`Outbox`], a bounded channel to the writer: when the channel is full the client is
-//! too slow, and the connection is closed with a reason instead of buffering more.
-//! Closing asks the writer (over a one-shot channel that it watches even while a
-//! write is stuck) to send the close frame, waiting at most [`CLOSE_WAIT`], and to drop
-//! the socket.
+//! Everything sent to the client goes through the connection's [`Peer`]: a bounded
+//! channel to the writer task, shared by the connection's own task (answers, user-data
+//! events) and the stream hub ([`super::streams`], market events rendered once for
+//! every subscriber). Queueing is a `try_send` of a message whose bytes may be shared
+//! with other connections; when the queue is full the client is too slow, and the
+//! connection is closed with a reason instead of buffering more, whoever was sending.
+//! Closing asks the writer (over a one-shot channel that it watches even while a write
+//! is stuck) to send the close frame, waiting at most [`CLOSE_WAIT`], and to drop the
+//! socket; it also wakes the reader loop, which then ends.
+//!
+//! The reader loop selects over the client's messages, the ping timer, the peer being
+//! closed, the server shutting down and, only while a user-data stream runs, the event
+//! feed. Market-only connections hold no feed receiver: the hub is the one consumer of
+//! the feed for them.
 
-use super::market::{MarketStreams, StreamName};
+use super::market::{StreamName, Subscriptions};
+use super::streams::Streams;
 use super::user::UserStream;
 use super::{ConnectionSlot, Hub};
 use crate::backend::Backend;
+use crate::feed::Published;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use kura_units::UserId;
 use serde_json::{json, Value};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Notify};
 use tokio::time::{Duration, Instant};
 
 /// How long the writer tries to deliver the close frame to a client that does not read.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// The period of the flush timer (the fastest partial-book / book-ticker rate).
-const FLUSH_PERIOD: Duration = Duration::from_millis(100);
+/// Messages the writer hands to the socket before flushing it (one write for a burst).
+const WRITE_BATCH: usize = 256;
+/// A busy connection's socket is flushed at most this often: what arrives meanwhile goes
+/// out in the same write. A connection that was quiet for this long is written at once.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Close codes (RFC 6455).
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_POLICY: u16 = 1008;
+pub(crate) const CLOSE_NORMAL: u16 = 1000;
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+pub(crate) const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
-const CLOSE_TRY_AGAIN: u16 = 1013;
+pub(crate) const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// What a connection serves.
 #[derive(Debug)]
@@ -54,22 +67,65 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) struct Closing;
 
-/// The sending side: a bounded queue to the writer task.
+/// The sending side of one connection, shared by its own task and the stream hub.
 #[derive(Debug)]
-pub(crate) struct Outbox {
+pub(crate) struct Peer {
+    id: u64,
     tx: mpsc::Sender<Message>,
-    kill: Option<oneshot::Sender<CloseFrame>>,
+    kill: Mutex<Option<oneshot::Sender<CloseFrame>>>,
+    /// Set once, by whoever closes first.
+    closed: AtomicBool,
+    /// Wakes the connection's reader loop when someone else closed it.
+    closed_wake: Notify,
+    /// Market events wrapped `{"stream":…,"data":…}` (`/stream`, `SET_PROPERTY`).
+    combined: AtomicBool,
     limit: usize,
 }
 
-impl Outbox {
-    /// Queue one JSON message; a full queue closes the connection (slow consumer).
-    pub(crate) fn send(&mut self, value: &Value) -> Result<(), Closing> {
-        self.send_message(Message::Text(Utf8Bytes::from(value.to_string())))
+static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
+
+impl Peer {
+    /// A peer over `tx` (a channel of `limit` messages) and the writer's kill switch.
+    pub(crate) fn new(
+        tx: mpsc::Sender<Message>,
+        kill: oneshot::Sender<CloseFrame>,
+        limit: usize,
+    ) -> Peer {
+        Peer {
+            id: NEXT_PEER.fetch_add(1, Ordering::Relaxed),
+            tx,
+            kill: Mutex::new(Some(kill)),
+            closed: AtomicBool::new(false),
+            closed_wake: Notify::new(),
+            combined: AtomicBool::new(false),
+            limit,
+        }
     }
 
-    fn send_message(&mut self, message: Message) -> Result<(), Closing> {
-        if self.kill.is_none() {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn combined(&self) -> bool {
+        self.combined.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_combined(&self, combined: bool) {
+        self.combined.store(combined, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Queue one text message (its bytes possibly shared with other connections); a
+    /// full queue closes the connection (slow consumer).
+    pub(crate) fn push_text(&self, text: Utf8Bytes) -> Result<(), Closing> {
+        self.push(Message::Text(text))
+    }
+
+    fn push(&self, message: Message) -> Result<(), Closing> {
+        if self.is_closed() {
             return Err(Closing);
         }
         match self.tx.try_send(message) {
@@ -84,41 +140,102 @@ impl Outbox {
                 Err(Closing)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.kill = None;
+                self.close(CLOSE_NORMAL, "");
                 Err(Closing)
             }
         }
     }
 
-    /// Close the connection with `code` and `reason` (once).
-    pub(crate) fn close(&mut self, code: u16, reason: &str) {
-        if let Some(kill) = self.kill.take() {
+    /// Close the connection with `code` and `reason` (the first close wins).
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let kill = self.kill.lock().ok().and_then(|mut k| k.take());
+        if let Some(kill) = kill {
             let _ = kill.send(CloseFrame {
                 code,
                 reason: Utf8Bytes::from(reason),
             });
         }
+        self.closed_wake.notify_waiters();
+    }
+
+    /// Wait until the connection is closed (by anyone).
+    async fn closed(&self) {
+        loop {
+            let woken = self.closed_wake.notified();
+            if self.is_closed() {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
-/// Send queued messages until the queue ends or a close is asked for.
+/// The connection's own sending side (answers, user-data events).
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    peer: Arc<Peer>,
+}
+
+impl Outbox {
+    /// Queue one JSON message; a full queue closes the connection (slow consumer).
+    pub(crate) fn send(&mut self, value: &Value) -> Result<(), Closing> {
+        self.peer.push_text(Utf8Bytes::from(value.to_string()))
+    }
+
+    fn send_message(&mut self, message: Message) -> Result<(), Closing> {
+        self.peer.push(message)
+    }
+
+    /// Close the connection with `code` and `reason` (once).
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
+        self.peer.close(code, reason);
+    }
+}
+
+/// Send queued messages until the queue ends or a close is asked for. A burst of
+/// queued messages is written with one flush, and a busy connection is flushed at most
+/// every [`FLUSH_INTERVAL`] (one system call for many messages, not one each).
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Message>,
     mut kill: oneshot::Receiver<CloseFrame>,
     slot: ConnectionSlot,
 ) {
+    let mut flushed: Option<Instant> = None;
     let close_frame = loop {
         tokio::select! {
             biased;
             frame = &mut kill => break frame.ok(),
             message = rx.recv() => {
                 let Some(message) = message else { break None };
+                if let Some(due) = flushed.map(|at| at + FLUSH_INTERVAL) {
+                    if due > Instant::now() {
+                        tokio::select! {
+                            biased;
+                            frame = &mut kill => break frame.ok(),
+                            () = tokio::time::sleep_until(due) => {}
+                        }
+                    }
+                }
+                let write = async {
+                    sink.feed(message).await?;
+                    for _ in 1..WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => sink.feed(more).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                };
                 tokio::select! {
                     biased;
                     frame = &mut kill => break frame.ok(),
-                    sent = sink.send(message) => if sent.is_err() { break None },
+                    sent = write => if sent.is_err() { break None },
                 }
+                flushed = Some(Instant::now());
             }
         }
     };
@@ -134,12 +251,32 @@ async fn write_loop(
 /// The state of one connection.
 #[derive(Debug)]
 pub(crate) struct Session<B> {
-    pub(crate) backend: B,
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) markets: MarketStreams,
-    pub(crate) user: Option<UserStream>,
+    backend: B,
+    hub: Arc<Hub>,
+    streams: Streams,
+    peer: Arc<Peer>,
+    /// The market streams this connection subscribed to (the hub sends them).
+    subs: Subscriptions,
+    user: Option<UserStream>,
+    /// The event feed, held only while a user-data stream runs.
+    feed: Option<broadcast::Receiver<Arc<Published>>>,
     mode_ws_api: Option<IpAddr>,
     listen_key: Option<String>,
+}
+
+/// The next batch of the feed, if the connection holds one (otherwise never).
+async fn next_batch(
+    feed: &mut Option<broadcast::Receiver<Arc<Published>>>,
+) -> Result<Arc<Published>, RecvError> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wait for the server to shut down (or the hub to be gone).
+async fn shut_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
 }
 
 /// Serve one upgraded connection until it closes.
@@ -147,32 +284,34 @@ pub(crate) async fn run<B: Backend>(
     socket: WebSocket,
     backend: B,
     hub: Arc<Hub>,
+    streams: Streams,
     mode: Mode,
     slot: ConnectionSlot,
 ) {
     let config = hub.config().clone();
-    // The feed first: every batch published from here on reaches this connection.
-    let mut feed = backend.subscribe();
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel(config.send_queue_max.max(1));
     let (kill_tx, kill_rx) = oneshot::channel();
     tokio::spawn(write_loop(sink, rx, kill_rx, slot));
+    let peer = Arc::new(Peer::new(tx, kill_tx, config.send_queue_max));
     let mut out = Outbox {
-        tx,
-        kill: Some(kill_tx),
-        limit: config.send_queue_max,
+        peer: Arc::clone(&peer),
     };
+    let mut shutdown = streams.shutdown();
     let mut session = Session {
         backend: backend.clone(),
         hub: Arc::clone(&hub),
-        markets: MarketStreams::new(false, config.subscriptions_max),
+        streams,
+        peer: Arc::clone(&peer),
+        subs: Subscriptions::new(config.subscriptions_max),
         user: None,
+        feed: None,
         mode_ws_api: None,
         listen_key: None,
     };
     let started = match mode {
         Mode::Market { combined, streams } => {
-            session.markets.combined = combined;
+            peer.set_combined(combined);
             session.subscribe_initial(&streams).await
         }
         Mode::ListenKey { key, user } => {
@@ -186,13 +325,12 @@ pub(crate) async fn run<B: Backend>(
     };
     if started.is_err() {
         out.close(CLOSE_TRY_AGAIN, "the exchange is unavailable");
+        session.leave();
         return;
     }
 
     let mut ping =
         tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
-    let mut flush = tokio::time::interval(FLUSH_PERIOD);
-    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_heard = Instant::now();
     let mut bucket = TokenBucket::new(config.messages_per_second.max(1), Instant::now());
 
@@ -241,7 +379,7 @@ pub(crate) async fn run<B: Backend>(
                     }
                 }
             }
-            batch = feed.recv() => match batch {
+            batch = next_batch(&mut session.feed) => match batch {
                 Ok(batch) => session.on_batch(&batch, &mut out).await,
                 Err(RecvError::Lagged(n)) => {
                     out.close(CLOSE_TRY_AGAIN, &format!(
@@ -264,13 +402,19 @@ pub(crate) async fn run<B: Backend>(
                     })
                 }
             }
-            _ = flush.tick() => session.flush(&mut out).await,
+            // Closed by the hub (slow consumer, lagged hub) or by the writer.
+            _ = peer.closed() => Err(Closing),
+            () = shut_down(&mut shutdown) => {
+                out.close(CLOSE_GOING_AWAY, "the server is shutting down");
+                Err(Closing)
+            }
         };
         if step.is_err() {
             break;
         }
     }
     out.close(CLOSE_NORMAL, "");
+    session.leave();
 }
 
 /// Incoming-message budget: `rate` tokens, refilled at `rate` per second.
@@ -322,19 +466,31 @@ impl<B: Backend> Session<B> {
             .iter()
             .filter_map(|s| StreamName::parse(s))
             .collect();
-        self.markets
-            .subscribe(&self.backend, names)
-            .await
-            .map(drop)
-            .map_err(|_| Closing)
+        let texts: Vec<&str> = names.iter().map(StreamName::text).collect();
+        // Over the limit (only a caller that skipped the URL check): nothing subscribed.
+        if !self.subs.add(&texts) {
+            return Ok(());
+        }
+        self.streams.subscribe(&self.peer, names, None).await
     }
 
     async fn start_user(&mut self, user: UserId, wrapped: bool) -> Result<(), Closing> {
+        // The feed first: every batch published from here on reaches this connection.
+        self.feed = Some(self.backend.subscribe());
         let stream = UserStream::start(&self.backend, user, wrapped)
             .await
             .map_err(|_| Closing)?;
         self.user = Some(stream);
         Ok(())
+    }
+
+    /// Tell the hub this connection's streams are gone (it also finds closed peers by
+    /// itself).
+    fn leave(&mut self) {
+        let names = self.subs.take();
+        if !names.is_empty() {
+            self.streams.leave(self.peer.id(), names);
+        }
     }
 
     async fn on_text(&mut self, text: &str, out: &mut Outbox) -> Result<(), Closing> {
@@ -373,10 +529,11 @@ impl<B: Backend> Session<B> {
                         &id,
                     ));
                 };
-                let mut names = Vec::with_capacity(list.len());
+                // Checked whole before anything is allocated per name.
+                let mut texts: Vec<&str> = Vec::with_capacity(list.len());
                 for p in list {
-                    match p.as_str().and_then(StreamName::parse) {
-                        Some(n) => names.push(n),
+                    match p.as_str().filter(|t| StreamName::is_valid(t)) {
+                        Some(t) => texts.push(t),
                         None => {
                             return out.send(&market_error(
                                 2,
@@ -386,32 +543,34 @@ impl<B: Backend> Session<B> {
                         }
                     }
                 }
+                // The hub queues the acknowledgement: nothing of a stream comes before
+                // its SUBSCRIBE's answer, nothing after its UNSUBSCRIBE's.
+                let ack = Utf8Bytes::from(json!({ "result": null, "id": id }).to_string());
                 if method == "UNSUBSCRIBE" {
-                    self.markets.unsubscribe(&names);
-                    return out.send(&json!({ "result": null, "id": id }));
+                    let names: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+                    self.subs.remove(&names);
+                    return self.streams.unsubscribe(&self.peer, names, ack).await;
                 }
-                match self.markets.subscribe(&self.backend, names).await {
-                    Ok(true) => out.send(&json!({ "result": null, "id": id })),
-                    Ok(false) => out.send(&market_error(
+                if !self.subs.add(&texts) {
+                    return out.send(&market_error(
                         2,
                         &format!(
                             "Invalid request: too many subscriptions (at most {} per connection)",
-                            self.markets.limit()
+                            self.subs.limit()
                         ),
                         &id,
-                    )),
-                    Err(_) => {
-                        out.close(CLOSE_TRY_AGAIN, "the exchange is unavailable");
-                        Err(Closing)
-                    }
+                    ));
                 }
+                let names: Vec<StreamName> =
+                    texts.iter().filter_map(|t| StreamName::parse(t)).collect();
+                self.streams.subscribe(&self.peer, names, Some(ack)).await
             }
-            "LIST_SUBSCRIPTIONS" => out.send(&json!({ "result": self.markets.list(), "id": id })),
+            "LIST_SUBSCRIPTIONS" => out.send(&json!({ "result": self.subs.list(), "id": id })),
             "SET_PROPERTY" => {
                 let pair = params.and_then(Value::as_array);
                 match pair.map(|p| (p.first().and_then(Value::as_str), p.get(1))) {
                     Some((Some("combined"), Some(Value::Bool(b)))) => {
-                        self.markets.combined = *b;
+                        self.peer.set_combined(*b);
                         out.send(&json!({ "result": null, "id": id }))
                     }
                     Some((Some("combined"), _)) => out.send(&market_error(
@@ -428,7 +587,7 @@ impl<B: Backend> Session<B> {
                     .and_then(|p| p.first())
                     .and_then(Value::as_str);
                 if name == Some("combined") {
-                    out.send(&json!({ "result": self.markets.combined, "id": id }))
+                    out.send(&json!({ "result": self.peer.combined(), "id": id }))
                 } else {
                     out.send(&market_error(0, "Unknown property", &id))
                 }
@@ -483,6 +642,7 @@ impl<B: Backend> Session<B> {
             }
             "userDataStream.unsubscribe" => {
                 self.user = None;
+                self.feed = None;
                 out.send(&json!({ "id": id, "status": 200, "result": {} }))
             }
             "ping" => out.send(&json!({ "id": id, "status": 200, "result": {} })),
@@ -506,15 +666,10 @@ impl<B: Backend> Session<B> {
         batch: &crate::feed::Published,
         out: &mut Outbox,
     ) -> Result<(), Closing> {
-        self.markets.on_batch(batch, out)?;
         if let Some(user) = self.user.as_mut() {
             user.on_batch(&self.backend, batch, out).await?;
         }
         Ok(())
-    }
-
-    async fn flush(&mut self, out: &mut Outbox) -> Result<(), Closing> {
-        self.markets.flush(&self.backend, out).await
     }
 
     /// Every ping: a listen-key connection whose key expired is told so and closed.

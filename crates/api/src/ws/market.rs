@@ -1,29 +1,23 @@
-//! Market streams of one connection: stream names, subscriptions, and the events
-//! derived from the feed.
+//! Market streams: stream names, the names one connection subscribed to, and what the
+//! stream hub ([`super::streams`]) keeps and renders for every connection at once
+//! (ticker and kline state, the event renderers).
 //!
 //! Depth diffs, trades and aggregate trades are sent as their batch arrives. Partial
 //! books, book tickers, tickers and klines are marked when a batch changes them and sent
-//! by [`MarketStreams::flush`] (every 100 ms for `@100ms` and book tickers, every
-//! second otherwise), with one engine query for all of them.
+//! by the hub's flush (every 100 ms for `@100ms` and book tickers, every second
+//! otherwise), with one engine query for all of them.
 
-use super::conn::{Closing, Outbox};
 use crate::backend::{Backend, BackendError};
-use crate::feed::{BookDiff, Published};
+use crate::feed::BookDiff;
 use crate::http::{kline_json, ticker_json, trade_json, MarketInfo, DAY_MS};
-use kura_engine::{EventKind, Side};
+use kura_engine::Side;
 use kura_store::{Interval, Kline, TickerStats, TradeRow};
 use kura_units::{Amount, MarketId, PriceTicks, QtyLots, TradeId};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-/// Flush ticks (100 ms each) per slow (1000 ms) flush.
-const SLOW_EVERY_TICKS: u64 = 10;
-/// A 24-hour ticker is rebuilt from the read model this often, so that trades leaving
-/// the window drop out.
-const TICKER_RESEED_MS: u64 = 60_000;
 /// Partial-book depths Binance offers.
 const PARTIAL_LEVELS: [usize; 3] = [5, 10, 20];
-
 /// A kline interval: one the read model keeps, or one second (built from trades only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Span {
@@ -40,21 +34,21 @@ impl Span {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Span::Second => "1s",
             Span::Stored(i) => i.as_str(),
         }
     }
 
-    fn open_time(self, time_ms: u64) -> u64 {
+    pub(crate) fn open_time(self, time_ms: u64) -> u64 {
         match self {
             Span::Second => time_ms / 1_000 * 1_000,
             Span::Stored(i) => i.open_time(time_ms),
         }
     }
 
-    fn close_time(self, open_ms: u64) -> u64 {
+    pub(crate) fn close_time(self, open_ms: u64) -> u64 {
         match self {
             Span::Second => open_ms + 999,
             Span::Stored(i) => i.close_time(open_ms),
@@ -80,24 +74,36 @@ pub(crate) enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StreamName {
     /// As the client wrote it (listed back and used as `stream` in combined events).
-    text: String,
+    pub(crate) text: String,
     /// Upper-case exchange symbol; `None` for `!miniTicker@arr`.
-    symbol: Option<String>,
-    kind: Kind,
+    pub(crate) symbol: Option<String>,
+    pub(crate) kind: Kind,
     /// `@100ms`.
-    fast: bool,
+    pub(crate) fast: bool,
 }
 
 impl StreamName {
     /// Parse Binance's stream names (symbols in lower case).
     pub(crate) fn parse(text: &str) -> Option<StreamName> {
+        let (symbol, kind, fast) = StreamName::classify(text)?;
+        Some(StreamName {
+            text: text.to_owned(),
+            symbol: symbol.map(str::to_ascii_uppercase),
+            kind,
+            fast,
+        })
+    }
+
+    /// Whether `text` is a stream name (what [`StreamName::parse`] checks, without
+    /// allocating: a request naming a thousand streams is checked whole first).
+    pub(crate) fn is_valid(text: &str) -> bool {
+        StreamName::classify(text).is_some()
+    }
+
+    /// The lower-case symbol (`None` for `!miniTicker@arr`), kind and speed of a name.
+    fn classify(text: &str) -> Option<(Option<&str>, Kind, bool)> {
         if text == "!miniTicker@arr" {
-            return Some(StreamName {
-                text: text.to_owned(),
-                symbol: None,
-                kind: Kind::AllMiniTickers,
-                fast: false,
-            });
+            return Some((None, Kind::AllMiniTickers, false));
         }
         let (symbol, rest) = text.split_once('@')?;
         let symbol_ok = !symbol.is_empty()
@@ -139,93 +145,27 @@ impl StreamName {
         if rest.contains("ms") && !matches!(kind, Kind::Depth | Kind::Partial(_)) {
             return None;
         }
-        Some(StreamName {
-            text: text.to_owned(),
-            symbol: Some(symbol.to_ascii_uppercase()),
-            kind,
-            fast,
-        })
+        Some((Some(symbol), kind, fast))
+    }
+
+    /// The name as the client wrote it.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
     }
 }
 
-/// One subscription, resolved to its market (`None`: no such market; never sends).
-#[derive(Clone, Debug)]
-struct Sub {
-    name: StreamName,
-    market: Option<MarketId>,
-}
-
-/// A 24-hour ticker kept from the feed.
-#[derive(Clone, Debug, Default)]
-struct TickerState {
-    stats: TickerStats,
-    /// Trades up to this id are already in `stats`.
-    counted_upto: Option<TradeId>,
-    seeded_ms: u64,
-}
-
-/// The open kline of one market and interval.
-#[derive(Clone, Debug)]
-struct KlineState {
-    kline: Option<OpenKline>,
-    counted_upto: Option<TradeId>,
-}
-
-#[derive(Clone, Debug)]
-struct OpenKline {
-    k: Kline,
-    first_id: Option<TradeId>,
-    last_id: Option<TradeId>,
-    /// Sent with `x: true` already.
-    closed_sent: bool,
-}
-
-/// The market streams of one connection.
+/// The market streams one connection subscribed to (the hub does the sending).
 #[derive(Debug)]
-pub(crate) struct MarketStreams {
-    pub(crate) combined: bool,
+pub(crate) struct Subscriptions {
+    names: BTreeSet<String>,
     limit: usize,
-    subs: BTreeMap<String, Sub>,
-    markets: Vec<MarketInfo>,
-    tickers: BTreeMap<MarketId, TickerState>,
-    klines: BTreeMap<(MarketId, Span), KlineState>,
-    /// Markets whose book changed since the last fast / slow flush.
-    book_fast: BTreeSet<MarketId>,
-    book_slow: BTreeSet<MarketId>,
-    /// Markets that traded since the last slow flush.
-    traded: BTreeSet<MarketId>,
-    klines_dirty: BTreeSet<(MarketId, Span)>,
-    book_tickers_sent: BTreeMap<MarketId, Value>,
-    ticks: u64,
 }
 
-/// A trade as the streams need it.
-#[derive(Clone, Copy, Debug)]
-struct TradeSeen {
-    market: MarketId,
-    trade: TradeId,
-    price: PriceTicks,
-    qty: QtyLots,
-    quote_qty: Amount,
-    taker_side: Side,
-    time_ms: u64,
-}
-
-impl MarketStreams {
-    pub(crate) fn new(combined: bool, limit: usize) -> MarketStreams {
-        MarketStreams {
-            combined,
+impl Subscriptions {
+    pub(crate) fn new(limit: usize) -> Subscriptions {
+        Subscriptions {
+            names: BTreeSet::new(),
             limit,
-            subs: BTreeMap::new(),
-            markets: Vec::new(),
-            tickers: BTreeMap::new(),
-            klines: BTreeMap::new(),
-            book_fast: BTreeSet::new(),
-            book_slow: BTreeSet::new(),
-            traded: BTreeSet::new(),
-            klines_dirty: BTreeSet::new(),
-            book_tickers_sent: BTreeMap::new(),
-            ticks: 0,
         }
     }
 
@@ -235,487 +175,220 @@ impl MarketStreams {
 
     /// Subscribed names, in order.
     pub(crate) fn list(&self) -> Vec<String> {
-        self.subs.keys().cloned().collect()
+        self.names.iter().cloned().collect()
     }
 
-    fn market(&self, id: MarketId) -> Option<&MarketInfo> {
-        self.markets.iter().find(|m| m.market_id() == id)
-    }
-
-    fn market_by_symbol(&self, symbol: &str) -> Option<MarketId> {
-        self.markets
-            .iter()
-            .find(|m| m.symbol_name() == symbol)
-            .map(MarketInfo::market_id)
-    }
-
-    /// Add subscriptions (repeats are no-ops). `Ok(false)`: over the limit, nothing
-    /// added.
-    pub(crate) async fn subscribe<B: Backend>(
-        &mut self,
-        b: &B,
-        names: Vec<StreamName>,
-    ) -> Result<bool, BackendError> {
-        let fresh: BTreeSet<&str> = names
-            .iter()
-            .map(|n| n.text.as_str())
-            .filter(|t| !self.subs.contains_key(*t))
-            .collect();
-        if self.subs.len() + fresh.len() > self.limit {
-            return Ok(false);
-        }
-        let unknown = names.iter().any(|n| {
-            n.symbol
-                .as_deref()
-                .is_some_and(|s| self.market_by_symbol(s).is_none())
-        });
-        if self.markets.is_empty() || unknown {
-            self.markets = b.query(MarketInfo::every).await?;
-        }
-        for name in names {
-            let market = name
-                .symbol
-                .as_deref()
-                .and_then(|s| self.market_by_symbol(s));
-            match (name.kind, market) {
-                (Kind::Partial(_) | Kind::BookTicker, Some(m)) => {
-                    self.book_fast.insert(m);
-                    self.book_slow.insert(m);
-                    self.book_tickers_sent.remove(&m);
-                }
-                (Kind::Ticker | Kind::MiniTicker, Some(m)) => {
-                    self.seed_ticker(b, m).await?;
-                    self.traded.insert(m);
-                }
-                (Kind::AllMiniTickers, _) => {
-                    let ids: Vec<MarketId> =
-                        self.markets.iter().map(MarketInfo::market_id).collect();
-                    for m in ids {
-                        self.seed_ticker(b, m).await?;
-                        self.traded.insert(m);
-                    }
-                }
-                (Kind::Kline(span), Some(m)) => {
-                    self.seed_kline(b, m, span).await?;
-                    self.klines_dirty.insert((m, span));
-                }
-                _ => {}
-            }
-            self.subs.insert(name.text.clone(), Sub { name, market });
-        }
-        Ok(true)
-    }
-
-    pub(crate) fn unsubscribe(&mut self, names: &[StreamName]) {
+    /// Add `names` (repeats are no-ops); false, and nothing added, over the limit.
+    pub(crate) fn add(&mut self, names: &[&str]) -> bool {
+        let mut fresh: HashSet<&str> = HashSet::with_capacity(names.len().min(self.limit + 1));
         for n in names {
-            self.subs.remove(&n.text);
-        }
-    }
-
-    async fn seed_ticker<B: Backend>(&mut self, b: &B, m: MarketId) -> Result<(), BackendError> {
-        if self.tickers.contains_key(&m) {
-            return Ok(());
-        }
-        let state = read_ticker(b, m).await?;
-        self.tickers.insert(m, state);
-        Ok(())
-    }
-
-    async fn seed_kline<B: Backend>(
-        &mut self,
-        b: &B,
-        m: MarketId,
-        span: Span,
-    ) -> Result<(), BackendError> {
-        if self.klines.contains_key(&(m, span)) {
-            return Ok(());
-        }
-        let now = b.now_ms();
-        let open = span.open_time(now);
-        let seeded = b
-            .read(move |s| {
-                let last = s.recent_trades(m, 1)?.first().map(|t| t.trade_id);
-                let (kline, first) = match span {
-                    Span::Stored(i) => {
-                        let k = s.klines(m, i, Some(open), None, 1)?.into_iter().next();
-                        let first = match &k {
-                            Some(_) => s
-                                .trades_between(m, Some(open), None, 1)?
-                                .first()
-                                .map(|t| t.trade_id),
-                            None => None,
-                        };
-                        (k.filter(|k| k.open_time_ms == open), first)
-                    }
-                    Span::Second => (None, None),
-                };
-                Ok::<_, kura_store::StoreError>((kline, first, last))
-            })
-            .await?
-            .map_err(|e| BackendError::ReadModel(e.to_string()))?;
-        let (kline, first_id, last) = seeded;
-        self.klines.insert(
-            (m, span),
-            KlineState {
-                kline: kline.map(|k| OpenKline {
-                    k,
-                    first_id,
-                    last_id: last,
-                    closed_sent: false,
-                }),
-                counted_upto: last,
-            },
-        );
-        Ok(())
-    }
-
-    fn wants(&self, market: MarketId, pred: impl Fn(Kind) -> bool) -> bool {
-        self.subs
-            .values()
-            .any(|s| s.market == Some(market) && pred(s.name.kind))
-    }
-
-    /// Send `data` on every subscription of `market` of a kind `pred` accepts.
-    fn emit(
-        &self,
-        out: &mut Outbox,
-        market: Option<MarketId>,
-        pred: impl Fn(&StreamName) -> bool,
-        data: &Value,
-    ) -> Result<(), Closing> {
-        for sub in self.subs.values() {
-            if sub.market == market && pred(&sub.name) {
-                if self.combined {
-                    out.send(&json!({ "stream": sub.name.text, "data": data }))?;
-                } else {
-                    out.send(data)?;
+            if !self.names.contains(*n) && fresh.insert(n) {
+                // Over the limit: no need to look further.
+                if self.names.len() + fresh.len() > self.limit {
+                    return false;
                 }
             }
         }
-        Ok(())
+        self.names.extend(fresh.into_iter().map(str::to_owned));
+        true
     }
 
-    /// Everything one batch changes: diffs and trades are sent now, the rest marked.
-    pub(crate) fn on_batch(&mut self, batch: &Published, out: &mut Outbox) -> Result<(), Closing> {
-        if self.subs.is_empty() && self.tickers.is_empty() && self.klines.is_empty() {
-            return Ok(());
+    pub(crate) fn remove(&mut self, names: &[String]) {
+        for n in names {
+            self.names.remove(n);
         }
-        let at = batch.timestamp_ms();
-        for diff in &batch.books {
-            self.book_fast.insert(diff.market);
-            self.book_slow.insert(diff.market);
-            if self.wants(diff.market, |k| k == Kind::Depth) {
-                if let Some(m) = self.market(diff.market) {
-                    let data = depth_update(m, diff, at);
-                    self.emit(out, Some(diff.market), |n| n.kind == Kind::Depth, &data)?;
-                }
-            }
-        }
-        for (ctx, events) in batch.commands.iter() {
-            for e in events {
-                if let EventKind::Trade {
-                    market,
-                    trade,
-                    price,
-                    qty,
-                    quote_qty,
-                    taker_side,
-                    ..
-                } = &e.kind
-                {
-                    let t = TradeSeen {
-                        market: *market,
-                        trade: *trade,
-                        price: *price,
-                        qty: *qty,
-                        quote_qty: *quote_qty,
-                        taker_side: *taker_side,
-                        time_ms: ctx.timestamp_ms,
+    }
+
+    /// Every name, leaving none.
+    pub(crate) fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.names).into_iter().collect()
+    }
+}
+
+/// A 24-hour ticker kept from the feed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TickerState {
+    pub(crate) stats: TickerStats,
+    /// Trades up to this id are already in `stats`.
+    pub(crate) counted_upto: Option<TradeId>,
+    pub(crate) seeded_ms: u64,
+}
+
+/// The open kline of one market and interval.
+#[derive(Clone, Debug)]
+pub(crate) struct KlineState {
+    pub(crate) kline: Option<OpenKline>,
+    pub(crate) counted_upto: Option<TradeId>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct OpenKline {
+    pub(crate) k: Kline,
+    pub(crate) first_id: Option<TradeId>,
+    pub(crate) last_id: Option<TradeId>,
+    /// Sent with `x: true` already.
+    pub(crate) closed_sent: bool,
+}
+
+/// A trade as the streams need it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TradeSeen {
+    pub(crate) market: MarketId,
+    pub(crate) trade: TradeId,
+    pub(crate) price: PriceTicks,
+    pub(crate) qty: QtyLots,
+    pub(crate) quote_qty: Amount,
+    pub(crate) taker_side: Side,
+    pub(crate) time_ms: u64,
+}
+
+/// Count `t` into a ticker unless the ticker counted it already; true if counted.
+pub(crate) fn count_ticker_once(state: &mut TickerState, t: &TradeSeen) -> bool {
+    if state.counted_upto.is_some_and(|c| t.trade <= c) {
+        return false;
+    }
+    count_ticker(&mut state.stats, t);
+    state.counted_upto = Some(t.trade);
+    true
+}
+
+/// Count `t` into a kline unless it counted it already; returns the previous kline if
+/// the trade opened a new interval (to be sent closed).
+pub(crate) fn count_kline_once(
+    state: &mut KlineState,
+    span: Span,
+    t: &TradeSeen,
+) -> (bool, Option<OpenKline>) {
+    if state.counted_upto.is_some_and(|c| t.trade <= c) {
+        return (false, None);
+    }
+    state.counted_upto = Some(t.trade);
+    (true, count_kline(state, span, t))
+}
+
+/// A kline as of now, from the read model (no kline if the interval has no trade yet).
+pub(crate) async fn read_kline<B: Backend>(
+    b: &B,
+    m: MarketId,
+    span: Span,
+) -> Result<KlineState, BackendError> {
+    let now = b.now_ms();
+    let open = span.open_time(now);
+    let seeded = b
+        .read(move |s| {
+            let last = s.recent_trades(m, 1)?.first().map(|t| t.trade_id);
+            let (kline, first) = match span {
+                Span::Stored(i) => {
+                    let k = s.klines(m, i, Some(open), None, 1)?.into_iter().next();
+                    let first = match &k {
+                        Some(_) => s
+                            .trades_between(m, Some(open), None, 1)?
+                            .first()
+                            .map(|t| t.trade_id),
+                        None => None,
                     };
-                    self.on_trade(&t, at, out)?;
+                    (k.filter(|k| k.open_time_ms == open), first)
                 }
-            }
-        }
-        Ok(())
-    }
-
-    fn on_trade(&mut self, t: &TradeSeen, at: u64, out: &mut Outbox) -> Result<(), Closing> {
-        if self.wants(t.market, |k| matches!(k, Kind::Trade | Kind::AggTrade)) {
-            if let Some(m) = self.market(t.market) {
-                let row = trade_row(t);
-                let rest = trade_json(m, &row);
-                let field = |k: &str| rest.get(k).cloned().unwrap_or(Value::Null);
-                let trade = json!({
-                    "e": "trade", "E": at, "s": m.symbol_name(), "t": t.trade.0,
-                    "p": field("price"), "q": field("qty"), "T": t.time_ms,
-                    "m": field("isBuyerMaker"), "M": true,
-                });
-                let agg = json!({
-                    "e": "aggTrade", "E": at, "s": m.symbol_name(), "a": t.trade.0,
-                    "p": field("price"), "q": field("qty"), "f": t.trade.0, "l": t.trade.0,
-                    "T": t.time_ms, "m": field("isBuyerMaker"), "M": true,
-                });
-                self.emit(out, Some(t.market), |n| n.kind == Kind::Trade, &trade)?;
-                self.emit(out, Some(t.market), |n| n.kind == Kind::AggTrade, &agg)?;
-            }
-        }
-        if let Some(state) = self.tickers.get_mut(&t.market) {
-            if state.counted_upto.is_none_or(|c| t.trade > c) {
-                count_ticker(&mut state.stats, t);
-                state.counted_upto = Some(t.trade);
-                self.traded.insert(t.market);
-            }
-        }
-        let spans: Vec<Span> = self
-            .klines
-            .keys()
-            .filter(|(m, _)| *m == t.market)
-            .map(|(_, s)| *s)
-            .collect();
-        for span in spans {
-            let closed = {
-                let Some(state) = self.klines.get_mut(&(t.market, span)) else {
-                    continue;
-                };
-                if state.counted_upto.is_some_and(|c| t.trade <= c) {
-                    continue;
-                }
-                state.counted_upto = Some(t.trade);
-                count_kline(state, span, t)
+                Span::Second => (None, None),
             };
-            if let Some(old) = closed {
-                self.send_kline(out, t.market, span, &old, true, at)?;
-            }
-            self.klines_dirty.insert((t.market, span));
-        }
-        Ok(())
-    }
+            Ok::<_, kura_store::StoreError>((kline, first, last))
+        })
+        .await?
+        .map_err(|e| BackendError::ReadModel(e.to_string()))?;
+    let (kline, first_id, last) = seeded;
+    Ok(KlineState {
+        kline: kline.map(|k| OpenKline {
+            k,
+            first_id,
+            last_id: last,
+            closed_sent: false,
+        }),
+        counted_upto: last,
+    })
+}
 
-    fn send_kline(
-        &self,
-        out: &mut Outbox,
-        market: MarketId,
-        span: Span,
-        k: &OpenKline,
-        closed: bool,
-        at: u64,
-    ) -> Result<(), Closing> {
-        let Some(m) = self.market(market) else {
-            return Ok(());
-        };
-        let data = kline_event(m, span, k, closed, at);
-        self.emit(out, Some(market), |n| n.kind == Kind::Kline(span), &data)
-    }
+/// Binance's `trade` and `aggTrade` events of one trade.
+pub(crate) fn trade_events(m: &MarketInfo, t: &TradeSeen, at: u64) -> (Value, Value) {
+    let row = trade_row(t);
+    let rest = trade_json(m, &row);
+    let field = |k: &str| rest.get(k).cloned().unwrap_or(Value::Null);
+    let trade = json!({
+        "e": "trade", "E": at, "s": m.symbol_name(), "t": t.trade.0,
+        "p": field("price"), "q": field("qty"), "T": t.time_ms,
+        "m": field("isBuyerMaker"), "M": true,
+    });
+    let agg = json!({
+        "e": "aggTrade", "E": at, "s": m.symbol_name(), "a": t.trade.0,
+        "p": field("price"), "q": field("qty"), "f": t.trade.0, "l": t.trade.0,
+        "T": t.time_ms, "m": field("isBuyerMaker"), "M": true,
+    });
+    (trade, agg)
+}
 
-    /// Send what the timer is due for.
-    pub(crate) async fn flush<B: Backend>(
-        &mut self,
-        b: &B,
-        out: &mut Outbox,
-    ) -> Result<(), Closing> {
-        self.ticks += 1;
-        let slow = self.ticks.is_multiple_of(SLOW_EVERY_TICKS);
-        if self.subs.is_empty() {
-            return Ok(());
-        }
-        let now = b.now_ms();
-        // Which markets need the engine's book: partial books and book tickers that
-        // changed, and tickers (best bid and ask) that traded.
-        let mut partial: Vec<(String, MarketId, usize)> = Vec::new();
-        let mut book_tickers: BTreeSet<MarketId> = BTreeSet::new();
-        let mut tickers: BTreeSet<MarketId> = BTreeSet::new();
-        for sub in self.subs.values() {
-            let Some(m) = sub.market else { continue };
-            match sub.name.kind {
-                Kind::Partial(levels) => {
-                    let due = if sub.name.fast {
-                        self.book_fast.contains(&m)
-                    } else {
-                        slow && self.book_slow.contains(&m)
-                    };
-                    if due {
-                        partial.push((sub.name.text.clone(), m, levels));
-                    }
-                }
-                Kind::BookTicker if self.book_fast.contains(&m) => {
-                    book_tickers.insert(m);
-                }
-                Kind::Ticker | Kind::MiniTicker if slow && self.traded.contains(&m) => {
-                    tickers.insert(m);
-                }
-                _ => {}
-            }
-        }
-        let all_minis = slow
-            && self
-                .subs
-                .values()
-                .any(|s| s.name.kind == Kind::AllMiniTickers);
-        self.book_fast.clear();
-        if slow {
-            self.book_slow.clear();
-        }
-        let needed: BTreeSet<MarketId> = partial
+/// A partial book (`@depth<levels>`).
+pub(crate) fn partial_book(info: &MarketInfo, book: &BookTop, levels: usize) -> Value {
+    let side = |levels_of: &[(PriceTicks, QtyLots)]| -> Vec<Value> {
+        levels_of
             .iter()
-            .map(|(_, m, _)| *m)
-            .chain(book_tickers.iter().copied())
-            .chain(tickers.iter().copied())
-            .collect();
-        let books = if needed.is_empty() {
-            BTreeMap::new()
-        } else {
-            match b.query(move |e| read_books(e, &needed)).await {
-                Ok(books) => books,
-                Err(_) => {
-                    out.close(1013, "the exchange is unavailable");
-                    return Err(Closing);
-                }
-            }
-        };
-        for (name, m, levels) in &partial {
-            let (Some(book), Some(info)) = (books.get(m), self.market(*m)) else {
-                continue;
-            };
-            let side = |levels_of: &[(PriceTicks, QtyLots)]| -> Vec<Value> {
-                levels_of
-                    .iter()
-                    .take(*levels)
-                    .map(|(p, q)| json!([info.price_text(*p), info.qty_text(*q)]))
-                    .collect()
-            };
-            let data = json!({
-                "lastUpdateId": book.update_id,
-                "bids": side(&book.bids),
-                "asks": side(&book.asks),
-            });
-            self.emit(out, Some(*m), |n| &n.text == name, &data)?;
-        }
-        for m in &book_tickers {
-            let (Some(book), Some(info)) = (books.get(m), self.market(*m)) else {
-                continue;
-            };
-            let level = |l: Option<&(PriceTicks, QtyLots)>| {
-                let (p, q) = l.copied().unwrap_or((PriceTicks::ZERO, QtyLots::ZERO));
-                (info.price_text(p), info.qty_text(q))
-            };
-            let (bp, bq) = level(book.bids.first());
-            let (ap, aq) = level(book.asks.first());
-            let top = json!([bp, bq, ap, aq]);
-            if self.book_tickers_sent.get(m) == Some(&top) {
-                continue;
-            }
-            let data = json!({
-                "u": book.update_id, "s": info.symbol_name(),
-                "b": bp, "B": bq, "a": ap, "A": aq,
-            });
-            self.emit(out, Some(*m), |n| n.kind == Kind::BookTicker, &data)?;
-            self.book_tickers_sent.insert(*m, top);
-        }
-        if slow {
-            self.flush_slow(b, out, &books, &tickers, all_minis, now)
-                .await?;
-        }
-        Ok(())
-    }
+            .take(levels)
+            .map(|(p, q)| json!([info.price_text(*p), info.qty_text(*q)]))
+            .collect()
+    };
+    json!({
+        "lastUpdateId": book.update_id,
+        "bids": side(&book.bids),
+        "asks": side(&book.asks),
+    })
+}
 
-    async fn flush_slow<B: Backend>(
-        &mut self,
-        b: &B,
-        out: &mut Outbox,
-        books: &BTreeMap<MarketId, BookTop>,
-        tickers: &BTreeSet<MarketId>,
-        all_minis: bool,
-        now: u64,
-    ) -> Result<(), Closing> {
-        // Re-seed 24-hour tickers now and then, so old trades leave the window.
-        let stale: Vec<MarketId> = self
-            .tickers
-            .iter()
-            .filter(|(_, t)| now.saturating_sub(t.seeded_ms) >= TICKER_RESEED_MS)
-            .map(|(m, _)| *m)
-            .collect();
-        for m in stale {
-            match read_ticker(b, m).await {
-                Ok(state) => {
-                    self.tickers.insert(m, state);
-                }
-                Err(_) => {
-                    out.close(1013, "the exchange is unavailable");
-                    return Err(Closing);
-                }
-            }
-        }
-        for m in tickers {
-            let (Some(info), Some(state)) = (self.market(*m), self.tickers.get(m)) else {
-                continue;
-            };
-            let top = books.get(m);
-            let rest = ticker_json(
-                info,
-                top.and_then(|t| t.bids.first().copied()),
-                top.and_then(|t| t.asks.first().copied()),
-                &state.stats,
-                now,
-            );
-            let full = ticker_event(&rest, now);
-            let mini = mini_ticker_event(&rest, now);
-            self.emit(out, Some(*m), |n| n.kind == Kind::Ticker, &full)?;
-            self.emit(out, Some(*m), |n| n.kind == Kind::MiniTicker, &mini)?;
-        }
-        if all_minis {
-            let minis: Vec<Value> = self
-                .traded
-                .iter()
-                .filter_map(|m| {
-                    let info = self.market(*m)?;
-                    let state = self.tickers.get(m)?;
-                    Some(mini_ticker_event(
-                        &ticker_json(info, None, None, &state.stats, now),
-                        now,
-                    ))
-                })
-                .collect();
-            if !minis.is_empty() {
-                self.emit(
-                    out,
-                    None,
-                    |n| n.kind == Kind::AllMiniTickers,
-                    &Value::Array(minis),
-                )?;
-            }
-        }
-        self.traded.clear();
-        // Klines: the changed ones, and those whose interval ended (sent closed once).
-        let keys: Vec<(MarketId, Span)> = self.klines.keys().copied().collect();
-        for key in keys {
-            let (m, span) = key;
-            let dirty = self.klines_dirty.remove(&key);
-            let Some(open) = self.klines.get(&key).and_then(|s| s.kline.clone()) else {
-                continue;
-            };
-            let ended = now > open.k.close_time_ms;
-            if ended && !open.closed_sent {
-                self.send_kline(out, m, span, &open, true, now)?;
-                if let Some(state) = self.klines.get_mut(&key) {
-                    state.kline = None;
-                }
-            } else if dirty && !ended {
-                self.send_kline(out, m, span, &open, false, now)?;
-            }
-        }
-        Ok(())
-    }
+/// The best bid and ask as text (what decides whether a book ticker changed), and the
+/// `bookTicker` event.
+pub(crate) fn book_ticker(info: &MarketInfo, book: &BookTop) -> ([String; 4], Value) {
+    let level = |l: Option<&(PriceTicks, QtyLots)>| {
+        let (p, q) = l.copied().unwrap_or((PriceTicks::ZERO, QtyLots::ZERO));
+        (info.price_text(p), info.qty_text(q))
+    };
+    let (bp, bq) = level(book.bids.first());
+    let (ap, aq) = level(book.asks.first());
+    let data = json!({
+        "u": book.update_id, "s": info.symbol_name(),
+        "b": bp, "B": bq, "a": ap, "A": aq,
+    });
+    ([bp, bq, ap, aq], data)
+}
+
+/// The `24hrTicker` and `24hrMiniTicker` events of a market (best bid and ask from
+/// `top`, if read).
+pub(crate) fn ticker_events(
+    info: &MarketInfo,
+    top: Option<&BookTop>,
+    stats: &TickerStats,
+    now: u64,
+) -> (Value, Value) {
+    let rest = ticker_json(
+        info,
+        top.and_then(|t| t.bids.first().copied()),
+        top.and_then(|t| t.asks.first().copied()),
+        stats,
+        now,
+    );
+    (ticker_event(&rest, now), mini_ticker_event(&rest, now))
+}
+
+/// One market's entry of `!miniTicker@arr`.
+pub(crate) fn mini_ticker(info: &MarketInfo, stats: &TickerStats, now: u64) -> Value {
+    mini_ticker_event(&ticker_json(info, None, None, stats, now), now)
 }
 
 /// The best levels of one market and its update id, read together.
 #[derive(Debug)]
-struct BookTop {
-    update_id: u64,
-    bids: Vec<(PriceTicks, QtyLots)>,
-    asks: Vec<(PriceTicks, QtyLots)>,
+pub(crate) struct BookTop {
+    pub(crate) update_id: u64,
+    pub(crate) bids: Vec<(PriceTicks, QtyLots)>,
+    pub(crate) asks: Vec<(PriceTicks, QtyLots)>,
 }
 
-fn read_books(
+pub(crate) fn read_books(
     e: &kura_engine::Engine,
     markets: &BTreeSet<MarketId>,
 ) -> BTreeMap<MarketId, BookTop> {
@@ -736,7 +409,10 @@ fn read_books(
         .collect()
 }
 
-async fn read_ticker<B: Backend>(b: &B, m: MarketId) -> Result<TickerState, BackendError> {
+pub(crate) async fn read_ticker<B: Backend>(
+    b: &B,
+    m: MarketId,
+) -> Result<TickerState, BackendError> {
     let now = b.now_ms();
     let from = now.saturating_sub(DAY_MS);
     let (stats, last) = b
@@ -838,7 +514,7 @@ fn count_kline(state: &mut KlineState, span: Span, t: &TradeSeen) -> Option<Open
     previous
 }
 
-fn depth_update(m: &MarketInfo, d: &BookDiff, at: u64) -> Value {
+pub(crate) fn depth_update(m: &MarketInfo, d: &BookDiff, at: u64) -> Value {
     let levels = |side: &[(PriceTicks, QtyLots)]| -> Vec<Value> {
         side.iter()
             .map(|(p, q)| json!([m.price_text(*p), m.qty_text(*q)]))
@@ -855,7 +531,13 @@ fn depth_update(m: &MarketInfo, d: &BookDiff, at: u64) -> Value {
     })
 }
 
-fn kline_event(m: &MarketInfo, span: Span, k: &OpenKline, closed: bool, at: u64) -> Value {
+pub(crate) fn kline_event(
+    m: &MarketInfo,
+    span: Span,
+    k: &OpenKline,
+    closed: bool,
+    at: u64,
+) -> Value {
     let row = kline_json(m, &k.k);
     let at_i = |i: usize| row.get(i).cloned().unwrap_or(Value::Null);
     let id = |t: Option<TradeId>| t.map_or(-1, |t| i128::from(t.0));
@@ -996,6 +678,31 @@ mod tests {
         ] {
             assert_eq!(p(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn subscriptions_count_distinct_new_names_against_the_limit() {
+        for t in ["btcjpy@depth@100ms", "!miniTicker@arr", "x1jpy@trade"] {
+            assert!(StreamName::is_valid(t), "{t}");
+        }
+        for t in ["btcjpy@depth7", "BTCJPY@trade", "btcjpy@trade@100ms"] {
+            assert!(!StreamName::is_valid(t), "{t}");
+        }
+        let mut s = Subscriptions::new(3);
+        assert!(
+            s.add(&["a@trade", "b@trade", "a@trade"]),
+            "a repeat counts once"
+        );
+        assert!(s.add(&["a@trade", "c@trade"]), "only c is new: 3 of 3");
+        assert!(!s.add(&["d@trade"]), "a fourth");
+        assert_eq!(s.list(), ["a@trade", "b@trade", "c@trade"]);
+        s.remove(&["b@trade".to_owned()]);
+        let many: Vec<String> = (0..1_100).map(|i| format!("x{i}jpy@trade")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(!s.add(&many), "nothing of an oversized request is added");
+        assert!(s.add(&["d@trade"]));
+        assert_eq!(s.take().len(), 3);
+        assert!(s.list().is_empty());
     }
 
     #[test]

@@ -28,15 +28,28 @@
 //! holds on a connection. Partial books, book tickers and full tickers (which carry the
 //! best bid and ask) are read from the engine when the feed says the market changed,
 //! at most once per 100 ms (`@100ms`, book tickers) or per second. Klines and 24-hour
-//! tickers are seeded from the read model when subscribed and then kept from the
-//! feed's trades (trades the seed already counted are skipped by trade id).
+//! tickers are seeded from the read model when first subscribed and then kept from the
+//! feed's trades (trades the seed already counted are skipped by trade id). As on
+//! Binance, subscribing sends nothing but the acknowledgement: a stream's first message
+//! is the one its next event causes, and a ticker's or kline's shows the seeded state
+//! (the whole 24 hours, the whole interval), not only the trades since subscribing.
+//!
+//! # One rendering for every subscriber
+//! One task, the stream hub ([`streams`]), consumes the feed for all market streams: it
+//! keeps the streams' state once per market, renders each stream's message once per
+//! event or flush, and queues the same bytes on every subscriber's connection (a
+//! combined subscriber gets them wrapped, spliced once per stream). A connection's own
+//! task only answers its client and, for user-data streams (per customer), reads the
+//! feed itself.
 //!
 //! # Bounds ([`WsConfig`], Binance's figures by default)
 //! - Every connection has one send queue of [`WsConfig::send_queue_max`] messages.
 //!   When it is full the client is not reading fast enough: the connection is closed
-//!   (code 1008, reason "slow consumer…") instead of buffering. A connection whose feed
-//!   receiver fell a whole channel behind (`Lagged`) is closed too (1013), since it
-//!   missed events.
+//!   (code 1008, reason "slow consumer…") instead of buffering, whether the hub or the
+//!   connection was sending. A feed receiver that fell a whole channel behind
+//!   (`Lagged`) closes what it served (1013), since events were missed: a user-data
+//!   connection's own receiver closes that connection, the hub's every market
+//!   subscriber.
 //! - Connections per client address and in total; streams per connection; incoming
 //!   message size and rate (over the rate: closed, 1008).
 //! - A ping every [`WsConfig::ping_interval`]; a client silent for
@@ -44,14 +57,14 @@
 //! - Listen keys: one per customer, expiring [`WsConfig::listen_key_ttl_ms`] after the
 //!   last `POST`/`PUT`.
 //!
-//! Known limitations: each connection keeps its own kline and ticker state (seeded from
-//! the read model), so a 24-hour ticker drops trades that leave its window only when it
-//! re-seeds, once a minute; `@depth` (1000 ms) sends every diff as it comes, like
+//! Known limitations: a 24-hour ticker drops trades that leave its window only when it
+//! re-seeds from the read model, once a minute; `@depth` (1000 ms) sends every diff as it comes, like
 //! `@depth@100ms`; klines are sent when a trade changes them (and once more, closed,
 //! when their interval ends), not every 2 s.
 
 mod conn;
 mod market;
+mod streams;
 mod user;
 
 use crate::auth::{self, ApiKeyId, Permission, API_KEY_HEADER};
@@ -68,7 +81,7 @@ use axum::Router;
 use kura_units::UserId;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Binance: at most 1024 streams per connection.
@@ -89,9 +102,17 @@ pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// is 40 MiB. A larger message (up to [`MESSAGE_BYTES_MAX`]) grows the buffer as it
 /// arrives.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes of a connection's messages gathered before they are written to its socket (a
+/// flush writes them anyway). The library's default, 128 KiB, is what a connection
+/// whose client stopped reading holds beside its socket's buffers; at 16 KiB a storm of
+/// such connections at [`CONNECTIONS_MAX`] holds 160 MiB, and a buffer stays under the
+/// allocator's size for expensive frees.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Binance pings every 20 s and drops a connection silent for a minute.
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
+/// Worker threads of the WebSocket runtime (see [`WsConfig::runtime_threads`]).
+pub const RUNTIME_THREADS: usize = 1;
 /// Binance: a listen key expires 60 minutes after its last keepalive.
 pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
 /// Characters of a listen key (Binance's are 60; ours 64, like an API key id).
@@ -110,10 +131,20 @@ pub struct WsConfig {
     pub message_bytes_max: usize,
     /// Initial read buffer per connection ([`READ_BUFFER_BYTES`]).
     pub read_buffer_bytes: usize,
+    /// Write buffer per connection ([`WRITE_BUFFER_BYTES`]).
+    pub write_buffer_bytes: usize,
     pub messages_per_second: u32,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
     pub listen_key_ttl_ms: u64,
+    /// Worker threads of the runtime that WebSocket connections and the stream hub run
+    /// on, apart from the HTTP server's runtime when that one is multi-threaded (on a
+    /// current-thread runtime, a test's or a tool's, they share it). However many
+    /// subscribers a storm brings, their work then takes at most these threads' share of
+    /// the machine and never queues ahead of REST requests on the server's workers.
+    /// 0: share the server's runtime. There is one such runtime per process, sized by
+    /// the first connection that needs it.
+    pub runtime_threads: usize,
 }
 
 impl Default for WsConfig {
@@ -125,10 +156,12 @@ impl Default for WsConfig {
             connections_max: CONNECTIONS_MAX,
             message_bytes_max: MESSAGE_BYTES_MAX,
             read_buffer_bytes: READ_BUFFER_BYTES,
+            write_buffer_bytes: WRITE_BUFFER_BYTES,
             messages_per_second: MESSAGES_PER_SECOND,
             ping_interval: PING_INTERVAL,
             pong_timeout: PONG_TIMEOUT,
             listen_key_ttl_ms: LISTEN_KEY_TTL_MS,
+            runtime_threads: RUNTIME_THREADS,
         }
     }
 }
@@ -277,6 +310,8 @@ impl Drop for ConnectionSlot {
 pub(crate) struct WsState<B> {
     backend: B,
     hub: Arc<Hub>,
+    /// The stream hub of these routes (started by the first connection).
+    streams: Arc<streams::StreamsSlot>,
 }
 
 impl<B: Clone> Clone for WsState<B> {
@@ -284,6 +319,7 @@ impl<B: Clone> Clone for WsState<B> {
         WsState {
             backend: self.backend.clone(),
             hub: Arc::clone(&self.hub),
+            streams: Arc::clone(&self.streams),
         }
     }
 }
@@ -310,7 +346,11 @@ pub fn routes_with<B: Backend, S: Clone + Send + Sync + 'static>(
                 .put(listen_key_keep_alive::<B>)
                 .delete(listen_key_close::<B>),
         )
-        .with_state(WsState { backend, hub })
+        .with_state(WsState {
+            backend,
+            hub,
+            streams: Arc::default(),
+        })
 }
 
 /// Only the WebSocket and listen-key routes, as a router of their own (tests of the
@@ -363,19 +403,51 @@ fn upgrade<B: Backend>(
     ws: WebSocketUpgrade,
     mode: conn::Mode,
 ) -> Response {
+    let Some(rt) = ws_runtime(&st.hub.config) else {
+        return fail(Failure::Internal);
+    };
     let Some(slot) = st.hub.admit(ip) else {
         return too_many_connections();
     };
-    configure(ws, &st.hub.config)
-        .on_upgrade(move |socket| conn::run(socket, st.backend, st.hub, mode, slot))
+    let streams = st.streams.get(&st.backend, &rt);
+    configure(ws, &st.hub.config).on_upgrade(move |socket| async move {
+        // The connection runs on the WebSocket runtime from here on.
+        rt.spawn(conn::run(socket, st.backend, st.hub, streams, mode, slot));
+    })
 }
 
-/// The socket limits of [`WsConfig`]: message and frame size, initial read buffer.
+/// Where WebSocket tasks run: the runtime of their own ([`WsConfig::runtime_threads`])
+/// when the caller's is multi-threaded, otherwise the caller's. `None` outside a
+/// runtime.
+fn ws_runtime(config: &WsConfig) -> Option<tokio::runtime::Handle> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let current = tokio::runtime::Handle::try_current().ok()?;
+    if config.runtime_threads == 0
+        || current.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Some(current);
+    }
+    let threads = config.runtime_threads;
+    let own = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("kura-ws")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "ws: no runtime of its own; sharing"))
+            .ok()
+    });
+    Some(own.as_ref().map_or(current, |rt| rt.handle().clone()))
+}
+
+/// The socket limits of [`WsConfig`]: message and frame size, initial read buffer,
+/// write buffer.
 fn configure(ws: WebSocketUpgrade, config: &WsConfig) -> WebSocketUpgrade {
     let max = config.message_bytes_max;
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(config.read_buffer_bytes.max(1))
+        .write_buffer_size(config.write_buffer_bytes)
 }
 
 async fn market_root<B: Backend>(
@@ -570,12 +642,95 @@ mod tests {
         })
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_multi_threaded_server_the_streams_run_on_their_own_runtime() {
+        let config = WsConfig::default();
+        let rt = ws_runtime(&config).expect("a runtime");
+        let name = rt
+            .spawn(async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .expect("joined");
+        assert_eq!(name.as_deref(), Some("kura-ws"));
+        let shared = ws_runtime(&WsConfig {
+            runtime_threads: 0,
+            ..WsConfig::default()
+        })
+        .expect("a runtime");
+        let name = shared
+            .spawn(async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .expect("joined");
+        assert_ne!(name.as_deref(), Some("kura-ws"));
+
+        // A subscriber there gets its trades, rendered on the hub.
+        let b = crate::memory::MemoryBackend::new(crate::MasterKey::from_bytes([7; 32]), 1)
+            .expect("backend");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let app = router(b.clone(), Hub::new(config));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/btcjpy@trade"))
+            .await
+            .expect("connect");
+        ws.send(ClientMessage::text(
+            r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#,
+        ))
+        .await
+        .expect("send");
+        let listed = ws.next().await.expect("an answer").expect("a message");
+        assert!(listed.into_text().expect("text").contains("btcjpy@trade"));
+        let mut users = Vec::new();
+        for _ in 0..2 {
+            let u = b.create_user().expect("user");
+            b.deposit(u, kura_engine::genesis::BTC, 1_000_000_000)
+                .expect("btc");
+            b.deposit(u, kura_engine::genesis::JPY, 1_000_000_000_000)
+                .expect("jpy");
+            users.push(u);
+        }
+        for (u, side) in [
+            (users[0], kura_engine::Side::Sell),
+            (users[1], kura_engine::Side::Buy),
+        ] {
+            b.run_ok(kura_engine::Command::PlaceOrder {
+                user: u,
+                market: kura_units::MarketId(0),
+                side,
+                order: kura_engine::OrderType::Limit {
+                    price: kura_units::PriceTicks::new(15_000_000),
+                    qty: kura_units::QtyLots::new(1),
+                    tif: kura_engine::TimeInForce::Gtc,
+                    post_only: false,
+                },
+                client_id: None,
+                stp: None,
+            })
+            .expect("an order");
+        }
+        let trade = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a trade in time")
+            .expect("open")
+            .expect("a message");
+        let v: serde_json::Value =
+            serde_json::from_str(trade.into_text().expect("text").as_str()).expect("json");
+        assert_eq!(
+            (v["e"].as_str(), v["s"].as_str()),
+            (Some("trade"), Some("BTCJPY"))
+        );
+    }
+
     #[test]
     fn idle_connections_hold_small_read_buffers() {
         // The bound the constant documents: every allowed connection's read buffer.
         let c = WsConfig::default();
         assert!(c.read_buffer_bytes <= 4 * 1024);
         assert!(c.read_buffer_bytes * c.connections_max <= 64 << 20);
+        assert!(c.write_buffer_bytes * c.connections_max <= 160 << 20);
     }
 
     #[tokio::test]
