@@ -182,6 +182,64 @@ pub fn build_psbt(
     })
 }
 
+/// Build again, exactly, a withdrawal whose shape is on record: these inputs in this
+/// order, these payments in this order, then the change (if any) to `change`, with a
+/// fee of `fee_sat` — the layout [`build_psbt`] and [`bump_psbt`] produce. A node that
+/// stopped after journaling a batch but before keeping its signed transaction rebuilds
+/// it from the books with this; the caller checks the txid against the record before
+/// anything is signed.
+pub fn rebuild_psbt(
+    inputs: &[SpendableCoin],
+    payments: &[Payment],
+    change: Option<&ChangeTarget>,
+    fee_sat: u64,
+    network: Network,
+) -> Result<BuiltPsbt, BuildError> {
+    check_payments(payments)?;
+    let mut cache = Descriptors::new(network);
+    let mut seen = BTreeSet::new();
+    let mut selected = Vec::with_capacity(inputs.len());
+    for c in inputs {
+        if !seen.insert(c.outpoint) {
+            return Err(BuildError::DuplicateCoin(c.outpoint));
+        }
+        selected.push(cache.input(c)?);
+    }
+    let in_total = sum(inputs.iter().map(|c| c.value_sat))?;
+    let pay_total = sum(payments.iter().map(|p| p.amount_sat))?;
+    let rest = in_total
+        .checked_sub(pay_total)
+        .and_then(|r| r.checked_sub(fee_sat))
+        .ok_or(BuildError::InsufficientFunds {
+            needed_sat: pay_total.saturating_add(fee_sat),
+            available_sat: in_total,
+        })?;
+    let mut outputs: Vec<TxOut> = payments
+        .iter()
+        .map(|p| TxOut {
+            value: Amount::from_sat(p.amount_sat),
+            script_pubkey: p.script_pubkey.clone(),
+        })
+        .collect();
+    match change {
+        Some(change) if rest >= DUST_SAT => {
+            let desc = cache.definite(&change.descriptor, change.index)?;
+            outputs.push(TxOut {
+                value: Amount::from_sat(rest),
+                script_pubkey: desc.script_pubkey(),
+            });
+            let vout = outputs.len() - 1;
+            finish(&selected, outputs, Some((vout, &desc)), rest)
+        }
+        None if rest == 0 => finish(&selected, outputs, None, 0),
+        _ => Err(BuildError::Psbt(format!(
+            "the recorded fee of {fee_sat} sat leaves {rest} sat, which does not match the \
+             recorded change ({})",
+            if change.is_some() { "some" } else { "none" }
+        ))),
+    }
+}
+
 /// Replace `original` (BIP-125) with a higher fee: the same inputs, exactly; the same
 /// payments; the change (the output paying `change`) reduced by the fee increase.
 ///

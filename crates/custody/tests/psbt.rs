@@ -5,8 +5,8 @@ use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::{Network, OutPoint, Sequence, Txid};
 use kura_custody::psbt::{
-    build_psbt, bump_psbt, cancel_psbt, describe_output, BuildError, ChangeTarget, Payment,
-    SpendableCoin, DUST_SAT,
+    build_psbt, bump_psbt, cancel_psbt, describe_output, rebuild_psbt, BuildError, ChangeTarget,
+    Payment, SpendableCoin, DUST_SAT,
 };
 use miniscript::psbt::PsbtExt;
 use std::str::FromStr;
@@ -319,5 +319,88 @@ fn describe_output_marks_a_payment_to_ourselves() {
     assert!(matches!(
         describe_output(&mut built.psbt, 0, &wrong, NET),
         Err(BuildError::Psbt(_))
+    ));
+}
+
+/// What a node rebuilds from the books after stopping between journaling a batch and
+/// keeping its signed transaction: the very same PSBT (same txid, same fields), for an
+/// original, a bump and a batch without change; anything that does not add up is
+/// refused, never adjusted.
+#[test]
+fn a_recorded_batch_is_rebuilt_exactly() {
+    let hot = wpkh(1);
+    let coins = vec![
+        coin(1, 60_000, &hot, 0),
+        coin(2, 50_000, &hot, 1),
+        coin(3, 40_000, &hot, 2),
+    ];
+    let payments = [pay(70_000), pay(20_000)];
+    let original = build_psbt(&coins, &payments, &change(&hot), 2, NET).expect("build");
+    let bumped = bump_psbt(&original.psbt, &coins, &change(&hot), 10, NET).expect("bump");
+    // The inputs in their recorded order, as the books keep them.
+    let recorded = |built: &kura_custody::psbt::BuiltPsbt| -> Vec<SpendableCoin> {
+        built
+            .inputs
+            .iter()
+            .map(|o| {
+                coins
+                    .iter()
+                    .find(|c| c.outpoint == *o)
+                    .expect("ours")
+                    .clone()
+            })
+            .collect()
+    };
+    for built in [&original, &bumped] {
+        let again = rebuild_psbt(
+            &recorded(built),
+            &payments,
+            Some(&change(&hot)),
+            built.fee_sat,
+            NET,
+        )
+        .expect("rebuild");
+        assert_eq!(again.txid, built.txid);
+        assert_eq!(again.psbt, built.psbt);
+        assert_eq!(
+            (again.fee_sat, again.change_sat),
+            (built.fee_sat, built.change_sat)
+        );
+    }
+    // Without change: the fee is whatever the inputs leave.
+    let single = vec![coin(1, 100_000, &hot, 0)];
+    let fee_no_change = build_psbt(&single, &[pay(90_000)], &change(&hot), 1, NET)
+        .expect("build")
+        .fee_sat
+        - 31;
+    let amount = 100_000 - fee_no_change - DUST_SAT + 100;
+    let no_change = build_psbt(&single, &[pay(amount)], &change(&hot), 1, NET).expect("build");
+    assert_eq!(no_change.change_sat, 0);
+    let again =
+        rebuild_psbt(&single, &[pay(amount)], None, no_change.fee_sat, NET).expect("rebuild");
+    assert_eq!(again.txid, no_change.txid);
+    // A different fee, a missing change or a fee larger than the coins: refused.
+    let inputs = recorded(&original);
+    let wrong_fee = rebuild_psbt(
+        &inputs,
+        &payments,
+        Some(&change(&hot)),
+        original.fee_sat + 1,
+        NET,
+    )
+    .expect("a valid transaction, but another one");
+    assert_ne!(wrong_fee.txid, original.txid);
+    assert!(matches!(
+        rebuild_psbt(&inputs, &payments, None, original.fee_sat, NET),
+        Err(BuildError::Psbt(_))
+    ));
+    assert!(matches!(
+        rebuild_psbt(&inputs, &payments, Some(&change(&hot)), 1_000_000, NET),
+        Err(BuildError::InsufficientFunds { .. })
+    ));
+    let twice = [inputs[0].clone(), inputs[0].clone()];
+    assert!(matches!(
+        rebuild_psbt(&twice, &payments, Some(&change(&hot)), 10, NET),
+        Err(BuildError::DuplicateCoin(_))
     ));
 }

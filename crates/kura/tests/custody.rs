@@ -500,6 +500,83 @@ fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
     ex.stop().expect("stop");
 }
 
+/// The node stops after journaling a batch but before keeping its signed transaction
+/// (simulated by removing it from the outbox while the devnet's mempool is lost): on
+/// restart the batch is rebuilt from the books, matches the recorded txid, is signed and
+/// broadcast; it can still be bumped by the restarted process, and it settles once.
+#[test]
+fn a_batch_journaled_but_never_kept_is_rebuilt_from_the_books_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    let (alice, address, _) = customer(&ex, "alice");
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    devnet
+        .send(&address, Amount::from_sat(100_000_000))
+        .expect("send");
+    mine(&ex, 3);
+    wait_for(&ex, "the credit", |ex| available(ex, alice) == 100_000_000);
+    let to = outside_address(9);
+    submit(
+        &ex,
+        Command::RequestChainWithdrawal {
+            user: alice,
+            asset: BTC,
+            amount: kura_units::Amount::new(30_000_000),
+            id: "w-9".into(),
+            address: to.to_string(),
+        },
+    );
+    wait_for(&ex, "the batch in the mempool", |ex| {
+        query(ex, |e| e.withdrawal_batch(0).map(|b| b.state)) == Some(BatchState::Open)
+            && !devnet.mempool_txids().is_empty()
+    });
+    let recorded = query(&ex, |e| {
+        e.withdrawal_batch(0).expect("batch").versions[0].txid
+    });
+    let recorded = kura_chain::bitcoin::Txid::from_raw_hash(
+        kura_chain::bitcoin::hashes::Hash::from_byte_array(recorded),
+    );
+    drop(devnet);
+    ex.stop().expect("stop");
+    let kept = dir.path().join("signer").join("outbox").join("0.tx");
+    std::fs::remove_file(&kept).expect("the signed transaction was kept in the outbox");
+
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("reopen");
+    sync(&ex);
+    let devnet = ex
+        .custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .clone();
+    wait_for(&ex, "the rebuilt batch in the mempool", |_| {
+        devnet.mempool_txids() == vec![recorded]
+    });
+    assert!(
+        kept.exists(),
+        "the re-signed transaction is kept before it is sent"
+    );
+    // The restarted process can bump a batch it did not build.
+    let bumped = ex.custody().expect("custody").bump(0, 25).expect("bump");
+    assert_eq!(devnet.mempool_txids(), vec![bumped]);
+    mine(&ex, 1);
+    wait_for(&ex, "the settlement", |ex| {
+        query(ex, |e| e.withdrawal("w-9").map(|w| w.state))
+            == Some(kura_engine::WithdrawalState::Settled)
+    });
+    assert_eq!(received(&ex, &to), vec![30_000_000 - 10_000], "paid once");
+    assert_eq!(
+        query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)),
+        None
+    );
+    drop(devnet);
+    ex.stop().expect("stop");
+}
+
 #[test]
 fn a_deposit_double_spent_by_rbf_before_it_confirms_is_never_credited() {
     let dir = tempfile::tempdir().expect("tempdir");

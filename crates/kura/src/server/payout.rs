@@ -15,7 +15,8 @@
 //! in the books and its coins are locked, and whichever version of it confirms (found by
 //! the coins it spends, never by txid) settles it exactly once. An open batch whose
 //! transaction is in neither the mempool nor the chain is broadcast again from the
-//! outbox. A fee bump ([`Payout::bump`]) spends the same coins, pays the same outputs
+//! outbox; if the outbox does not have it (the node stopped between steps 2 and 4), it
+//! is rebuilt from the books, checked against the recorded txid, signed and kept. A fee bump ([`Payout::bump`]) spends the same coins, pays the same outputs
 //! and takes the difference from the change.
 
 use anyhow::{anyhow, Context, Result};
@@ -24,7 +25,9 @@ use kura_chain::bitcoin::hashes::Hash;
 use kura_chain::bitcoin::psbt::Psbt;
 use kura_chain::bitcoin::{Network, OutPoint, ScriptBuf, Transaction, Txid};
 use kura_chain::ChainSource;
-use kura_custody::psbt::{build_psbt, bump_psbt, ChangeTarget, Payment, SpendableCoin};
+use kura_custody::psbt::{
+    build_psbt, bump_psbt, rebuild_psbt, ChangeTarget, Payment, SpendableCoin,
+};
 use kura_custody::Watcher;
 use kura_engine::{BatchState, Command, Engine, EventKind, Outpoint, WalletRole};
 use kura_signer::{Authorization, Signer};
@@ -76,6 +79,8 @@ pub struct OpenBatch {
     pub network_fee: u64,
     /// The change output's index in the hot wallet, if the batch has change.
     pub change: Option<u32>,
+    /// The wallet the change goes to (the hot wallet when the batch was built).
+    pub change_wallet: Option<u32>,
 }
 
 /// One of our confirmed coins, as the batcher needs it.
@@ -158,6 +163,7 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
                     txid: Txid::from_byte_array(latest.txid),
                     network_fee: latest.network_fee.get(),
                     change: b.change.map(|(_, index)| index),
+                    change_wallet: b.change.map(|(wallet, _)| wallet),
                 },
             );
         }
@@ -268,7 +274,7 @@ impl Payout {
         source: &dyn ChainSource,
         submit: Submit<'_>,
     ) -> Result<()> {
-        self.rebroadcast(books, source)?;
+        self.rebroadcast(books, coins, source)?;
         if books.halted || books.ready.is_empty() {
             return Ok(());
         }
@@ -291,7 +297,16 @@ impl Payout {
         }
     }
 
-    fn rebroadcast(&self, books: &PayoutBooks, source: &dyn ChainSource) -> Result<()> {
+    /// Every open batch whose transaction is in neither the mempool nor the chain is
+    /// broadcast again: from the outbox, or, when the node stopped between journaling
+    /// the batch and keeping its signed transaction, rebuilt from the books (checked
+    /// against the recorded txid), signed and kept first.
+    fn rebroadcast(
+        &mut self,
+        books: &PayoutBooks,
+        coins: &[Coin],
+        source: &dyn ChainSource,
+    ) -> Result<()> {
         for (&batch, open) in &books.open {
             if source.get_tx(&open.txid)?.is_some() {
                 continue;
@@ -303,14 +318,91 @@ impl Payout {
                         tracing::warn!(batch, error = %e, "broadcasting a batch again failed")
                     }
                 },
-                _ => tracing::warn!(
-                    batch,
-                    txid = %open.txid,
-                    "open withdrawal batch has no signed transaction in the outbox; waiting"
-                ),
+                _ => {
+                    let resigned = self.recorded_psbt(batch, books, coins).and_then(|psbt| {
+                        let auth = Authorization {
+                            batch,
+                            inputs: open.inputs.clone(),
+                            payments: open.payments.clone(),
+                        };
+                        self.sign_and_send(batch, &psbt, &auth, source)
+                    });
+                    match resigned {
+                        Ok(()) => tracing::info!(
+                            batch,
+                            txid = %open.txid,
+                            "withdrawal batch had no signed transaction; rebuilt from the books, signed and broadcast"
+                        ),
+                        Err(e) => tracing::warn!(
+                            batch,
+                            txid = %open.txid,
+                            error = %format!("{e:#}"),
+                            "open withdrawal batch has no signed transaction and cannot be rebuilt; waiting"
+                        ),
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// The PSBT of open batch `batch` as last recorded: the one this process built, or
+    /// rebuilt from the books (its coins, payments, change and fee) and checked against
+    /// the recorded txid.
+    fn recorded_psbt(&mut self, batch: u64, books: &PayoutBooks, coins: &[Coin]) -> Result<Psbt> {
+        let open = books
+            .open
+            .get(&batch)
+            .ok_or_else(|| anyhow!("batch {batch} is not open"))?;
+        if let Some(psbt) = self.psbts.get(&batch) {
+            if psbt.unsigned_tx.compute_txid() == open.txid {
+                return Ok(psbt.clone());
+            }
+        }
+        let ours = Self::spendable(books, coins, true);
+        let inputs = open
+            .inputs
+            .iter()
+            .map(|o| {
+                ours.iter()
+                    .find(|c| c.outpoint == *o)
+                    .cloned()
+                    .ok_or_else(|| {
+                        anyhow!("coin {o} of batch {batch} is not one of our confirmed coins")
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let change = match (open.change_wallet, open.change) {
+            (Some(wallet), Some(index)) => Some(ChangeTarget {
+                descriptor: books
+                    .spendable
+                    .iter()
+                    .find(|(id, _)| *id == wallet)
+                    .map(|(_, d)| d.clone())
+                    .ok_or_else(|| {
+                        anyhow!("the change wallet {wallet} of batch {batch} is unknown")
+                    })?,
+                index,
+            }),
+            _ => None,
+        };
+        let rebuilt = rebuild_psbt(
+            &inputs,
+            &open.payments,
+            change.as_ref(),
+            open.network_fee,
+            self.network,
+        )
+        .map_err(|e| anyhow!("rebuilding batch {batch}: {e}"))?;
+        if rebuilt.txid != open.txid {
+            return Err(anyhow!(
+                "rebuilding batch {batch} gives txid {}, the books record {}; not signing",
+                rebuilt.txid,
+                open.txid
+            ));
+        }
+        self.psbts.insert(batch, rebuilt.psbt.clone());
+        Ok(rebuilt.psbt)
     }
 
     /// Our coins the signer can spend; with `include_locked`, also those of open batches.
@@ -448,11 +540,7 @@ impl Payout {
             .open
             .get(&batch)
             .ok_or_else(|| anyhow!("batch {batch} is not open"))?;
-        let original = self
-            .psbts
-            .get(&batch)
-            .ok_or_else(|| anyhow!("batch {batch} was not built by this process"))?
-            .clone();
+        let original = self.recorded_psbt(batch, books, coins)?;
         let coins = Self::spendable(books, coins, true);
         let change = ChangeTarget {
             descriptor: books
