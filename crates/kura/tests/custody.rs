@@ -393,12 +393,14 @@ fn received(ex: &Exchange, address: &Address) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
-    sync(&ex);
-    let (alice, address, _) = customer(&ex, "alice");
+/// A customer credited 1 BTC on the devnet who asks for 0.3 BTC to `to` under `id`;
+/// returns the customer and the devnet handle.
+fn credited_customer_withdrawing(
+    ex: &Exchange,
+    id: &str,
+    to: &Address,
+) -> (UserId, kura_chain::Devnet) {
+    let (alice, address, _) = customer(ex, "alice");
     let devnet = ex
         .custody()
         .and_then(|c| c.devnet())
@@ -407,20 +409,28 @@ fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
     devnet
         .send(&address, Amount::from_sat(100_000_000))
         .expect("send");
-    mine(&ex, 3);
-    wait_for(&ex, "the credit", |ex| available(ex, alice) == 100_000_000);
-
-    let to = outside_address(7);
+    mine(ex, 3);
+    wait_for(ex, "the credit", |ex| available(ex, alice) == 100_000_000);
     submit(
-        &ex,
+        ex,
         Command::RequestChainWithdrawal {
             user: alice,
             asset: BTC,
             amount: kura_units::Amount::new(30_000_000),
-            id: "w-1".into(),
+            id: id.into(),
             address: to.to_string(),
         },
     );
+    (alice, devnet)
+}
+
+#[test]
+fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    let to = outside_address(7);
+    let (alice, devnet) = credited_customer_withdrawing(&ex, "w-1", &to);
     assert_eq!(available(&ex, alice), 70_000_000, "held at request time");
     // The batcher builds, journals, signs and broadcasts it.
     wait_for(&ex, "the batch in the mempool", |ex| {
@@ -509,28 +519,8 @@ fn a_batch_journaled_but_never_kept_is_rebuilt_from_the_books_after_a_restart() 
     let dir = tempfile::tempdir().expect("tempdir");
     let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
     sync(&ex);
-    let (alice, address, _) = customer(&ex, "alice");
-    let devnet = ex
-        .custody()
-        .and_then(|c| c.devnet())
-        .expect("devnet")
-        .clone();
-    devnet
-        .send(&address, Amount::from_sat(100_000_000))
-        .expect("send");
-    mine(&ex, 3);
-    wait_for(&ex, "the credit", |ex| available(ex, alice) == 100_000_000);
     let to = outside_address(9);
-    submit(
-        &ex,
-        Command::RequestChainWithdrawal {
-            user: alice,
-            asset: BTC,
-            amount: kura_units::Amount::new(30_000_000),
-            id: "w-9".into(),
-            address: to.to_string(),
-        },
-    );
+    let (_, devnet) = credited_customer_withdrawing(&ex, "w-9", &to);
     wait_for(&ex, "the batch in the mempool", |ex| {
         query(ex, |e| e.withdrawal_batch(0).map(|b| b.state)) == Some(BatchState::Open)
             && !devnet.mempool_txids().is_empty()
