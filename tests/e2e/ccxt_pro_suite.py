@@ -10,7 +10,9 @@ Two customers trade BTC/JPY through REST while CCXT Pro watches:
   - watch_balance, watch_orders and watch_my_trades (user data over the WS-API,
     userDataStream.subscribe.signature) see the first customer's order go open ->
     closed, the fill with the same id and fee as fetch_my_trades, and the balance
-    fetch_balance reports.
+    fetch_balance reports;
+  - a depth update id lost on its way into the client is detected (ChecksumError),
+    and watching again resynchronises.
 
 Every wait has a deadline. Each check prints one line; the first failure prints what
 was expected, what came back and the last WebSocket frames, and exits 1.
@@ -116,15 +118,25 @@ def short(s, n=300):
 class Recorded(ccxt.pro.binance):
     """`ccxt.pro.binance` unchanged, except that every incoming WebSocket frame is
     also kept (the last ones per connection) for the failure report and so the suite
-    can tell when a SUBSCRIBE was acknowledged."""
+    can tell when a SUBSCRIBE was acknowledged; and that the gap phase can make the
+    client lose one depth update id on its way in (`skip_next_depth_id`)."""
 
     def __init__(self, config, name):
         super().__init__(config)
         self.suite_name = name
         self.frames = collections.defaultdict(lambda: collections.deque(maxlen=40))
         self.acks = 0
+        self.skip_next_depth_id = False
+        self.skipped = None
 
     def handle_message(self, client, message):
+        if (self.skip_next_depth_id and isinstance(message, dict)
+                and message.get("e") == "depthUpdate"):
+            # As if the first update of this event had been lost in transit: the event
+            # now starts one id later, so its U is no longer the previous u + 1.
+            self.skip_next_depth_id = False
+            message = dict(message, U=message["U"] + 1, u=max(message["u"], message["U"] + 1))
+            self.skipped = message["U"] - 1
         self.frames[client.url].append(message)
         if isinstance(message, dict) and "result" in message and message.get("result") is None and "id" in message:
             self.acks += 1
@@ -451,6 +463,32 @@ async def trade_phase(mkt, a, b, watcher):
     await watcher.compare(b, "after the last cancel")
 
 
+async def gap_phase(args, b):
+    """A depth update id lost on the way in is detected: CCXT rejects the watched book
+    with ChecksumError (Binance's rule: each event's U is the previous event's u + 1),
+    and watching again resynchronises to the REST snapshot."""
+    gap = make(args.rest, args.ws, "gap-book")
+    await gap.load_markets()
+    watcher = BookWatcher(gap)
+    await until("gap phase: first book", lambda: watcher.updates >= 1 or watcher.error,
+                got=lambda: f"{watcher.updates} updates")
+    watcher.assert_healthy("gap phase, before the gap")
+    gap.skip_next_depth_id = True
+    o = await b.create_order(JPY, "limit", "buy", 0.001, float(P - 7 * STEP))
+    await until("gap phase: the client notices the lost update id", lambda: watcher.error is not None,
+                got=lambda: f"{watcher.updates} updates, nonce {watcher.book and watcher.book['nonce']}, "
+                            f"skipped id {gap.skipped}")
+    check("a lost depth update id is detected (ChecksumError)",
+          isinstance(watcher.error, ccxt.ChecksumError), "ChecksumError",
+          f"{type(watcher.error).__name__}: {short(watcher.error)}", f"update id {gap.skipped} skipped")
+    # Watching again starts over from a REST snapshot and follows the stream.
+    watcher = BookWatcher(gap)
+    await b.cancel_order(o["id"], JPY)
+    await watcher.compare(b, "gap phase: after resubscribing")
+    ok("watch_order_book resynchronises after the gap", f"nonce {watcher.book['nonce']}")
+    watcher.task.cancel()
+
+
 async def run(args):
     a = make(args.rest, args.ws, "customer1", args.a_key, args.a_secret)
     b = make(args.rest, args.ws, "customer2", args.b_key, args.b_secret)
@@ -465,6 +503,7 @@ async def run(args):
         watcher = await book_phase(pub, b)
         await trade_phase(mkt, a, b, watcher)
         watcher.task.cancel()
+        await gap_phase(args, b)
     finally:
         for ex in CLIENTS:
             try:
