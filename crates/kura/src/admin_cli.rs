@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// Data directory of the running server.
-    #[arg(long, env = "KURA_DATA", default_value = "kura-data")]
+    /// Data directory of the running server (before or after the subcommand).
+    #[arg(long, env = "KURA_DATA", default_value = "kura-data", global = true)]
     data: PathBuf,
     /// Who is acting, for the journal (default: the login name).
-    #[arg(long, env = "KURA_OPERATOR")]
+    #[arg(long, env = "KURA_OPERATOR", global = true)]
     operator: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
@@ -55,6 +55,41 @@ enum AdminCommand {
     /// Balances of one customer, or of all.
     Balances {
         name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chain withdrawals: list them, approve or reject those held for review.
+    #[command(subcommand)]
+    Withdrawal(WithdrawalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum WithdrawalCommand {
+    /// Chain withdrawals in one state, oldest request first (default: waiting for
+    /// review).
+    List {
+        /// review, approved, batched, settled, cancelled or all.
+        #[arg(long, default_value = "review")]
+        state: String,
+        /// Print one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a withdrawal held for review: it is batched once its release time comes.
+    Approve {
+        id: String,
+        /// Why, for the journal (default: "approve withdrawal").
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a withdrawal held for review: it is cancelled and its amount returns to
+    /// the customer's available balance.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         json: bool,
     },
@@ -207,8 +242,32 @@ pub fn run(args: &AdminArgs) -> Result<()> {
         AdminCommand::Balances { name, json } => {
             (Request::Balances { user: name.clone() }, *json, None)
         }
+        AdminCommand::Withdrawal(WithdrawalCommand::List { state, json }) => (
+            Request::WithdrawalList {
+                state: Some(state.clone()),
+            },
+            *json,
+            None,
+        ),
+        AdminCommand::Withdrawal(WithdrawalCommand::Approve { id, reason, json }) => (
+            Request::WithdrawalApprove {
+                id: id.clone(),
+                reason: reason.clone(),
+            },
+            *json,
+            None,
+        ),
+        AdminCommand::Withdrawal(WithdrawalCommand::Reject { id, reason, json }) => (
+            Request::WithdrawalReject {
+                id: id.clone(),
+                reason: reason.clone(),
+            },
+            *json,
+            None,
+        ),
     };
     let is_balances = matches!(request, Request::Balances { .. });
+    let is_withdrawals = matches!(request, Request::WithdrawalList { .. });
     let is_key = matches!(request, Request::KeyCreate { .. });
     let mut answer = call(
         &args.data,
@@ -224,6 +283,8 @@ pub fn run(args: &AdminArgs) -> Result<()> {
         println!("{answer}");
     } else if is_balances {
         print_balances(&answer);
+    } else if is_withdrawals {
+        print_withdrawals(&answer);
     } else if is_key {
         let field = |k: &str| {
             answer
@@ -260,6 +321,57 @@ fn print_balances(answer: &Value) {
             f("asset"),
             f("free"),
             f("locked")
+        );
+    }
+}
+
+fn print_withdrawals(answer: &Value) {
+    let Some(rows) = answer.as_array() else {
+        println!("{answer}");
+        return;
+    };
+    if rows.is_empty() {
+        println!("no withdrawals");
+        return;
+    }
+    println!(
+        "{:<24} {:<20} {:<6} {:>20} {:>12} {:<42} {:<9} {:<19} {:<19} {:>6}",
+        "id",
+        "customer",
+        "asset",
+        "amount",
+        "fee",
+        "address",
+        "state",
+        "requested (UTC)",
+        "release (UTC)",
+        "batch"
+    );
+    for row in rows {
+        let f = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("");
+        let user_id = row.get("user_id").and_then(Value::as_u64);
+        let customer = match (row.get("user").and_then(Value::as_str), user_id) {
+            (Some(name), Some(id)) => format!("{name} (#{id})"),
+            (None, Some(id)) => format!("#{id}"),
+            (Some(name), None) => name.to_owned(),
+            (None, None) => String::new(),
+        };
+        let batch = row
+            .get("batch")
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".to_owned(), |b| b.to_string());
+        println!(
+            "{:<24} {:<20} {:<6} {:>20} {:>12} {:<42} {:<9} {:<19} {:<19} {:>6}",
+            f("id"),
+            customer,
+            f("asset"),
+            f("amount"),
+            f("fee"),
+            f("address"),
+            f("state"),
+            f("requested"),
+            f("release"),
+            batch
         );
     }
 }

@@ -33,7 +33,8 @@ enum Commands {
     Serve(serve_cli::ServeArgs),
     /// Run a demo exchange with live markets and print a ready API key and a CCXT snippet.
     Demo(demo::DemoArgs),
-    /// Operator actions against a running server (customers, keys, credits, halts).
+    /// Operator actions against a running server (customers, keys, credits, halts,
+    /// withdrawals held for review).
     Admin(admin_cli::AdminArgs),
     /// Configuration helpers.
     #[command(subcommand)]

@@ -640,7 +640,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 }
 
 /// `ms` since the epoch as Binance's `YYYY-MM-DD HH:MM:SS` (UTC).
-pub(crate) fn utc_text(ms: u64) -> String {
+pub fn utc_text(ms: u64) -> String {
     let secs = ms / 1_000;
     let (year, month, day) = civil_from_days(secs / 86_400);
     let s = secs % 86_400;

@@ -84,6 +84,24 @@ pub enum Request {
     /// The custody layer: the chain followed, our wallets and their coins, the books'
     /// liabilities, the last reconciliation, any withdrawal halt, open batches.
     CustodyStatus,
+    /// Chain withdrawals in `state`: "review" (the default), "approved", "batched",
+    /// "settled", "cancelled" or "all".
+    WithdrawalList {
+        #[serde(default)]
+        state: Option<String>,
+    },
+    /// Approve a chain withdrawal held for review (`Command::ApproveWithdrawal`).
+    WithdrawalApprove {
+        id: String,
+        #[serde(default)]
+        reason: String,
+    },
+    /// Refuse a chain withdrawal held for review (`Command::CancelWithdrawal`): its
+    /// amount returns to the customer's available balance.
+    WithdrawalReject {
+        id: String,
+        reason: String,
+    },
 }
 
 /// A request with who sends it.
@@ -445,6 +463,136 @@ pub async fn handle_with_chain(
                 .map_err(|e| anyhow!("{e}"))
         }
         Request::CustodyStatus => custody_status(backend, chain).await,
+        Request::WithdrawalList { state } => {
+            let filter = StateFilter::parse(state.as_deref())?;
+            backend
+                .query(move |e| withdrawals_json(e, filter))
+                .await
+                .map_err(|e| anyhow!("{e}"))
+        }
+        Request::WithdrawalApprove { id, reason } => {
+            in_review(backend, &id).await?;
+            let reason = if reason.trim().is_empty() {
+                "approve withdrawal".to_owned()
+            } else {
+                reason
+            };
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::ApproveWithdrawal { id: id.clone() },
+            )
+            .await?;
+            let state = withdrawal_state(backend, &id).await?;
+            Ok(json!({ "approved": id, "state": state.map(WithdrawalState::name) }))
+        }
+        Request::WithdrawalReject { id, reason } => {
+            if reason.trim().is_empty() {
+                bail!("a reason is required to reject withdrawal {id:?}");
+            }
+            in_review(backend, &id).await?;
+            run(
+                backend,
+                origin(&op, &reason),
+                Command::CancelWithdrawal { id: id.clone() },
+            )
+            .await?;
+            let state = withdrawal_state(backend, &id).await?;
+            Ok(json!({
+                "rejected": id,
+                "state": state.map(WithdrawalState::name),
+                "reason": reason,
+            }))
+        }
+    }
+}
+
+// ---- chain withdrawals -----------------------------------------------------------
+
+/// Which chain withdrawals `withdrawal_list` shows.
+#[derive(Clone, Copy, Debug)]
+enum StateFilter {
+    One(WithdrawalState),
+    All,
+}
+
+impl StateFilter {
+    fn parse(state: Option<&str>) -> Result<StateFilter> {
+        Ok(match state.map(str::trim) {
+            None | Some("") | Some("review") => StateFilter::One(WithdrawalState::Review),
+            Some("approved") => StateFilter::One(WithdrawalState::Approved),
+            Some("batched") => StateFilter::One(WithdrawalState::Batched),
+            Some("settled") => StateFilter::One(WithdrawalState::Settled),
+            Some("cancelled") => StateFilter::One(WithdrawalState::Cancelled),
+            Some("all") => StateFilter::All,
+            Some(other) => bail!(
+                "unknown withdrawal state {other:?} (review, approved, batched, settled, \
+                 cancelled, all)"
+            ),
+        })
+    }
+
+    fn accepts(self, state: WithdrawalState) -> bool {
+        match self {
+            StateFilter::One(s) => s == state,
+            StateFilter::All => true,
+        }
+    }
+}
+
+/// Chain withdrawals (those with a destination address) passing `filter`, oldest
+/// request first. Amounts are decimals in the asset's unit; times are ms since the
+/// epoch, with a UTC text beside each.
+fn withdrawals_json(engine: &Engine, filter: StateFilter) -> Value {
+    use kura_api::http::wallet::utc_text;
+    let mut rows: Vec<(u64, &str, Value)> = engine
+        .withdrawals()
+        .filter(|(_, w)| !w.address.is_empty() && filter.accepts(w.state))
+        .map(|(id, w)| {
+            let scale = engine.asset_scale(w.asset);
+            let decimal = |a: Amount| {
+                scale.map_or_else(|| a.get().to_string(), |s| format_decimal(a.get(), s))
+            };
+            let row = json!({
+                "id": id,
+                "user": engine.user_name(w.user),
+                "user_id": w.user.0,
+                "asset": engine.asset_symbol(w.asset),
+                "amount": decimal(w.amount),
+                "fee": decimal(w.fee),
+                "address": w.address,
+                "state": w.state.name(),
+                "requested_ms": w.requested_ms,
+                "requested": utc_text(w.requested_ms),
+                "release_ms": w.release_ms,
+                "release": utc_text(w.release_ms),
+                "batch": w.batch,
+            });
+            (w.requested_ms, id, row)
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    Value::Array(rows.into_iter().map(|(_, _, row)| row).collect())
+}
+
+async fn withdrawal_state(backend: &NodeBackend, id: &str) -> Result<Option<WithdrawalState>> {
+    let i = id.to_owned();
+    backend
+        .query(move |e| e.withdrawal(&i).map(|w| w.state))
+        .await
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// Fail with a readable error unless `id` is a withdrawal waiting for review. The
+/// engine checks again when the command is applied.
+async fn in_review(backend: &NodeBackend, id: &str) -> Result<()> {
+    match withdrawal_state(backend, id).await? {
+        None => bail!("no withdrawal with id {id:?}"),
+        Some(WithdrawalState::Review) => Ok(()),
+        Some(state) => bail!(
+            "withdrawal {id:?} is {}, not waiting for review",
+            state.name()
+        ),
     }
 }
 
