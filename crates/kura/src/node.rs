@@ -287,6 +287,8 @@ struct Lanes {
 /// the two comes last sees the request.
 struct Closing {
     closed: AtomicBool,
+    /// Set when the apply stage panicked: the journal stage takes nothing more.
+    apply_failed: AtomicBool,
     normal: Receiver<Msg>,
     priority: Receiver<Msg>,
 }
@@ -788,6 +790,7 @@ impl Node {
         let (priority, prio_rx) = crossbeam_channel::bounded(config.priority_capacity.max(1));
         let closing = Arc::new(Closing {
             closed: AtomicBool::new(false),
+            apply_failed: AtomicBool::new(false),
             normal: rx.clone(),
             priority: prio_rx.clone(),
         });
@@ -892,14 +895,26 @@ fn sequencer<F: Fs>(
         let applier = std::thread::Builder::new()
             .name("kura-apply".into())
             .spawn_scoped(scope, move || {
-                apply_stage(
-                    apply_config,
-                    engine,
-                    &durable_rx,
-                    &recycle_tx,
-                    observer,
-                    stats,
-                )
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    apply_stage(
+                        apply_config,
+                        engine,
+                        &durable_rx,
+                        &recycle_tx,
+                        observer,
+                        stats,
+                    )
+                }));
+                applied.unwrap_or_else(|_| {
+                    // The apply stage panicked (a query, or a bug): tell the journal
+                    // stage to take nothing more, and answer "stopped" to every batch it
+                    // hands over until it has stopped, so that no caller waits forever.
+                    closing.apply_failed.store(true, Ordering::SeqCst);
+                    for stranded in &durable_rx {
+                        drop(stranded);
+                    }
+                    Err(anyhow!("the apply stage panicked; node stopped"))
+                })
             })
             .context("starting the apply thread")?;
         let failure = journal_stage(
@@ -989,6 +1004,15 @@ fn journal_stage<F: Fs>(
                 Some(Msg::Stop) => stopping = true,
                 None => break,
             }
+        }
+        if closing.apply_failed.load(Ordering::SeqCst) {
+            let why = "the apply stage stopped; node stopped".to_owned();
+            tracing::error!("{why}");
+            for mut r in batch.drain(..) {
+                r.answer(Err(SubmitError::Stopped(why.clone())));
+            }
+            failure = Some(why);
+            break;
         }
         let taken = Instant::now();
         if let Some(oldest) = batch.iter().map(|r| r.queued).min() {

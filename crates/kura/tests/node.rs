@@ -491,3 +491,35 @@ fn cancels_get_through_and_go_first_while_new_orders_are_shed() {
     drop(handle);
     node.shutdown().expect("shutdown");
 }
+
+/// A query that panics takes the apply stage down with it: the node stops, and every
+/// caller still hears back (nothing hangs), and shutting down reports the failure.
+#[test]
+fn a_panicking_query_stops_the_node_without_hanging_anyone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (node, handle) = Node::start(NodeConfig::new(dir.path())).expect("start");
+    handle
+        .submit_wait(internal(Command::CreateUser))
+        .expect("before");
+    handle
+        .query(Box::new(|_| {
+            panic!("a query that panics (expected in this test)")
+        }))
+        .expect("queued");
+    // The journal stage learns of it at its next hand-over; from then on, and for
+    // everything queued meanwhile, the answer is "stopped".
+    let mut answers = Vec::new();
+    for _ in 0..2 * kura::node::HANDOVER_BATCHES + 2 {
+        answers.push(handle.submit_wait(internal(Command::CreateUser)));
+    }
+    assert!(
+        matches!(answers.last(), Some(Err(SubmitError::Stopped(_)))),
+        "{answers:?}"
+    );
+    assert!(matches!(
+        handle.query_wait(|e| e.user_count()),
+        Err(SubmitError::Stopped(_))
+    ));
+    drop(handle);
+    assert!(node.shutdown().is_err(), "the failure is reported");
+}
