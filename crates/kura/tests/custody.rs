@@ -393,6 +393,16 @@ fn received(ex: &Exchange, address: &Address) -> Vec<u64> {
         .collect()
 }
 
+/// The txid batch 0 was built with, as the books recorded it.
+fn first_txid_of_batch_0(ex: &Exchange) -> kura_chain::bitcoin::Txid {
+    let txid = query(ex, |e| {
+        e.withdrawal_batch(0).expect("batch").versions[0].txid
+    });
+    kura_chain::bitcoin::Txid::from_raw_hash(kura_chain::bitcoin::hashes::Hash::from_byte_array(
+        txid,
+    ))
+}
+
 /// A customer credited 1 BTC on the devnet who asks for 0.3 BTC to `to` under `id`;
 /// returns the customer and the devnet handle.
 fn credited_customer_withdrawing(
@@ -440,12 +450,7 @@ fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
         });
         matches!(open, Some((BatchState::Open, Some(_)))) && !devnet.mempool_txids().is_empty()
     });
-    let original = query(&ex, |e| {
-        e.withdrawal_batch(0).expect("batch").versions[0].txid
-    });
-    let original = kura_chain::bitcoin::Txid::from_raw_hash(
-        kura_chain::bitcoin::hashes::Hash::from_byte_array(original),
-    );
+    let original = first_txid_of_batch_0(&ex);
     assert_eq!(devnet.mempool_txids(), vec![original]);
 
     // Our own fee bump replaces it in the mempool: same coins, new txid.
@@ -525,12 +530,7 @@ fn a_batch_journaled_but_never_kept_is_rebuilt_from_the_books_after_a_restart() 
         query(ex, |e| e.withdrawal_batch(0).map(|b| b.state)) == Some(BatchState::Open)
             && !devnet.mempool_txids().is_empty()
     });
-    let recorded = query(&ex, |e| {
-        e.withdrawal_batch(0).expect("batch").versions[0].txid
-    });
-    let recorded = kura_chain::bitcoin::Txid::from_raw_hash(
-        kura_chain::bitcoin::hashes::Hash::from_byte_array(recorded),
-    );
+    let recorded = first_txid_of_batch_0(&ex);
     drop(devnet);
     ex.stop().expect("stop");
     let kept = dir.path().join("signer").join("outbox").join("0.tx");
