@@ -84,6 +84,7 @@
 //! | 29 | `BuildWithdrawalBatch` | `asset`: `u16`; `withdrawals`: list ≤ 1000 of string ≤ 128; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
 //! | 30 | `BumpWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `network_fee`: `u64` |
 //! | 31 | `FinishWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `height`: `u32`; `network_fee`: `u64`; `paid`: bool |
+//! | 33 | `BuildTransfer` | `asset`: `u16`; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `to`: (wallet `u32`, index `u32`); `amount`: `u64`; `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
 //! `u64`); amounts are minor units, prices ticks, quantities lots, each a `u64`.
@@ -208,6 +209,9 @@ const TAG_APPROVE_WITHDRAWAL: u8 = 28;
 const TAG_BUILD_WITHDRAWAL_BATCH: u8 = 29;
 const TAG_BUMP_WITHDRAWAL_BATCH: u8 = 30;
 const TAG_FINISH_WITHDRAWAL_BATCH: u8 = 31;
+const TAG_BUILD_TRANSFER: u8 = 33;
+/// Not (yet) a command.
+const TAG_UNASSIGNED: u8 = 32;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -826,6 +830,35 @@ impl Writer<'_> {
                 self.u64(network_fee.get());
                 self.bool(*paid);
             }
+            Command::BuildTransfer {
+                asset,
+                inputs,
+                to,
+                amount,
+                change,
+                network_fee,
+                txid,
+            } => {
+                self.u16(asset.0);
+                let n = self.len(inputs.len(), BATCH_MAX, "build_transfer.inputs");
+                for input in inputs.iter().take(n) {
+                    self.out.extend_from_slice(&input.txid);
+                    self.u32(input.vout);
+                }
+                self.u32(to.0);
+                self.u32(to.1);
+                self.u64(amount.get());
+                match change {
+                    None => self.u8(0),
+                    Some((wallet, index)) => {
+                        self.u8(1);
+                        self.u32(*wallet);
+                        self.u32(*index);
+                    }
+                }
+                self.u64(network_fee.get());
+                self.out.extend_from_slice(txid);
+            }
         }
     }
 }
@@ -864,6 +897,7 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::BuildWithdrawalBatch { .. } => TAG_BUILD_WITHDRAWAL_BATCH,
         Command::BumpWithdrawalBatch { .. } => TAG_BUMP_WITHDRAWAL_BATCH,
         Command::FinishWithdrawalBatch { .. } => TAG_FINISH_WITHDRAWAL_BATCH,
+        Command::BuildTransfer { .. } => TAG_BUILD_TRANSFER,
     }
 }
 
@@ -1365,6 +1399,39 @@ impl<'a> Reader<'a> {
                 network_fee: self.amount("finish_withdrawal_batch.network_fee")?,
                 paid: self.bool("finish_withdrawal_batch.paid")?,
             },
+            TAG_BUILD_TRANSFER => {
+                let asset = self.asset("build_transfer.asset")?;
+                let n = self.len(BATCH_MAX, "build_transfer.inputs")?;
+                let mut inputs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    inputs.push(crate::Outpoint {
+                        txid: self.arr("build_transfer.input.txid")?,
+                        vout: self.u32("build_transfer.input.vout")?,
+                    });
+                }
+                let to = (
+                    self.u32("build_transfer.to.wallet")?,
+                    self.u32("build_transfer.to.index")?,
+                );
+                let amount = self.amount("build_transfer.amount")?;
+                let change = if self.present("build_transfer.change")? {
+                    Some((
+                        self.u32("build_transfer.change.wallet")?,
+                        self.u32("build_transfer.change.index")?,
+                    ))
+                } else {
+                    None
+                };
+                Command::BuildTransfer {
+                    asset,
+                    inputs,
+                    to,
+                    amount,
+                    change,
+                    network_fee: self.amount("build_transfer.network_fee")?,
+                    txid: self.arr("build_transfer.txid")?,
+                }
+            }
             _ => {
                 return Err(CodecError::UnknownCommand {
                     offset: tag_offset,
@@ -1385,7 +1452,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_FINISH_WITHDRAWAL_BATCH).contains(&tag) {
+    if !(TAG_ADD_ASSET..=TAG_BUILD_TRANSFER).contains(&tag) || tag == TAG_UNASSIGNED {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1749,6 +1816,27 @@ pub fn write_json(entry: &Entry, out: &mut String) {
             j.num("height", height);
             j.num("network_fee", network_fee);
             j.num("paid", paid);
+        }
+        Command::BuildTransfer {
+            asset,
+            inputs,
+            to,
+            amount,
+            change,
+            network_fee,
+            txid,
+        } => {
+            j.num("asset", asset);
+            let coins: Vec<String> = inputs.iter().map(outpoint_text).collect();
+            j.str("inputs", &coins.join(","));
+            j.str("to", &format!("{}/{}", to.0, to.1));
+            j.num("amount", amount);
+            match change {
+                Some((wallet, index)) => j.str("change", &format!("{wallet}/{index}")),
+                None => j.null("change"),
+            }
+            j.num("network_fee", network_fee);
+            j.str("txid", &txid_text(txid));
         }
     }
     j.close();

@@ -249,6 +249,22 @@ pub enum Command {
         network_fee: Amount,
         paid: bool,
     },
+    /// Move coins between our own wallets (a sweep from the hot wallet to cold storage,
+    /// or a refill of the hot wallet from it): one transaction spending `inputs` and
+    /// paying `amount` to `to` = (wallet, index), the wallet's next index. Recorded
+    /// before it is signed, and tracked as a batch without withdrawals: it locks its
+    /// coins and is finished by `FinishWithdrawalBatch` when a spend of them confirms.
+    BuildTransfer {
+        asset: AssetId,
+        inputs: Vec<crate::Outpoint>,
+        to: (u32, u32),
+        amount: Amount,
+        /// The change output's (wallet, index): the wallet's next index; another
+        /// wallet than `to`'s.
+        change: Option<(u32, u32)>,
+        network_fee: Amount,
+        txid: [u8; 32],
+    },
 }
 
 impl Command {
@@ -286,6 +302,7 @@ impl Command {
             Command::BuildWithdrawalBatch { .. } => "build_withdrawal_batch",
             Command::BumpWithdrawalBatch { .. } => "bump_withdrawal_batch",
             Command::FinishWithdrawalBatch { .. } => "finish_withdrawal_batch",
+            Command::BuildTransfer { .. } => "build_transfer",
         }
     }
 }

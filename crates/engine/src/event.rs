@@ -252,6 +252,17 @@ pub enum EventKind {
         txid: [u8; 32],
         network_fee: Amount,
     },
+    /// A transfer between our own wallets, tracked as batch `batch` (no withdrawals).
+    TransferBuilt {
+        batch: u64,
+        asset: AssetId,
+        inputs: Vec<crate::Outpoint>,
+        to: (u32, u32),
+        amount: Amount,
+        change: Option<(u32, u32)>,
+        txid: [u8; 32],
+        network_fee: Amount,
+    },
     WithdrawalBatchBumped {
         batch: u64,
         txid: [u8; 32],

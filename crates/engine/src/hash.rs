@@ -11,7 +11,10 @@ use kura_units::AssetId;
 use sha2::{Digest, Sha256};
 
 /// Version of the canonical encoding; bump it when the layout changes.
-pub const STATE_ENCODING_VERSION: u8 = 4;
+pub const STATE_ENCODING_VERSION: u8 = 5;
+
+/// The previous version, still read: the same layout without batches' transfers.
+const STATE_ENCODING_V4: u8 = 4;
 
 struct W<'a>(&'a mut Vec<u8>);
 
@@ -144,7 +147,7 @@ impl Engine {
         use kura_units::{Amount, OrderId, PriceTicks, QtyLots, Scale, UserId};
         let mut r = R { bytes, pos: 0 };
         let version = r.u8()?;
-        if version != STATE_ENCODING_VERSION {
+        if version != STATE_ENCODING_VERSION && version != STATE_ENCODING_V4 {
             return Err(format!(
                 "state encoding version {version}, this build reads {STATE_ENCODING_VERSION}"
             ));
@@ -535,6 +538,23 @@ impl Engine {
                 t => return Err(format!("bad batch state {t} at byte {}", r.pos - 1)),
             };
             let built_ms = r.u64()?;
+            let transfer = if version == STATE_ENCODING_V4 {
+                None
+            } else {
+                match r.u8()? {
+                    0 => None,
+                    1 => Some(crate::Transfer {
+                        to: (r.u32()?, r.u32()?),
+                        amount: Amount::new(r.u64()?),
+                    }),
+                    t => return Err(format!("bad option tag {t} at byte {}", r.pos - 1)),
+                }
+            };
+            if transfer.is_some() && !withdrawals.is_empty() {
+                return Err(format!(
+                    "withdrawal batch at byte {at} is a transfer with withdrawals"
+                ));
+            }
             let id = e.withdrawal_batches.len() as u64;
             let consistent = usize::from(asset.0) < e.assets.len()
                 && withdrawals.iter().all(|w| {
@@ -565,6 +585,7 @@ impl Engine {
                 versions,
                 state,
                 built_ms,
+                transfer,
             });
         }
         let ledger_at = r.pos;
@@ -807,6 +828,15 @@ impl Engine {
                 }
             }
             w.u64(b.built_ms);
+            match b.transfer {
+                None => w.u8(0),
+                Some(t) => {
+                    w.u8(1);
+                    w.u32(t.to.0);
+                    w.u32(t.to.1);
+                    w.u64(t.amount.get());
+                }
+            }
         }
         self.ledger.encode(out);
     }

@@ -52,7 +52,9 @@ pub use hash::STATE_ENCODING_VERSION;
 pub use identity::{ApiKey, IpRange, KeyPermissions, KeyScheme};
 pub use kura_book::{Side, Stp, TimeInForce};
 pub use reject::Reject;
-pub use withdraw::{BatchState, BatchVersion, Outpoint, WithdrawalBatch, WithdrawalPolicy};
+pub use withdraw::{
+    BatchState, BatchVersion, Outpoint, Transfer, WithdrawalBatch, WithdrawalPolicy,
+};
 
 use kura_book::Book;
 use kura_ledger::Ledger;
@@ -442,6 +444,25 @@ impl Engine {
             } => {
                 self.finish_withdrawal_batch(ctx, out, *batch, *txid, *height, *network_fee, *paid)
             }
+            Command::BuildTransfer {
+                asset,
+                inputs,
+                to,
+                amount,
+                change,
+                network_fee,
+                txid,
+            } => self.build_transfer(
+                ctx,
+                out,
+                *asset,
+                inputs,
+                *to,
+                *amount,
+                *change,
+                *network_fee,
+                *txid,
+            ),
         }
     }
 

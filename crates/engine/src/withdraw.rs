@@ -23,7 +23,7 @@
 //! The engine never parses an address or a transaction: the custody layer checks them
 //! before it submits a command, and the signer checks them again before it signs.
 
-use crate::{Ctx, Engine, Event, EventKind, Reject, Withdrawal, WithdrawalState};
+use crate::{Ctx, Engine, Event, EventKind, Reject, WalletRole, Withdrawal, WithdrawalState};
 use kura_ledger::{Account, SystemAccount};
 use kura_units::{Amount, AssetId, UserId};
 
@@ -88,6 +88,15 @@ pub struct WithdrawalBatch {
     pub versions: Vec<BatchVersion>,
     pub state: BatchState,
     pub built_ms: u64,
+    /// Set for a transfer between our own wallets (then `withdrawals` is empty).
+    pub transfer: Option<Transfer>,
+}
+
+/// What a transfer between our own wallets pays: `amount` to (wallet, index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub to: (u32, u32),
+    pub amount: Amount,
 }
 
 fn push(out: &mut Vec<Event>, ctx: Ctx, kind: EventKind) {
@@ -338,27 +347,14 @@ impl Engine {
                 return Err(Reject::InvalidBatch);
             }
         }
-        let mut coins = std::collections::BTreeSet::new();
-        for input in inputs {
-            if self.locked_inputs.contains_key(input) || !coins.insert(*input) {
-                return Err(Reject::InvalidBatch);
-            }
-        }
-        if let Some((wallet, index)) = change {
-            let ok = self
-                .wallets
-                .get(wallet as usize)
-                .is_some_and(|w| w.asset == asset && w.next_index == index);
-            if !ok || index == u32::MAX {
-                return Err(Reject::InvalidBatch);
-            }
+        self.check_coins(inputs)?;
+        if let Some(change) = change {
+            self.check_next_index(asset, change)?;
         }
         // Checks done.
         let batch = self.withdrawal_batches.len() as u64;
-        if let Some((wallet, _)) = change {
-            if let Some(w) = self.wallets.get_mut(wallet as usize) {
-                w.next_index += 1;
-            }
+        if let Some(change) = change {
+            self.take_index(change);
         }
         for id in withdrawals {
             if let Some(w) = self.withdrawals.get_mut(id) {
@@ -379,6 +375,7 @@ impl Engine {
             versions: vec![BatchVersion { txid, network_fee }],
             state: BatchState::Open,
             built_ms: ctx.timestamp_ms,
+            transfer: None,
         });
         push(
             out,
@@ -388,6 +385,114 @@ impl Engine {
                 asset,
                 withdrawals: withdrawals.to_vec(),
                 inputs: inputs.to_vec(),
+                change,
+                txid,
+                network_fee,
+            },
+        );
+        Ok(())
+    }
+
+    /// The coins of a new batch: some, at most `BATCH_MAX`, distinct, none locked.
+    fn check_coins(&self, inputs: &[Outpoint]) -> Result<(), Reject> {
+        if inputs.is_empty() || inputs.len() > BATCH_MAX {
+            return Err(Reject::InvalidBatch);
+        }
+        let mut coins = std::collections::BTreeSet::new();
+        for input in inputs {
+            if self.locked_inputs.contains_key(input) || !coins.insert(*input) {
+                return Err(Reject::InvalidBatch);
+            }
+        }
+        Ok(())
+    }
+
+    /// `(wallet, index)` is the next unused index of one of `asset`'s wallets.
+    fn check_next_index(&self, asset: AssetId, (wallet, index): (u32, u32)) -> Result<(), Reject> {
+        let ok = self
+            .wallets
+            .get(wallet as usize)
+            .is_some_and(|w| w.asset == asset && w.next_index == index);
+        if !ok || index == u32::MAX {
+            return Err(Reject::InvalidBatch);
+        }
+        Ok(())
+    }
+
+    fn take_index(&mut self, (wallet, _): (u32, u32)) {
+        if let Some(w) = self.wallets.get_mut(wallet as usize) {
+            w.next_index += 1;
+        }
+    }
+
+    /// A transfer between our own wallets: from the hot wallet (or deposit addresses)
+    /// to cold storage, or from cold storage to the hot wallet. Tracked as a batch
+    /// without withdrawals; finishing it moves only the network fee, out of fee
+    /// income, like a withdrawal batch's.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build_transfer(
+        &mut self,
+        ctx: Ctx,
+        out: &mut Vec<Event>,
+        asset: AssetId,
+        inputs: &[Outpoint],
+        to: (u32, u32),
+        amount: Amount,
+        change: Option<(u32, u32)>,
+        network_fee: Amount,
+        txid: [u8; 32],
+    ) -> Result<(), Reject> {
+        self.check_asset(asset)?;
+        if self.assets[usize::from(asset.0)]
+            .withdrawals_halted
+            .is_some()
+        {
+            return Err(Reject::WithdrawalsHalted);
+        }
+        if amount.is_zero() {
+            return Err(Reject::InvalidBatch);
+        }
+        self.check_coins(inputs)?;
+        self.check_next_index(asset, to)?;
+        let to_role = self.wallets.get(to.0 as usize).map(|w| w.role);
+        if !matches!(to_role, Some(WalletRole::Hot | WalletRole::Cold)) {
+            return Err(Reject::InvalidBatch);
+        }
+        if let Some(change) = change {
+            if change.0 == to.0 {
+                return Err(Reject::InvalidBatch);
+            }
+            self.check_next_index(asset, change)?;
+        }
+        // Checks done.
+        let batch = self.withdrawal_batches.len() as u64;
+        self.take_index(to);
+        if let Some(change) = change {
+            self.take_index(change);
+        }
+        for input in inputs {
+            self.locked_inputs.insert(*input, batch);
+        }
+        self.open_batches.insert(batch);
+        self.withdrawal_batches.push(WithdrawalBatch {
+            asset,
+            withdrawals: Vec::new(),
+            inputs: inputs.to_vec(),
+            change,
+            versions: vec![BatchVersion { txid, network_fee }],
+            state: BatchState::Open,
+            built_ms: ctx.timestamp_ms,
+            transfer: Some(Transfer { to, amount }),
+        });
+        push(
+            out,
+            ctx,
+            EventKind::TransferBuilt {
+                batch,
+                asset,
+                inputs: inputs.to_vec(),
+                to,
+                amount,
                 change,
                 txid,
                 network_fee,

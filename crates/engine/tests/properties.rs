@@ -116,6 +116,16 @@ fn cmd_strategy() -> impl Strategy<Value = Command> {
                 network_fee: Amount::new(fee),
                 txid: [fee as u8; 32],
             }),
+        // Transfers to cold storage (wallet 1 when registered) over the same coins.
+        1 => (prop::collection::vec(0u8..6, 1..3), 100u64..5_000).prop_map(|(coins, fee)| Command::BuildTransfer {
+            asset: BTC,
+            inputs: coins.into_iter().map(|c| Outpoint { txid: [c; 32], vout: 0 }).collect(),
+            to: (1, 0),
+            amount: Amount::new(fee * 100),
+            change: None,
+            network_fee: Amount::new(fee),
+            txid: [(fee % 13) as u8; 32],
+        }),
         1 => (0u64..4, 100u64..10_000).prop_map(|(batch, fee)| Command::BumpWithdrawalBatch {
             batch, txid: [(fee % 251) as u8; 32], network_fee: Amount::new(fee),
         }),
@@ -146,6 +156,11 @@ fn setup() -> (Engine, Vec<Command>) {
         asset: BTC,
         role: WalletRole::Hot,
         descriptor: "wpkh(hot)".into(),
+    });
+    cmds.push(Command::RegisterWallet {
+        asset: BTC,
+        role: WalletRole::Cold,
+        descriptor: "wsh(cold)".into(),
     });
     cmds.push(Command::SetWithdrawalPolicy {
         asset: BTC,

@@ -398,3 +398,87 @@ fn a_confirmed_cancel_refunds_every_member() {
     assert_eq!(w.held(BOB), 0);
     assert_eq!(w.system(SystemAccount::FeeIncome), income - 500);
 }
+
+#[test]
+fn a_transfer_between_our_wallets_locks_its_coins_and_moves_only_the_fee() {
+    let mut w = World::new();
+    w.ok(Command::RegisterWallet {
+        asset: BTC,
+        role: WalletRole::Cold,
+        descriptor: "wsh(cold)".into(),
+    });
+    w.ok(Command::RegisterWallet {
+        asset: BTC,
+        role: WalletRole::Deposit,
+        descriptor: "wpkh(deposit)".into(),
+    });
+    let (hot, cold, deposit) = (0u32, 1u32, 2u32);
+    let sweep = |to: (u32, u32), change: Option<(u32, u32)>, coins: &[Outpoint]| {
+        Command::BuildTransfer {
+            asset: BTC,
+            inputs: coins.to_vec(),
+            to,
+            amount: Amount::new(5_000_000),
+            change,
+            network_fee: Amount::new(300),
+            txid: [9; 32],
+        }
+    };
+    // Only to the next index of a hot or cold wallet, change to another wallet.
+    for bad in [
+        sweep((cold, 1), Some((hot, 0)), &[coin(1)]),
+        sweep((deposit, 0), Some((hot, 0)), &[coin(1)]),
+        sweep((cold, 0), Some((cold, 0)), &[coin(1)]),
+        sweep((cold, 0), Some((hot, 0)), &[]),
+        sweep((cold, 0), Some((hot, 0)), &[coin(1), coin(1)]),
+        sweep((7, 0), None, &[coin(1)]),
+    ] {
+        assert_eq!(w.apply(bad), Err(Reject::InvalidBatch));
+    }
+    let liabilities = w.engine.ledger().customer_total(BTC).expect("asset");
+    let events = w.ok(sweep((cold, 0), Some((hot, 0)), &[coin(1), coin(2)]));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.kind, kura_engine::EventKind::TransferBuilt { batch: 0, .. })));
+    assert_eq!(w.engine.wallets()[cold as usize].next_index, 1);
+    assert_eq!(w.engine.wallets()[hot as usize].next_index, 1);
+    let b = w.engine.withdrawal_batch(0).expect("batch").clone();
+    assert!(b.withdrawals.is_empty());
+    assert_eq!(b.transfer.map(|t| t.to), Some((cold, 0)));
+    // Its coins are locked: neither a withdrawal batch nor another transfer takes them.
+    assert_eq!(w.engine.batch_spending(&coin(2)), Some(0));
+    assert_eq!(
+        w.apply(sweep((cold, 1), Some((hot, 1)), &[coin(2)])),
+        Err(Reject::InvalidBatch)
+    );
+    // Halted withdrawals stop transfers too.
+    w.ok(Command::HaltWithdrawals {
+        asset: BTC,
+        reason: "drill".into(),
+    });
+    assert_eq!(
+        w.apply(sweep((cold, 1), Some((hot, 1)), &[coin(3)])),
+        Err(Reject::WithdrawalsHalted)
+    );
+    w.ok(Command::ResumeWithdrawals { asset: BTC });
+    let income = w.system(SystemAccount::FeeIncome);
+    w.ok(Command::FinishWithdrawalBatch {
+        batch: 0,
+        txid: [9; 32],
+        height: 10,
+        network_fee: Amount::new(300),
+        paid: true,
+    });
+    // No customer balance moved; the network fee came out of fee income.
+    assert_eq!(
+        w.engine.ledger().customer_total(BTC).expect("asset"),
+        liabilities
+    );
+    assert_eq!(w.system(SystemAccount::FeeIncome), income - 300);
+    assert_eq!(w.available(ALICE), 10_000_000);
+    assert_eq!(w.engine.batch_spending(&coin(2)), None);
+    assert!(matches!(
+        w.engine.withdrawal_batch(0).expect("batch").state,
+        BatchState::Confirmed { height: 10, .. }
+    ));
+}
