@@ -9,6 +9,8 @@
 //!   required confirmations (exactly once per `txid:vout`), reverse credited deposits a
 //!   reorganisation removed, halt withdrawals when one of our coins is spent by a
 //!   transaction nobody approved, and reconcile holdings against liabilities.
+//! - [`band`]: the hot wallet's float band — when to sweep to cold storage and when to
+//!   prepare a refill from it.
 //!
 //! The binary owns the loop: it asks a chain source for blocks, feeds them here, and
 //! submits the commands through the sequencer like any other. Because every decision is
@@ -16,6 +18,7 @@
 //! restart the watcher is rebuilt from the chain and the same rules give the same
 //! commands (the engine refuses the ones already applied).
 
+pub mod band;
 pub mod plan;
 pub mod psbt;
 pub mod wallet;

@@ -181,6 +181,35 @@ impl Signer {
         })
     }
 
+    /// Learn descriptors registered since the signer started (a cold wallet added by an
+    /// operator, say): each one not known yet is parsed, checked like those given to
+    /// [`Signer::new`] and added; it becomes spendable only if this signer holds every
+    /// key. Returns how many were added. On an invalid descriptor nothing is added.
+    pub fn learn(&mut self, descriptors: &[String]) -> Result<usize, SignerError> {
+        let known: BTreeSet<String> = (0..self.wallets.len())
+            .filter_map(|w| self.wallets.canonical(w))
+            .collect();
+        let fresh = Wallets::parse(descriptors, self.network)?;
+        let new: Vec<String> = (0..fresh.len())
+            .filter(|w| fresh.canonical(*w).is_none_or(|c| !known.contains(&c)))
+            .filter_map(|w| fresh.texts.get(w).cloned())
+            .collect();
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let mut texts = self.wallets.texts.clone();
+        texts.extend(new.iter().cloned());
+        let wallets = Wallets::parse(&texts, self.network)?;
+        let mut keys: Vec<&Xpriv> = vec![self.hot.master()];
+        keys.extend(self.extra.0.iter());
+        let spendable = (0..wallets.len())
+            .filter(|w| wallets.held_by(*w, &keys, &self.secp))
+            .collect();
+        self.wallets = wallets;
+        self.spendable = spendable;
+        Ok(new.len())
+    }
+
     /// The descriptors this signer can spend.
     pub fn spendable_descriptors(&self) -> Vec<&str> {
         self.spendable

@@ -246,6 +246,16 @@ pub(crate) fn event(
         EventKind::WithdrawalApproved { id } => {
             set_stage(conn, id, "APPROVED", seq, ms)?;
         }
+        // A transfer between our own wallets is a batch without withdrawals.
+        EventKind::TransferBuilt {
+            batch,
+            asset,
+            txid,
+            network_fee,
+            ..
+        } => {
+            insert_batch(conn, *batch, *asset, txid, *network_fee, seq, ms)?;
+        }
         EventKind::WithdrawalBatchBuilt {
             batch,
             asset,
@@ -254,20 +264,7 @@ pub(crate) fn event(
             network_fee,
             ..
         } => {
-            let txid = kura_engine::codec::txid_text(txid);
-            conn.prepare_cached(
-                "INSERT INTO withdrawal_batches (batch_id, asset_id, txid, network_fee, versions,
-                     state, built_seq, built_ms, updated_seq)
-                 VALUES (?1, ?2, ?3, ?4, 1, 'OPEN', ?5, ?6, ?5)",
-            )?
-            .execute(params![
-                int(*batch)?,
-                asset.0,
-                txid,
-                int(network_fee.get())?,
-                seq,
-                ms
-            ])?;
+            let txid = insert_batch(conn, *batch, *asset, txid, *network_fee, seq, ms)?;
             for id in withdrawals {
                 let n = conn
                     .prepare_cached(
@@ -643,4 +640,31 @@ impl Candles {
         }
         Ok(())
     }
+}
+
+/// A new open batch row (withdrawals or a transfer); its txid as text.
+fn insert_batch(
+    conn: &Connection,
+    batch: u64,
+    asset: kura_units::AssetId,
+    txid: &[u8; 32],
+    network_fee: kura_units::Amount,
+    seq: i64,
+    ms: i64,
+) -> Result<String, StoreError> {
+    let txid = kura_engine::codec::txid_text(txid);
+    conn.prepare_cached(
+        "INSERT INTO withdrawal_batches (batch_id, asset_id, txid, network_fee, versions,
+             state, built_seq, built_ms, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, 1, 'OPEN', ?5, ?6, ?5)",
+    )?
+    .execute(params![
+        int(batch)?,
+        asset.0,
+        txid,
+        int(network_fee.get())?,
+        seq,
+        ms
+    ])?;
+    Ok(txid)
 }
