@@ -413,8 +413,8 @@ fn a_transfer_between_our_wallets_locks_its_coins_and_moves_only_the_fee() {
         descriptor: "wpkh(deposit)".into(),
     });
     let (hot, cold, deposit) = (0u32, 1u32, 2u32);
-    let sweep = |to: (u32, u32), change: Option<(u32, u32)>, coins: &[Outpoint]| {
-        Command::BuildTransfer {
+    let sweep =
+        |to: (u32, u32), change: Option<(u32, u32)>, coins: &[Outpoint]| Command::BuildTransfer {
             asset: BTC,
             inputs: coins.to_vec(),
             to,
@@ -422,8 +422,7 @@ fn a_transfer_between_our_wallets_locks_its_coins_and_moves_only_the_fee() {
             change,
             network_fee: Amount::new(300),
             txid: [9; 32],
-        }
-    };
+        };
     // Only to the next index of a hot or cold wallet, change to another wallet.
     for bad in [
         sweep((cold, 1), Some((hot, 0)), &[coin(1)]),
@@ -437,9 +436,10 @@ fn a_transfer_between_our_wallets_locks_its_coins_and_moves_only_the_fee() {
     }
     let liabilities = w.engine.ledger().customer_total(BTC).expect("asset");
     let events = w.ok(sweep((cold, 0), Some((hot, 0)), &[coin(1), coin(2)]));
-    assert!(events
-        .iter()
-        .any(|e| matches!(e.kind, kura_engine::EventKind::TransferBuilt { batch: 0, .. })));
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        kura_engine::EventKind::TransferBuilt { batch: 0, .. }
+    )));
     assert_eq!(w.engine.wallets()[cold as usize].next_index, 1);
     assert_eq!(w.engine.wallets()[hot as usize].next_index, 1);
     let b = w.engine.withdrawal_batch(0).expect("batch").clone();

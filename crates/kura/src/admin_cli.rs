@@ -61,6 +61,29 @@ enum AdminCommand {
     /// Chain withdrawals: list them, approve or reject those held for review.
     #[command(subcommand)]
     Withdrawal(WithdrawalCommand),
+    /// Our wallets: register a cold wallet (public keys only).
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum WalletCommand {
+    /// Register a cold wallet for BTC by its public descriptor, e.g. a 2-of-3
+    /// `wsh(sortedmulti(2,[fp/48'/0'/0'/2']xpub…/0/*,…))`. SegWit only, no private
+    /// keys. Never forgotten: its coins are reconciled forever, and the hot band sweeps
+    /// to the newest cold wallet.
+    Register {
+        /// The public descriptor (with or without checksum).
+        descriptor: String,
+        /// Only "cold" can be registered by an operator.
+        #[arg(long, default_value = "cold")]
+        role: String,
+        /// Why, for the journal.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +288,24 @@ pub fn run(args: &AdminArgs) -> Result<()> {
             *json,
             None,
         ),
+        AdminCommand::Wallet(WalletCommand::Register {
+            descriptor,
+            role,
+            reason,
+            json,
+        }) => {
+            if role != "cold" {
+                bail!("only a cold wallet can be registered here (--role cold); deposit and hot wallets are the node's own");
+            }
+            (
+                Request::WalletRegisterCold {
+                    descriptor: descriptor.clone(),
+                    reason: reason.clone(),
+                },
+                *json,
+                None,
+            )
+        }
     };
     let is_balances = matches!(request, Request::Balances { .. });
     let is_withdrawals = matches!(request, Request::WithdrawalList { .. });

@@ -75,6 +75,16 @@ chain_start_height = 0
 withdrawal_address_delay_secs = 86400
 withdrawal_batch_secs = 60
 withdrawal_fee_rate_sat_vb = 2
+
+# The hot float band, in basis points of what customers are owed in BTC: above high
+# water the surplus is swept to the newest cold wallet (`kura admin wallet register`),
+# down to the middle of the band; below low water a refill PSBT from cold storage is
+# written to DATA/custody/refills/ for the offline ceremony (`kura cold sign`). Moves
+# smaller than transfer_min_sat are skipped. high water 10000 and low water 0 turn
+# the band off.
+hot_low_water_bps = 200
+hot_high_water_bps = 500
+transfer_min_sat = 10000
 "#;
 
 /// Options of `kura serve` (and the server part of `kura demo`).
@@ -136,6 +146,15 @@ pub struct ServeArgs {
     /// Fee rate of withdrawal transactions, in sat/vB.
     #[arg(long, env = "KURA_WITHDRAWAL_FEE_RATE_SAT_VB")]
     pub withdrawal_fee_rate_sat_vb: Option<u64>,
+    /// Below this share of BTC liabilities (basis points), prepare a refill from cold.
+    #[arg(long, env = "KURA_HOT_LOW_WATER_BPS")]
+    pub hot_low_water_bps: Option<u32>,
+    /// Above this share of BTC liabilities (basis points), sweep to cold storage.
+    #[arg(long, env = "KURA_HOT_HIGH_WATER_BPS")]
+    pub hot_high_water_bps: Option<u32>,
+    /// Smallest sweep or refill, in satoshis.
+    #[arg(long, env = "KURA_TRANSFER_MIN_SAT")]
+    pub transfer_min_sat: Option<u64>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -165,6 +184,9 @@ pub struct FileConfig {
     pub withdrawal_address_delay_secs: Option<u64>,
     pub withdrawal_batch_secs: Option<u64>,
     pub withdrawal_fee_rate_sat_vb: Option<u64>,
+    pub hot_low_water_bps: Option<u32>,
+    pub hot_high_water_bps: Option<u32>,
+    pub transfer_min_sat: Option<u64>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -251,6 +273,24 @@ fn custody_config(args: &ServeArgs, file: FileConfig) -> Result<CustodyConfig> {
     {
         c.payout.fee_rate_sat_vb = v.max(1);
     }
+    let mut band = c.payout.band.unwrap_or_default();
+    if let Some(v) = args.hot_low_water_bps.or(file.hot_low_water_bps) {
+        band.low_bps = v;
+    }
+    if let Some(v) = args.hot_high_water_bps.or(file.hot_high_water_bps) {
+        band.high_bps = v;
+    }
+    if let Some(v) = args.transfer_min_sat.or(file.transfer_min_sat) {
+        band.min_move_sat = v;
+    }
+    band.check().with_context(|| {
+        format!(
+            "hot_low_water_bps {} and hot_high_water_bps {}",
+            band.low_bps, band.high_bps
+        )
+    })?;
+    // Low water 0 with high water 100 % is the documented way to turn the band off.
+    c.payout.band = (band.low_bps > 0 || band.high_bps < 10_000).then_some(band);
     let chain = args
         .chain
         .clone()

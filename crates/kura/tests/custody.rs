@@ -38,6 +38,7 @@ fn config(dir: &Path) -> ServerConfig {
         payout: PayoutConfig {
             fee_rate_sat_vb: 2,
             batch_interval: Duration::ZERO,
+            band: None,
         },
         withdrawal_policy: WithdrawalPolicy {
             address_delay_ms: 0,

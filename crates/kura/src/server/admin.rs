@@ -102,6 +102,13 @@ pub enum Request {
         id: String,
         reason: String,
     },
+    /// Register a cold wallet for BTC (`Command::RegisterWallet`): a public descriptor
+    /// (SegWit, no private key, keys of the chain's network). The registry never
+    /// forgets it; the hot band sweeps to the newest cold wallet.
+    WalletRegisterCold {
+        descriptor: String,
+        reason: String,
+    },
 }
 
 /// A request with who sends it.
@@ -502,6 +509,46 @@ pub async fn handle_with_chain(
                 "rejected": id,
                 "state": state.map(WithdrawalState::name),
                 "reason": reason,
+            }))
+        }
+        Request::WalletRegisterCold { descriptor, reason } => {
+            if reason.trim().is_empty() {
+                bail!("a reason is required to register a wallet");
+            }
+            let network = chain
+                .view
+                .as_ref()
+                .map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).network)
+                .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
+            let canonical = kura_custody::parse_descriptor(&descriptor)
+                .map_err(|e| anyhow!("not a usable descriptor: {e}"))?
+                .canonical();
+            let (_, first) = kura_custody::derive(&canonical, 0, network)
+                .map_err(|e| anyhow!("the descriptor does not derive {network} addresses: {e}"))?;
+            let asset = backend
+                .query(|e| e.asset_by_symbol("BTC"))
+                .await
+                .map_err(|e| anyhow!("{e}"))?
+                .ok_or_else(|| anyhow!("the exchange has no BTC asset"))?;
+            let events = run(
+                backend,
+                origin(&op, &reason),
+                Command::RegisterWallet {
+                    asset,
+                    role: WalletRole::Cold,
+                    descriptor: canonical.clone(),
+                },
+            )
+            .await?;
+            let wallet = events.iter().find_map(|e| match &e.kind {
+                EventKind::WalletRegistered { wallet, .. } => Some(*wallet),
+                _ => None,
+            });
+            Ok(json!({
+                "wallet": wallet,
+                "role": "cold",
+                "descriptor": canonical,
+                "first_address": first.to_string(),
             }))
         }
     }

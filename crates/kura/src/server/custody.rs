@@ -357,6 +357,7 @@ impl Custody {
             network,
             asset,
             dir.join("signer").join("outbox"),
+            dir.join("custody").join("refills"),
         )?;
         let params = PlanParams {
             asset,
@@ -466,8 +467,9 @@ pub struct Snapshot {
     last_reconciled: Option<u32>,
     /// (user, wallet, index, descriptor) of every BTC deposit address.
     addresses: Vec<(UserId, u32, u32, String)>,
-    /// The hot wallet: id, descriptor, next unused index.
-    hot: Option<(u32, String, u32)>,
+    /// Our own wallets other than deposit wallets (hot, cold, retired): id,
+    /// descriptor, next unused index.
+    own: Vec<(u32, String, u32)>,
     /// Every coin of a batch still open or finished recently, with the batch's facts.
     batches: std::collections::BTreeMap<kura_chain::bitcoin::OutPoint, BatchFacts>,
 }
@@ -479,7 +481,8 @@ const FINISHED_BATCH_WINDOW: u32 = 144;
 /// Finished batches kept in the planner's view, newest first.
 const RECENT_BATCHES: u64 = 256;
 
-/// Hot wallet addresses watched beyond the next unused index.
+/// Addresses of our own wallets (hot, cold, retired) watched beyond the next unused
+/// index.
 const HOT_LOOKAHEAD: u32 = 20;
 
 impl Books for Snapshot {
@@ -540,17 +543,9 @@ pub fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
         if b.asset != asset {
             continue;
         }
-        let payments = b
-            .withdrawals
-            .iter()
-            .filter_map(|w| {
-                let w = engine.withdrawal(w)?;
-                let script = check_withdrawal_address(&w.address, network)
-                    .ok()?
-                    .script_pubkey();
-                Some((script, w.amount.get().checked_sub(w.fee.get())?))
-            })
-            .collect::<Vec<_>>();
+        let payments = super::payout::batch_payments(engine, b, network)
+            .map(|p| super::payout::payment_scripts(&p))
+            .unwrap_or_default();
         let facts = BatchFacts {
             id,
             open,
@@ -564,13 +559,13 @@ pub fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
             );
         }
     }
-    let hot = engine
+    let own = engine
         .wallets()
         .iter()
         .enumerate()
-        .rev()
-        .find(|(_, w)| w.asset == asset && w.role == WalletRole::Hot)
-        .map(|(i, w)| (i as u32, w.descriptor.clone(), w.next_index));
+        .filter(|(_, w)| w.asset == asset && w.role != WalletRole::Deposit)
+        .map(|(i, w)| (i as u32, w.descriptor.clone(), w.next_index))
+        .collect();
     let credited = engine
         .deposit_records()
         .filter(|(r, d)| {
@@ -592,7 +587,7 @@ pub fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
         halted: engine.withdrawals_halted(asset).is_some(),
         last_reconciled,
         addresses,
-        hot,
+        own,
         batches,
     }
 }
@@ -739,13 +734,13 @@ impl Task {
     }
 
     fn watch_new(&mut self, books: &Snapshot, network: Network) -> Result<()> {
-        if let Some((wallet, descriptor, next)) = &books.hot {
+        for (wallet, descriptor, next) in &books.own {
             for index in 0..next.saturating_add(HOT_LOOKAHEAD) {
                 if self.watched.contains(&(*wallet, index)) {
                     continue;
                 }
                 let (script, _) = kura_custody::derive(descriptor, index, network)
-                    .map_err(|e| anyhow!("deriving hot address {wallet}/{index}: {e}"))?;
+                    .map_err(|e| anyhow!("deriving address {wallet}/{index}: {e}"))?;
                 self.view().watcher.watch(
                     script,
                     Owner {

@@ -25,11 +25,12 @@ use kura_chain::bitcoin::hashes::Hash;
 use kura_chain::bitcoin::psbt::Psbt;
 use kura_chain::bitcoin::{Network, OutPoint, ScriptBuf, Transaction, Txid};
 use kura_chain::ChainSource;
+use kura_custody::band::{Band, Move};
 use kura_custody::psbt::{
     build_psbt, bump_psbt, rebuild_psbt, ChangeTarget, Payment, SpendableCoin,
 };
 use kura_custody::Watcher;
-use kura_engine::{BatchState, Command, Engine, EventKind, Outpoint, WalletRole};
+use kura_engine::{BatchState, Command, Engine, EventKind, Outpoint, WalletRole, WithdrawalBatch};
 use kura_signer::{Authorization, Signer};
 use kura_units::{Amount, AssetId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -44,6 +45,8 @@ pub struct PayoutConfig {
     pub fee_rate_sat_vb: u64,
     /// How often approved withdrawals are gathered into a batch.
     pub batch_interval: Duration,
+    /// The hot float band (`None`: never sweep nor prepare refills).
+    pub band: Option<Band>,
 }
 
 impl Default for PayoutConfig {
@@ -51,6 +54,7 @@ impl Default for PayoutConfig {
         PayoutConfig {
             fee_rate_sat_vb: 2,
             batch_interval: Duration::from_secs(60),
+            band: Some(Band::default()),
         }
     }
 }
@@ -69,6 +73,17 @@ pub struct PayoutBooks {
     pub ready: Vec<(String, String, u64)>,
     /// Open batches: id → (coins, payments, latest txid).
     pub open: BTreeMap<u64, OpenBatch>,
+    /// The newest cold wallet: id, descriptor, next unused index.
+    pub cold: Option<(u32, String, u32)>,
+    /// (wallet id, descriptor) of every cold wallet (coins may sit in older ones).
+    pub cold_wallets: Vec<(u32, String)>,
+    /// Every descriptor registered for the asset (the signer learns new ones).
+    pub descriptors: Vec<String>,
+    /// What customers are owed now, in sat.
+    pub liabilities_sat: u128,
+    /// Holdings at the last reconciliation less what customers are owed now: what a
+    /// transfer's network fee may come out of without making the books short.
+    pub surplus_sat: Option<i128>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +96,10 @@ pub struct OpenBatch {
     pub change: Option<u32>,
     /// The wallet the change goes to (the hot wallet when the batch was built).
     pub change_wallet: Option<u32>,
+    /// A transfer between our own wallets (a sweep or a refill), not withdrawals.
+    pub transfer: bool,
+    /// A refill of the hot wallet from cold storage: signed offline, never here.
+    pub refill: bool,
 }
 
 /// One of our confirmed coins, as the batcher needs it.
@@ -123,6 +142,27 @@ fn payments(engine: &Engine, ids: &[String], network: Network) -> Option<Vec<Pay
         .collect()
 }
 
+/// What batch `b` must pay: its withdrawals, or a transfer's one output to our own
+/// wallet (its script derived from the wallet's descriptor).
+pub fn batch_payments(
+    engine: &Engine,
+    b: &WithdrawalBatch,
+    network: Network,
+) -> Option<Vec<Payment>> {
+    match b.transfer {
+        None => payments(engine, &b.withdrawals, network),
+        Some(t) => {
+            let wallet = engine.wallets().get(t.to.0 as usize)?;
+            let (script_pubkey, _) =
+                kura_custody::derive(&wallet.descriptor, t.to.1, network).ok()?;
+            Some(vec![Payment {
+                script_pubkey,
+                amount_sat: t.amount.get(),
+            }])
+        }
+    }
+}
+
 /// Copy what the batcher needs out of the engine.
 pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u64) -> PayoutBooks {
     let wallets = engine.wallets();
@@ -154,7 +194,12 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
         let Some(latest) = b.versions.last() else {
             continue;
         };
-        if let Some(payments) = payments(engine, &b.withdrawals, network) {
+        let refill = b.transfer.is_some_and(|t| {
+            wallets
+                .get(t.to.0 as usize)
+                .is_some_and(|w| w.role == WalletRole::Hot)
+        });
+        if let Some(payments) = batch_payments(engine, b, network) {
             open.insert(
                 id,
                 OpenBatch {
@@ -164,6 +209,8 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
                     network_fee: latest.network_fee.get(),
                     change: b.change.map(|(_, index)| index),
                     change_wallet: b.change.map(|(wallet, _)| wallet),
+                    transfer: b.transfer.is_some(),
+                    refill,
                 },
             );
         }
@@ -176,6 +223,19 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
             Some((id.to_owned(), w.address.clone(), net))
         })
         .collect();
+    let cold_wallets: Vec<(u32, String)> = wallets
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.asset == asset && w.role == WalletRole::Cold)
+        .map(|(i, w)| (i as u32, w.descriptor.clone()))
+        .collect();
+    let cold = cold_wallets
+        .last()
+        .and_then(|(i, d)| Some((*i, d.clone(), wallets.get(*i as usize)?.next_index)));
+    let liabilities_sat = engine.ledger().customer_total(asset).unwrap_or(0);
+    let surplus_sat = engine.last_reconciliation(asset).map(|r| {
+        i128::from(r.holdings.get()) - i128::try_from(liabilities_sat).unwrap_or(i128::MAX)
+    });
     PayoutBooks {
         halted: engine.withdrawals_halted(asset).is_some(),
         spendable,
@@ -183,6 +243,15 @@ pub fn payout_books(engine: &Engine, asset: AssetId, network: Network, now_ms: u
         locked,
         ready,
         open,
+        cold,
+        cold_wallets,
+        descriptors: wallets
+            .iter()
+            .filter(|w| w.asset == asset)
+            .map(|w| w.descriptor.clone())
+            .collect(),
+        liabilities_sat,
+        surplus_sat,
     }
 }
 
@@ -199,6 +268,8 @@ pub struct Payout {
     network: Network,
     asset: AssetId,
     outbox: PathBuf,
+    /// Where refill PSBTs wait for the offline ceremony: `<batch>.psbt`.
+    refills: PathBuf,
     last_batch: Option<Instant>,
     /// The unsigned PSBT of each batch's latest version built by this process.
     psbts: HashMap<u64, Psbt>,
@@ -229,15 +300,19 @@ impl Payout {
         network: Network,
         asset: AssetId,
         outbox: PathBuf,
+        refills: PathBuf,
     ) -> Result<Payout> {
         std::fs::create_dir_all(&outbox)
             .with_context(|| format!("creating the outbox {}", outbox.display()))?;
+        std::fs::create_dir_all(&refills)
+            .with_context(|| format!("creating {}", refills.display()))?;
         Ok(Payout {
             signer,
             config,
             network,
             asset,
             outbox,
+            refills,
             last_batch: None,
             psbts: HashMap::new(),
             last_problem: None,
@@ -250,15 +325,7 @@ impl Payout {
 
     /// Keep the signed transaction of `batch` (fsynced) before it is broadcast.
     fn keep(&self, batch: u64, tx: &Transaction) -> Result<()> {
-        let path = self.outbox_file(batch);
-        let tmp = path.with_extension("tmp");
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(serialize_hex(tx).as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.outbox)?.sync_all()?;
-        Ok(())
+        write_synced(&self.outbox_file(batch), serialize_hex(tx).as_bytes())
     }
 
     fn kept(&self, batch: u64) -> Option<Transaction> {
@@ -266,7 +333,8 @@ impl Payout {
         deserialize_hex(text.trim()).ok()
     }
 
-    /// One pass: broadcast again what was lost, then pay what is ready.
+    /// One pass: broadcast again what was lost, then pay what is ready, or else bring
+    /// the hot float back into its band.
     pub fn pass(
         &mut self,
         books: &PayoutBooks,
@@ -274,18 +342,31 @@ impl Payout {
         source: &dyn ChainSource,
         submit: Submit<'_>,
     ) -> Result<()> {
+        match self.signer.learn(&books.descriptors) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                descriptors = n,
+                "the signer learned newly registered wallets"
+            ),
+            Err(e) => tracing::warn!(error = %e, "the signer refused a registered descriptor"),
+        }
         self.rebroadcast(books, coins, source)?;
-        if books.halted || books.ready.is_empty() {
+        if books.halted {
             return Ok(());
         }
-        if self
+        let due = self
             .last_batch
-            .is_some_and(|t| t.elapsed() < self.config.batch_interval)
-        {
+            .is_none_or(|t| t.elapsed() >= self.config.batch_interval);
+        let result = if !books.ready.is_empty() && due {
+            self.last_batch = Some(Instant::now());
+            self.pay(books, coins, source, submit)
+        } else if books.ready.is_empty() {
+            // Nothing to pay: the books are as of this pass, so the float is too.
+            self.rebalance(books, coins, source, submit)
+        } else {
             return Ok(());
-        }
-        self.last_batch = Some(Instant::now());
-        match self.pay(books, coins, source, submit) {
+        };
+        match result {
             Ok(()) => {
                 self.last_problem = None;
                 Ok(())
@@ -295,6 +376,200 @@ impl Payout {
                 Err(e)
             }
         }
+    }
+
+    /// The unlocked confirmed coins of every cold wallet.
+    fn cold_coins(books: &PayoutBooks, coins: &[Coin]) -> Vec<SpendableCoin> {
+        coins
+            .iter()
+            .filter(|c| !books.locked.contains(&c.outpoint))
+            .filter_map(|c| {
+                let (_, descriptor) = books.cold_wallets.iter().find(|(id, _)| *id == c.wallet)?;
+                Some(SpendableCoin {
+                    outpoint: c.outpoint,
+                    value_sat: c.value_sat,
+                    descriptor: descriptor.clone(),
+                    index: c.index,
+                })
+            })
+            .collect()
+    }
+
+    /// Bring the hot float back into its band: sweep the surplus to cold storage, or
+    /// prepare a refill for the offline ceremony. One transfer at a time.
+    fn rebalance(
+        &mut self,
+        books: &PayoutBooks,
+        coins: &[Coin],
+        source: &dyn ChainSource,
+        submit: Submit<'_>,
+    ) -> Result<()> {
+        let Some(band) = self.config.band else {
+            return Ok(());
+        };
+        let (Some(cold), Some(hot)) = (books.cold.clone(), books.hot.clone()) else {
+            return Ok(());
+        };
+        if books.open.values().any(|b| b.transfer) {
+            return Ok(());
+        }
+        let float = Self::spendable(books, coins, false);
+        let cold_coins = Self::cold_coins(books, coins);
+        let sum = |c: &[SpendableCoin]| c.iter().map(|c| c.value_sat).sum::<u64>();
+        match band.decide(sum(&float), sum(&cold_coins), books.liabilities_sat) {
+            None => Ok(()),
+            Some(Move::Sweep { amount_sat }) => {
+                let to = ChangeTarget {
+                    descriptor: cold.1,
+                    index: cold.2,
+                };
+                let change = ChangeTarget {
+                    descriptor: hot.1,
+                    index: hot.2,
+                };
+                let built = self.transfer_psbt(&float, amount_sat, &to, &change)?;
+                let fee_fits = books
+                    .surplus_sat
+                    .is_some_and(|s| s >= i128::from(built.fee_sat));
+                if !fee_fits {
+                    tracing::warn!(
+                        amount_sat,
+                        fee_sat = built.fee_sat,
+                        surplus_sat = ?books.surplus_sat,
+                        "hot float above high water, but the books' surplus does not cover the sweep's fee; not sweeping"
+                    );
+                    return Ok(());
+                }
+                let batch = self.journal_transfer(
+                    &built,
+                    (cold.0, cold.2),
+                    amount_sat,
+                    (hot.0, hot.2),
+                    submit,
+                )?;
+                tracing::info!(batch, amount_sat, txid = %built.txid, "sweeping the hot float above high water to cold storage");
+                let auth = Authorization {
+                    batch,
+                    inputs: built.inputs.clone(),
+                    payments: vec![Payment {
+                        script_pubkey: Self::script_at(&to, self.network)?,
+                        amount_sat,
+                    }],
+                };
+                self.psbts.insert(batch, built.psbt.clone());
+                self.sign_and_send(batch, &built.psbt, &auth, source)
+            }
+            Some(Move::Refill { amount_sat }) => {
+                let to = ChangeTarget {
+                    descriptor: hot.1,
+                    index: hot.2,
+                };
+                let change = ChangeTarget {
+                    descriptor: cold.1,
+                    index: cold.2,
+                };
+                let built = self.transfer_psbt(&cold_coins, amount_sat, &to, &change)?;
+                let batch = self.journal_transfer(
+                    &built,
+                    (hot.0, hot.2),
+                    amount_sat,
+                    (cold.0, cold.2),
+                    submit,
+                )?;
+                let path = self.refill_file(batch);
+                write_synced(&path, built.psbt.to_string().as_bytes())?;
+                tracing::warn!(
+                    batch,
+                    amount_sat,
+                    txid = %built.txid,
+                    psbt = %path.display(),
+                    "hot float below low water: a refill from cold storage waits for the offline ceremony (kura cold sign, then kura cold finalize --broadcast)"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Where the refill PSBT of batch `batch` is written.
+    pub fn refill_file(&self, batch: u64) -> PathBuf {
+        self.refills.join(format!("{batch}.psbt"))
+    }
+
+    fn script_at(target: &ChangeTarget, network: Network) -> Result<ScriptBuf> {
+        kura_custody::derive(&target.descriptor, target.index, network)
+            .map(|(script, _)| script)
+            .map_err(|e| anyhow!("deriving {}/{}: {e}", target.descriptor, target.index))
+    }
+
+    /// A PSBT paying `amount_sat` from `coins` to our own `to`, change to `change`, with
+    /// the key origins of the payment filled in so that a signer sees it is ours.
+    fn transfer_psbt(
+        &self,
+        coins: &[SpendableCoin],
+        amount_sat: u64,
+        to: &ChangeTarget,
+        change: &ChangeTarget,
+    ) -> Result<kura_custody::BuiltPsbt> {
+        let script_pubkey = Self::script_at(to, self.network)?;
+        let payment = Payment {
+            script_pubkey: script_pubkey.clone(),
+            amount_sat,
+        };
+        let mut built = build_psbt(
+            coins,
+            &[payment],
+            change,
+            self.config.fee_rate_sat_vb,
+            self.network,
+        )
+        .map_err(|e| anyhow!("building the transfer: {e}"))?;
+        let vout = built
+            .psbt
+            .unsigned_tx
+            .output
+            .iter()
+            .position(|o| o.script_pubkey == script_pubkey && o.value.to_sat() == amount_sat)
+            .ok_or_else(|| anyhow!("the transfer's output is missing from its PSBT"))?;
+        kura_custody::psbt::describe_output(&mut built.psbt, vout, to, self.network)
+            .map_err(|e| anyhow!("describing the transfer's output: {e}"))?;
+        Ok(built)
+    }
+
+    /// Journal a transfer before anything is signed or handed out; its batch id.
+    /// `change` is the change output's (wallet, index), used if the PSBT has change.
+    fn journal_transfer(
+        &self,
+        built: &kura_custody::BuiltPsbt,
+        to: (u32, u32),
+        amount_sat: u64,
+        change: (u32, u32),
+        submit: Submit<'_>,
+    ) -> Result<u64> {
+        let command = Command::BuildTransfer {
+            asset: self.asset,
+            inputs: built
+                .inputs
+                .iter()
+                .map(|o| Outpoint {
+                    txid: o.txid.to_byte_array(),
+                    vout: o.vout,
+                })
+                .collect(),
+            to,
+            amount: Amount::new(amount_sat),
+            change: (built.change_sat > 0).then_some(change),
+            network_fee: Amount::new(built.fee_sat),
+            txid: built.txid.to_byte_array(),
+        };
+        let events = submit(command)?
+            .map_err(|reject| anyhow!("the books refused the transfer: {reject}"))?;
+        events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::TransferBuilt { batch, .. } => Some(*batch),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("the transfer was built but its id is missing"))
     }
 
     /// Every open batch whose transaction is in neither the mempool nor the chain is
@@ -308,7 +583,8 @@ impl Payout {
         source: &dyn ChainSource,
     ) -> Result<()> {
         for (&batch, open) in &books.open {
-            if source.get_tx(&open.txid)?.is_some() {
+            // A refill is signed and broadcast by the offline ceremony, not here.
+            if open.refill || source.get_tx(&open.txid)?.is_some() {
                 continue;
             }
             match self.kept(batch) {
@@ -576,6 +852,21 @@ impl Payout {
         self.sign_and_send(batch, &bumped.psbt, &auth, source)?;
         Ok(bumped.txid)
     }
+}
+
+/// Write `bytes` to `path` durably: a temporary file, fsynced, renamed, and the
+/// directory fsynced.
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The script of every payment, for the planner's batch facts.
