@@ -58,7 +58,8 @@ pub fn run(cmd: &DevnetCommand, data_dir: &Path) -> Result<()> {
     execute(cmd, data_dir, &mut out)
 }
 
-fn connect(data_dir: &Path) -> Result<RpcSource> {
+/// The devnet's JSON-RPC client, from `DIR/devnet/rpc.json` of a running node.
+pub(crate) fn connect(data_dir: &Path) -> Result<RpcSource> {
     let path = RpcEndpoint::file_in(&data_dir.join("devnet"));
     if !path.exists() {
         bail!(

@@ -5,3 +5,4 @@ pub mod audit;
 pub mod drill;
 pub mod node;
 pub mod server;
+pub mod trace;

@@ -18,6 +18,7 @@ mod ec_stream;
 mod journal_cli;
 mod serve_cli;
 mod stress;
+mod trace_cli;
 
 /// kura: a self-hostable Bitcoin spot exchange.
 #[derive(Debug, Parser)]
@@ -71,6 +72,9 @@ enum Commands {
     /// then combine the signed copies, finalize and broadcast.
     #[command(subcommand)]
     Cold(cold_cli::ColdCommand),
+    /// Follow coins forward from a transaction or an outpoint, hop by hop, to where they
+    /// are now: writes trace.json, trace.dot and trace.svg, our addresses labelled.
+    Trace(trace_cli::TraceArgs),
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -147,6 +151,7 @@ fn run() -> Result<()> {
         Commands::Audit(cmd) => audit_cli::run(&cmd),
         Commands::Custody(cmd) => custody_cli::run(&cmd),
         Commands::Cold(cmd) => cold_cli::run(&cmd),
+        Commands::Trace(args) => trace_cli::run(&args),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }
 }

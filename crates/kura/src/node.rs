@@ -719,8 +719,9 @@ fn read_for_replay(
 
 /// The engine a snapshot holds, after checking the state against the snapshot's state
 /// hash. (The snapshot's own checksum was checked when it was loaded; its chain hash is
-/// checked against the journal by the replay reader.)
-fn engine_from_snapshot(snap: &kura_journal::Snapshot, limits: Limits) -> Result<Engine> {
+/// checked against the journal by the replay reader.) Public for read-only tools that
+/// rebuild the books beside a running node.
+pub fn engine_from_snapshot(snap: &kura_journal::Snapshot, limits: Limits) -> Result<Engine> {
     let state_hash: [u8; 32] = Sha256::digest(&snap.state).into();
     if state_hash != snap.meta.state_hash {
         bail!(
