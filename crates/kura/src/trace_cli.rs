@@ -46,6 +46,7 @@ pub struct ChainArgs {
     /// --rpc-user and --rpc-password.
     #[arg(long, env = "KURA_RPC_URL")]
     pub rpc_url: Option<String>,
+    /// Bitcoin Core's cookie file (`.cookie` in its data directory).
     #[arg(
         long,
         env = "KURA_RPC_COOKIE",
@@ -53,8 +54,10 @@ pub struct ChainArgs {
         conflicts_with = "rpc_user"
     )]
     pub rpc_cookie: Option<PathBuf>,
+    /// Bitcoin Core's rpcuser (with --rpc-password).
     #[arg(long, env = "KURA_RPC_USER", requires_all = ["rpc_url", "rpc_password"])]
     pub rpc_user: Option<String>,
+    /// Bitcoin Core's rpcpassword (better given in the environment).
     #[arg(long, env = "KURA_RPC_PASSWORD", requires = "rpc_user")]
     pub rpc_password: Option<String>,
 }
