@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod drill;
+pub mod export;
 pub mod node;
 pub mod server;
 pub mod trace;

@@ -15,6 +15,7 @@ mod custody_cli;
 mod demo;
 mod devnet_cli;
 mod ec_stream;
+mod export_cli;
 mod journal_cli;
 mod serve_cli;
 mod stress;
@@ -65,6 +66,9 @@ enum Commands {
     /// consistency proofs.
     #[command(subcommand)]
     Audit(audit_cli::AuditCommand),
+    /// Forensic export of one customer, address or transaction, proven against a signed
+    /// checkpoint of the audit log; `kura export verify DIR` checks a bundle.
+    Export(export_cli::ExportArgs),
     /// The custody layer of a running node: chain, wallets, holdings, reconciliation.
     #[command(subcommand)]
     Custody(custody_cli::CustodyCommand),
@@ -149,6 +153,7 @@ fn run() -> Result<()> {
         Commands::Journal(cmd) => journal_cli::run(&cmd),
         Commands::Devnet { data, command } => devnet_cli::run(&command, &data),
         Commands::Audit(cmd) => audit_cli::run(&cmd),
+        Commands::Export(args) => export_cli::run(&args),
         Commands::Custody(cmd) => custody_cli::run(&cmd),
         Commands::Cold(cmd) => cold_cli::run(&cmd),
         Commands::Trace(args) => trace_cli::run(&args),
