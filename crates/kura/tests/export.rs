@@ -732,14 +732,12 @@ fn every_kind_of_tampering_is_found_and_named() {
     });
     assert!(!k.status.success());
     assert!(
-        text(&k).contains(
-            "trades.csv: row 1 (seq 21) was changed: column `price` is \"4000000\", the \
-             records give \"5000000\""
-        ) || text(&k).contains("trades.csv: row 1"),
+        text(&k)
+            .contains("was changed: column `price` is \"4000000\", the records give \"5000000\"")
+            && text(&k).contains("trades.csv: row 1 (seq "),
         "{}",
         text(&k)
     );
-    assert!(text(&k).contains("column `price`"), "{}", text(&k));
 
     // A row removed (and the manifest made to agree).
     let (_d, k, p) = tampered(&bundle, &key, |b| {

@@ -383,7 +383,13 @@ pub fn verify(dir: &Path, key: Option<&str>) -> Result<VerifyReport> {
         }
         None => bundle_key.to_owned(),
     };
-    let verifier = audit::parse_verifier(&key_text)?;
+    let verifier = audit::parse_verifier(&key_text).with_context(|| {
+        if report.key_supplied {
+            "the key given with --key".to_owned()
+        } else {
+            format!("{MANIFEST}: `verifier_key`")
+        }
+    })?;
     report.key = verifier.to_string();
     if report.key_supplied && bundle_key != report.key {
         failures.push(format!(
