@@ -695,6 +695,8 @@ fn keep_event(
             t.batches.insert(*batch, (asset.0, members));
             Some(v)
         }
+        // A transfer between our own wallets concerns no customer.
+        EventKind::TransferBuilt { .. } => None,
         EventKind::WithdrawalBatchBumped {
             batch,
             txid,
