@@ -204,12 +204,23 @@ fn print_status(s: &Value, out: &mut dyn Write) -> Result<()> {
     } else {
         writeln!(out, "batches      {} open", batches.len())?;
         for b in batches {
+            let what = match b["transfer"]["kind"].as_str() {
+                Some("refill") => format!(
+                    "refill of {} from cold storage, waiting for the offline ceremony (custody/refills/{}.psbt)",
+                    amount(&b["transfer"]["amount_sat"]),
+                    number(&b["id"])
+                ),
+                Some(_) => format!(
+                    "sweep of {} to cold storage",
+                    amount(&b["transfer"]["amount_sat"])
+                ),
+                None => format!("{} withdrawal(s)", number(&b["members"])),
+            };
             writeln!(
                 out,
-                "  #{} {}  {} withdrawal(s)  network fee {}",
+                "  #{} {}  {what}  network fee {}",
                 number(&b["id"]),
                 b["txid"].as_str().unwrap_or("(no txid)"),
-                number(&b["members"]),
                 amount(&b["network_fee_sat"])
             )?;
         }
@@ -247,7 +258,11 @@ mod tests {
             "reconciliation": {"seq": 9, "height": 120, "block_hash": "00ab", "holdings_sat": 200_000,
                                "liabilities_sat": 250_000, "status": "short", "shortfall_sat": 50_000},
             "withdrawals_halted": "coins missing",
-            "batches": [{"id": 2, "txid": "ff00", "members": 3, "network_fee_sat": 1_000}],
+            "batches": [{"id": 2, "txid": "ff00", "members": 3, "network_fee_sat": 1_000},
+                        {"id": 3, "txid": "ee00", "members": 0, "network_fee_sat": 500,
+                         "transfer": {"kind": "refill", "amount_sat": 3_000_000}},
+                        {"id": 4, "txid": "dd00", "members": 0, "network_fee_sat": 400,
+                         "transfer": {"kind": "sweep", "amount_sat": 97_500_000}}],
             "withdrawals": {"review": 1, "review_sat": 300_000_000, "approved": 0, "batched": 3},
         });
         let mut buf = Vec::new();
@@ -262,6 +277,8 @@ mod tests {
             "withdrawals  HALTED: coins missing",
             "1 waiting for review (3.00000000 BTC)",
             "  #2 ff00  3 withdrawal(s)  network fee 0.00001000 BTC",
+            "  #3 ee00  refill of 0.03000000 BTC from cold storage, waiting for the offline ceremony (custody/refills/3.psbt)",
+            "  #4 dd00  sweep of 0.97500000 BTC to cold storage  network fee 0.00000400 BTC",
         ] {
             assert!(text.contains(expected), "{expected:?} not in\n{text}");
         }

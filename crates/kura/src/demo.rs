@@ -17,6 +17,8 @@ use kura_engine::codec::{Entry, Origin};
 use kura_engine::{Command, OrderType, Side, TimeInForce};
 use kura_units::{MarketId, PriceTicks, QtyLots, UserId};
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -184,6 +186,82 @@ fn fund_treasury(exchange: &kura::server::Exchange) -> Result<()> {
     })
 }
 
+/// The demo's cold wallet: 2-of-3 on BIP-48 paths, registered once the customers are
+/// credited (so the hot band has liabilities to measure against). The three holders'
+/// master keys are kept in `DIR/cold-demo/holder-N.key` (mode 0600) so the offline
+/// ceremony can be tried; a real cold wallet's keys never touch the exchange's machines.
+fn demo_cold_wallet(exchange: &kura::server::Exchange, data: &Path) -> Result<Option<PathBuf>> {
+    use kura_chain::bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
+    use kura_chain::bitcoin::secp256k1::Secp256k1;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(custody) = exchange.custody() else {
+        return Ok(None);
+    };
+    if custody.devnet().is_none() {
+        return Ok(None);
+    }
+    let dir = data.join("cold-demo");
+    let handle = exchange.backend().handle();
+    let registered = handle
+        .query_wait(|e| {
+            e.wallets()
+                .iter()
+                .any(|w| w.role == kura_engine::WalletRole::Cold)
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    if registered {
+        return Ok(Some(dir));
+    }
+    let secp = Secp256k1::new();
+    let path = DerivationPath::from_str("m/48'/1'/0'/2'").context("the BIP-48 path")?;
+    let mut keys = Vec::new();
+    for n in 1..=3 {
+        let seed = kura::server::files::load_or_create_secret(
+            &dir.join(format!("holder-{n}.seed")),
+            "a demo cold key seed",
+        )?;
+        let master = Xpriv::new_master(kura_chain::bitcoin::Network::Regtest, &seed)
+            .context("deriving a demo cold key")?;
+        let key_file = dir.join(format!("holder-{n}.key"));
+        if !key_file.exists() {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_file)
+                .with_context(|| format!("writing {}", key_file.display()))?;
+            writeln!(f, "{master}")?;
+        }
+        let account = master
+            .derive_priv(&secp, &path)
+            .context("deriving a demo cold account")?;
+        keys.push(format!(
+            "[{}/48'/1'/0'/2']{}/0/*",
+            master.fingerprint(&secp),
+            Xpub::from_priv(&secp, &account)
+        ));
+    }
+    let descriptor =
+        kura_custody::parse_descriptor(&format!("wsh(sortedmulti(2,{}))", keys.join(",")))
+            .map_err(|e| anyhow!("the demo cold descriptor is invalid: {e}"))?
+            .canonical();
+    let asset = handle
+        .query_wait(|e| e.asset_by_symbol("BTC"))
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("no BTC asset"))?;
+    handle
+        .submit_wait(kura::node::internal(kura_engine::Command::RegisterWallet {
+            asset,
+            role: kura_engine::WalletRole::Cold,
+            descriptor,
+        }))
+        .map_err(|e| anyhow!("registering the demo cold wallet: {e}"))?
+        .result
+        .map_err(|r| anyhow!("registering the demo cold wallet: {r}"))?;
+    Ok(Some(dir))
+}
+
 async fn market_maker(backend: NodeBackend, tick: Duration) -> Result<()> {
     let ids = backend
         .query(|e| {
@@ -331,6 +409,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             ],
         )
         .await?;
+        let cold = demo_cold_wallet(&exchange, &data)?;
         let key = admin(
             &backend,
             Request::KeyCreate {
@@ -380,6 +459,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 "  check it arrived: kura devnet --data {} balance {DEMO_DESTINATION}",
                 data.display()
             );
+            if let Some(cold) = &cold {
+                println!("  hot/cold: the hot float is kept at 2-5 % of what customers are owed; the rest");
+                println!("    is swept to a 2-of-3 cold wallet (demo keys in {}).", cold.display());
+                println!(
+                    "    see both: kura custody status --data {}; refills wait in {}",
+                    data.display(),
+                    data.join("custody").join("refills").display()
+                );
+            }
         }
         println!("Admin: kura admin --data {} balances demo", data.display());
         println!("Stop with Ctrl-C.");

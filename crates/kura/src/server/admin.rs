@@ -719,6 +719,18 @@ fn books_status(engine: &Engine) -> Option<BooksStatus> {
                 "withdrawals": b.withdrawals,
                 "inputs": b.inputs.len(),
                 "built_ms": b.built_ms,
+                // A transfer between our own wallets: a sweep to cold storage, or a
+                // refill of the hot wallet (its PSBT waits in custody/refills/ for
+                // the offline ceremony).
+                "transfer": b.transfer.map(|t| {
+                    let to_role = engine.wallets().get(t.to.0 as usize).map(|w| w.role);
+                    json!({
+                        "kind": if to_role == Some(WalletRole::Hot) { "refill" } else { "sweep" },
+                        "to_wallet": t.to.0,
+                        "to_index": t.to.1,
+                        "amount_sat": t.amount.get(),
+                    })
+                }),
             })
         })
         .collect();
