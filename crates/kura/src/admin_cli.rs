@@ -64,6 +64,36 @@ enum AdminCommand {
     /// Our wallets: register a cold wallet (public keys only).
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Open withdrawal batches: raise the fee, or cancel by a double-spend to ourselves.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BatchCommand {
+    /// Replace the batch's transaction with one paying FEE_RATE sat/vB: the same coins
+    /// and payments, less change (replace-by-fee). Settled once, whichever confirms.
+    Bump {
+        batch: u64,
+        #[arg(long)]
+        fee_rate: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel the batch: spend its coins back to our hot wallet at FEE_RATE sat/vB. Its
+    /// withdrawals are refunded only when that transaction confirms; if a paying
+    /// version confirms first, they are settled instead.
+    Cancel {
+        batch: u64,
+        #[arg(long)]
+        fee_rate: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,6 +313,34 @@ pub fn run(args: &AdminArgs) -> Result<()> {
         AdminCommand::Withdrawal(WithdrawalCommand::Reject { id, reason, json }) => (
             Request::WithdrawalReject {
                 id: id.clone(),
+                reason: reason.clone(),
+            },
+            *json,
+            None,
+        ),
+        AdminCommand::Batch(BatchCommand::Bump {
+            batch,
+            fee_rate,
+            reason,
+            json,
+        }) => (
+            Request::BatchBump {
+                batch: *batch,
+                fee_rate_sat_vb: *fee_rate,
+                reason: reason.clone(),
+            },
+            *json,
+            None,
+        ),
+        AdminCommand::Batch(BatchCommand::Cancel {
+            batch,
+            fee_rate,
+            reason,
+            json,
+        }) => (
+            Request::BatchCancel {
+                batch: *batch,
+                fee_rate_sat_vb: *fee_rate,
                 reason: reason.clone(),
             },
             *json,

@@ -631,3 +631,67 @@ fn a_deposit_double_spent_by_rbf_before_it_confirms_is_never_credited() {
     drop(devnet);
     ex.stop().expect("stop");
 }
+
+#[test]
+fn a_batch_cancelled_by_double_spend_refunds_only_when_the_cancel_confirms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    sync(&ex);
+    // The operator's own cushion in the hot wallet pays the cancel's fee.
+    let hot = query(&ex, |e| {
+        e.wallets()
+            .iter()
+            .find(|w| w.role == WalletRole::Hot)
+            .map(|w| w.descriptor.clone())
+            .expect("hot wallet")
+    });
+    let (_, hot_address) = kura_custody::derive(&hot, 0, Network::Regtest).expect("derive");
+    ex.custody()
+        .and_then(|c| c.devnet())
+        .expect("devnet")
+        .send(&hot_address, Amount::from_sat(1_000_000))
+        .expect("cushion");
+    let to = outside_address(8);
+    let (alice, devnet) = credited_customer_withdrawing(&ex, "w-c", &to);
+    wait_for(&ex, "the batch in the mempool", |ex| {
+        let built = query(ex, |e| e.withdrawal_batch(0).is_some());
+        built && devnet.mempool_txids() == vec![first_txid_of_batch_0(ex)]
+    });
+    let cancel = ex
+        .custody()
+        .expect("custody")
+        .cancel(0, 30)
+        .expect("cancel");
+    assert_eq!(
+        devnet.mempool_txids(),
+        vec![cancel],
+        "the payment is replaced"
+    );
+    // A cancel in the mempool refunds nothing: the payment could still confirm.
+    assert_eq!(available(&ex, alice), 70_000_000);
+    let (tx, _) = devnet.tx(&cancel).expect("cancel tx");
+    assert!(tx
+        .output
+        .iter()
+        .all(|o| o.script_pubkey != to.script_pubkey()));
+    mine(&ex, 1);
+    wait_for(&ex, "the refund", |ex| {
+        query(ex, |e| e.withdrawal("w-c").map(|w| w.state))
+            == Some(kura_engine::WithdrawalState::Cancelled)
+    });
+    assert_eq!(available(&ex, alice), 100_000_000);
+    assert!(received(&ex, &to).is_empty(), "never paid");
+    let batch = query(&ex, |e| e.withdrawal_batch(0).expect("batch").state);
+    assert!(
+        matches!(batch, BatchState::Cancelled { txid, .. } if txid == kura_chain::bitcoin::hashes::Hash::to_byte_array(cancel)),
+        "{batch:?}"
+    );
+    assert_eq!(
+        query(&ex, |e| e.withdrawals_halted(BTC).map(str::to_owned)),
+        None
+    );
+    let rec = query(&ex, |e| e.last_reconciliation(BTC)).expect("reconciled");
+    assert!(u128::from(rec.holdings.get()) >= rec.liabilities, "{rec:?}");
+    drop(devnet);
+    ex.stop().expect("stop");
+}

@@ -109,6 +109,20 @@ pub enum Request {
         descriptor: String,
         reason: String,
     },
+    /// Replace an open withdrawal batch's transaction with one paying a higher fee rate
+    /// (same coins, same payments).
+    BatchBump {
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        reason: String,
+    },
+    /// Cancel an open withdrawal batch by double-spending its coins to our hot wallet;
+    /// its withdrawals are refunded when that transaction confirms.
+    BatchCancel {
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        reason: String,
+    },
 }
 
 /// A request with who sends it.
@@ -308,6 +322,7 @@ pub async fn handle_with_chain(
     env: Envelope,
 ) -> Result<Value> {
     let op = env.operator;
+    let cancel = matches!(env.request, Request::BatchCancel { .. });
     match env.request {
         Request::UserCreate { name } => {
             let events = run(
@@ -511,6 +526,40 @@ pub async fn handle_with_chain(
                 "reason": reason,
             }))
         }
+        Request::BatchBump {
+            batch,
+            fee_rate_sat_vb,
+            reason,
+        }
+        | Request::BatchCancel {
+            batch,
+            fee_rate_sat_vb,
+            reason,
+        } => {
+            if reason.trim().is_empty() {
+                bail!("a reason is required");
+            }
+            let control = chain
+                .control
+                .clone()
+                .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
+            let txid = tokio::task::spawn_blocking(move || {
+                if cancel {
+                    control.cancel(batch, fee_rate_sat_vb)
+                } else {
+                    control.bump(batch, fee_rate_sat_vb)
+                }
+            })
+            .await
+            .map_err(|e| anyhow!("{e}"))??;
+            tracing::warn!(operator = %op, batch, cancel, %reason, %txid, "operator replaced a withdrawal batch's transaction");
+            Ok(json!({
+                "batch": batch,
+                "action": if cancel { "cancel" } else { "bump" },
+                "txid": txid.to_string(),
+                "reason": reason,
+            }))
+        }
         Request::WalletRegisterCold { descriptor, reason } => {
             if reason.trim().is_empty() {
                 bail!("a reason is required to register a wallet");
@@ -660,6 +709,7 @@ pub struct ChainContext {
     /// "devnet" or "bitcoind"; `None` when the node follows no chain.
     source: Option<&'static str>,
     view: Option<Arc<Mutex<CustodyView>>>,
+    control: Option<super::custody::CustodyControl>,
 }
 
 impl ChainContext {
@@ -670,7 +720,17 @@ impl ChainContext {
             ChainChoice::Devnet { .. } => Some("devnet"),
             ChainChoice::Bitcoind { .. } => Some("bitcoind"),
         };
-        ChainContext { source, view }
+        ChainContext {
+            source,
+            view,
+            control: None,
+        }
+    }
+
+    /// With the custody task's operator actions (bump, cancel).
+    pub fn with_control(mut self, control: Option<super::custody::CustodyControl>) -> ChainContext {
+        self.control = control;
+        self
     }
 }
 

@@ -140,6 +140,66 @@ enum Control {
         fee_rate_sat_vb: u64,
         reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
     },
+    /// Double-spend an open batch's coins back to our hot wallet at a higher fee rate.
+    Cancel {
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
+    },
+}
+
+/// Operator actions on open batches, sent to the custody task (cloneable, for the
+/// admin socket).
+#[derive(Clone, Debug)]
+pub struct CustodyControl {
+    control: crossbeam_channel::Sender<Control>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Control::Stop => "Stop",
+            Control::Bump { .. } => "Bump",
+            Control::Cancel { .. } => "Cancel",
+        })
+    }
+}
+
+impl CustodyControl {
+    fn ask(
+        &self,
+        make: impl FnOnce(crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>) -> Control,
+    ) -> Result<kura_chain::bitcoin::Txid> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.control
+            .send(make(reply))
+            .map_err(|_| anyhow!("the custody task has stopped"))?;
+        answer
+            .recv()
+            .map_err(|_| anyhow!("the custody task stopped before answering"))?
+    }
+
+    /// Replace open batch `batch`'s transaction with one paying `fee_rate_sat_vb` (same
+    /// coins, same payments, less change); the new txid.
+    pub fn bump(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        self.ask(|reply| Control::Bump {
+            batch,
+            fee_rate_sat_vb,
+            reply,
+        })
+    }
+
+    /// Cancel open batch `batch`: a transaction spending the same coins back to our hot
+    /// wallet, at `fee_rate_sat_vb` (at least 1 sat/vB above the last version). Its
+    /// withdrawals are refunded only when that transaction confirms; if a paying
+    /// version confirms instead, they are settled. The cancelling txid.
+    pub fn cancel(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        self.ask(|reply| Control::Cancel {
+            batch,
+            fee_rate_sat_vb,
+            reply,
+        })
+    }
 }
 
 /// BTC, the only asset with a chain.
@@ -417,20 +477,23 @@ impl Custody {
         self.devnet.as_ref().map(|d| &d.devnet)
     }
 
+    /// Operator actions on open batches (bump, cancel).
+    pub fn control(&self) -> CustodyControl {
+        CustodyControl {
+            control: self.control.clone(),
+        }
+    }
+
     /// Replace open withdrawal batch `batch`'s transaction with one paying
     /// `fee_rate_sat_vb` (same coins, same payments, less change); the new txid.
     pub fn bump(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.control
-            .send(Control::Bump {
-                batch,
-                fee_rate_sat_vb,
-                reply,
-            })
-            .map_err(|_| anyhow!("the custody task has stopped"))?;
-        answer
-            .recv()
-            .map_err(|_| anyhow!("the custody task stopped before answering"))?
+        self.control().bump(batch, fee_rate_sat_vb)
+    }
+
+    /// Cancel open withdrawal batch `batch` by a double-spend to our hot wallet; see
+    /// [`CustodyControl::cancel`].
+    pub fn cancel(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        self.control().cancel(batch, fee_rate_sat_vb)
     }
 
     /// Stop the task (and the devnet's miner and RPC server).
@@ -624,6 +687,13 @@ impl Task {
                 }) => {
                     let _ = reply.send(self.bump(batch, fee_rate_sat_vb));
                 }
+                Ok(Control::Cancel {
+                    batch,
+                    fee_rate_sat_vb,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.cancel(batch, fee_rate_sat_vb));
+                }
                 Ok(Control::Stop) | Err(_) => return,
             }
         }
@@ -646,6 +716,21 @@ impl Task {
         let handle = self.handle.clone();
         let mut submit = |c: Command| submit_events(&handle, c);
         self.payout.bump(
+            batch,
+            fee_rate_sat_vb,
+            &books,
+            &coins,
+            self.source.as_ref(),
+            &mut submit,
+        )
+    }
+
+    fn cancel(&mut self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        let books = self.payout_books()?;
+        let coins = super::payout::coins_of(&self.view().watcher);
+        let handle = self.handle.clone();
+        let mut submit = |c: Command| submit_events(&handle, c);
+        self.payout.cancel(
             batch,
             fee_rate_sat_vb,
             &books,

@@ -277,7 +277,8 @@ impl Exchange {
             admin::ChainContext::new(
                 &self.config.custody.chain,
                 self.custody.as_ref().map(|c| c.view_handle()),
-            ),
+            )
+            .with_control(self.custody.as_ref().map(|c| c.control())),
             wait_true(stop_rx.clone()),
         ));
         files::write_server_json(&dir, addr)?;

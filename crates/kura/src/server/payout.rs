@@ -854,6 +854,61 @@ impl Payout {
     }
 }
 
+impl Payout {
+    /// Cancel open batch `batch`: a version spending the same coins back to the hot
+    /// wallet (its change index if it has one, else its next index) at a higher fee,
+    /// journaled as a new version of the batch, signed as a payment to ourselves only,
+    /// kept and broadcast. Returns its txid. Whichever version confirms decides: the
+    /// planner refunds the members when this one does.
+    pub fn cancel(
+        &mut self,
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        books: &PayoutBooks,
+        coins: &[Coin],
+        source: &dyn ChainSource,
+        submit: Submit<'_>,
+    ) -> Result<Txid> {
+        let open = books
+            .open
+            .get(&batch)
+            .ok_or_else(|| anyhow!("batch {batch} is not open"))?;
+        if open.refill {
+            return Err(anyhow!(
+                "batch {batch} is a refill from cold storage: only the cold ceremony can sign a replacement"
+            ));
+        }
+        let (_, hot_descriptor, next_index) =
+            books.hot.clone().ok_or_else(|| anyhow!("no hot wallet"))?;
+        let original = self.recorded_psbt(batch, books, coins)?;
+        let spendable = Self::spendable(books, coins, true);
+        let to = ChangeTarget {
+            descriptor: hot_descriptor,
+            index: open.change.unwrap_or(next_index),
+        };
+        let cancel =
+            kura_custody::cancel_psbt(&original, &spendable, &to, fee_rate_sat_vb, self.network)
+                .map_err(|e| anyhow!("cancelling batch {batch}: {e}"))?;
+        match submit(Command::BumpWithdrawalBatch {
+            batch,
+            txid: cancel.txid.to_byte_array(),
+            network_fee: Amount::new(cancel.fee_sat),
+        })? {
+            Ok(_) => {}
+            Err(r) => return Err(anyhow!("the books refused the cancelling version: {r}")),
+        }
+        let auth = Authorization {
+            batch,
+            inputs: open.inputs.clone(),
+            payments: Vec::new(),
+        };
+        self.psbts.insert(batch, cancel.psbt.clone());
+        self.sign_and_send(batch, &cancel.psbt, &auth, source)?;
+        tracing::warn!(batch, txid = %cancel.txid, "withdrawal batch cancelled by a double-spend to our hot wallet; refunded when it confirms");
+        Ok(cancel.txid)
+    }
+}
+
 /// Write `bytes` to `path` durably: a temporary file, fsynced, renamed, and the
 /// directory fsynced.
 fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
