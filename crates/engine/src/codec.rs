@@ -84,6 +84,7 @@
 //! | 29 | `BuildWithdrawalBatch` | `asset`: `u16`; `withdrawals`: list ≤ 1000 of string ≤ 128; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
 //! | 30 | `BumpWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `network_fee`: `u64` |
 //! | 31 | `FinishWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `height`: `u32`; `network_fee`: `u64`; `paid`: bool |
+//! | 32 | `RecordSolvency` | `epoch`: `u64`; `roots`: list ≤ [`SOLVENCY_ROOTS_MAX`] = 256 of (`asset`: `u16`; `ledger_seq`: `u64`; `epoch_id`: 32 bytes; `depth`: `u8`; `root_hash`: 32 bytes; `root_sum`: `u64`; `reserves`: `Option<u64>`) |
 //! | 33 | `BuildTransfer` | `asset`: `u16`; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `to`: (wallet `u32`, index `u32`); `amount`: `u64`; `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
@@ -170,6 +171,8 @@ pub const IP_RANGES_MAX: usize = 16;
 pub const ADDRESS_MAX: usize = crate::withdraw::ADDRESS_MAX;
 /// Most withdrawals, and most inputs, in one batch.
 pub const BATCH_MAX: usize = crate::withdraw::BATCH_MAX;
+/// Most roots in one solvency record.
+pub const SOLVENCY_ROOTS_MAX: usize = crate::solvency::SOLVENCY_ROOTS_MAX;
 
 const _: () = assert!(REFERENCE_MAX == Limits::DEFAULT.reference_len_max);
 const _: () = assert!(REASON_MAX == Limits::DEFAULT.reason_len_max);
@@ -209,9 +212,8 @@ const TAG_APPROVE_WITHDRAWAL: u8 = 28;
 const TAG_BUILD_WITHDRAWAL_BATCH: u8 = 29;
 const TAG_BUMP_WITHDRAWAL_BATCH: u8 = 30;
 const TAG_FINISH_WITHDRAWAL_BATCH: u8 = 31;
+const TAG_RECORD_SOLVENCY: u8 = 32;
 const TAG_BUILD_TRANSFER: u8 = 33;
-/// Not (yet) a command.
-const TAG_UNASSIGNED: u8 = 32;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -859,6 +861,25 @@ impl Writer<'_> {
                 self.u64(network_fee.get());
                 self.out.extend_from_slice(txid);
             }
+            Command::RecordSolvency { epoch, roots } => {
+                self.u64(*epoch);
+                let n = self.len(roots.len(), SOLVENCY_ROOTS_MAX, "record_solvency.roots");
+                for r in roots.iter().take(n) {
+                    self.u16(r.asset.0);
+                    self.u64(r.ledger_seq);
+                    self.out.extend_from_slice(&r.epoch_id);
+                    self.u8(r.depth);
+                    self.out.extend_from_slice(&r.root_hash);
+                    self.u64(r.root_sum);
+                    match r.reserves {
+                        None => self.u8(0),
+                        Some(v) => {
+                            self.u8(1);
+                            self.u64(v);
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -898,6 +919,7 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::BumpWithdrawalBatch { .. } => TAG_BUMP_WITHDRAWAL_BATCH,
         Command::FinishWithdrawalBatch { .. } => TAG_FINISH_WITHDRAWAL_BATCH,
         Command::BuildTransfer { .. } => TAG_BUILD_TRANSFER,
+        Command::RecordSolvency { .. } => TAG_RECORD_SOLVENCY,
     }
 }
 
@@ -1432,6 +1454,27 @@ impl<'a> Reader<'a> {
                     txid: self.arr("build_transfer.txid")?,
                 }
             }
+            TAG_RECORD_SOLVENCY => {
+                let epoch = self.u64("record_solvency.epoch")?;
+                let n = self.len(SOLVENCY_ROOTS_MAX, "record_solvency.roots")?;
+                let mut roots = Vec::with_capacity(n);
+                for _ in 0..n {
+                    roots.push(crate::SolvencyRoot {
+                        asset: self.asset("record_solvency.root.asset")?,
+                        ledger_seq: self.u64("record_solvency.root.ledger_seq")?,
+                        epoch_id: self.arr("record_solvency.root.epoch_id")?,
+                        depth: self.u8("record_solvency.root.depth")?,
+                        root_hash: self.arr("record_solvency.root.root_hash")?,
+                        root_sum: self.u64("record_solvency.root.root_sum")?,
+                        reserves: if self.present("record_solvency.root.reserves")? {
+                            Some(self.u64("record_solvency.root.reserves")?)
+                        } else {
+                            None
+                        },
+                    });
+                }
+                Command::RecordSolvency { epoch, roots }
+            }
             _ => {
                 return Err(CodecError::UnknownCommand {
                     offset: tag_offset,
@@ -1452,7 +1495,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_BUILD_TRANSFER).contains(&tag) || tag == TAG_UNASSIGNED {
+    if !(TAG_ADD_ASSET..=TAG_BUILD_TRANSFER).contains(&tag) {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1837,6 +1880,29 @@ pub fn write_json(entry: &Entry, out: &mut String) {
             }
             j.num("network_fee", network_fee);
             j.str("txid", &txid_text(txid));
+        }
+        Command::RecordSolvency { epoch, roots } => {
+            j.num("epoch", epoch);
+            j.key("roots");
+            j.out.push('[');
+            for (i, r) in roots.iter().enumerate() {
+                if i > 0 {
+                    j.out.push(',');
+                }
+                j.open();
+                j.num("asset", r.asset);
+                j.num("ledger_seq", r.ledger_seq);
+                j.str("epoch_id", &hex_lower(&r.epoch_id));
+                j.num("depth", r.depth);
+                j.str("root_hash", &hex_lower(&r.root_hash));
+                j.num("root_sum", r.root_sum);
+                match r.reserves {
+                    Some(v) => j.num("reserves", v),
+                    None => j.null("reserves"),
+                }
+                j.close();
+            }
+            j.out.push(']');
         }
     }
     j.close();

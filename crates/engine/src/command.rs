@@ -265,6 +265,12 @@ pub enum Command {
         network_fee: Amount,
         txid: [u8; 32],
     },
+    /// The roots of solvency epoch `epoch`, one per asset, logged before any customer
+    /// is handed a proof against them (see [`crate::solvency`]).
+    RecordSolvency {
+        epoch: u64,
+        roots: Vec<crate::SolvencyRoot>,
+    },
 }
 
 impl Command {
@@ -303,6 +309,7 @@ impl Command {
             Command::BumpWithdrawalBatch { .. } => "bump_withdrawal_batch",
             Command::FinishWithdrawalBatch { .. } => "finish_withdrawal_batch",
             Command::BuildTransfer { .. } => "build_transfer",
+            Command::RecordSolvency { .. } => "record_solvency",
         }
     }
 }

@@ -276,4 +276,9 @@ pub enum EventKind {
         network_fee: Amount,
         paid: bool,
     },
+    /// A solvency epoch's roots were logged (the command's fields, unchanged).
+    SolvencyRecorded {
+        epoch: u64,
+        roots: Vec<crate::SolvencyRoot>,
+    },
 }

@@ -42,6 +42,7 @@ pub mod genesis;
 mod hash;
 pub mod identity;
 mod reject;
+pub mod solvency;
 mod trading;
 pub mod withdraw;
 
@@ -52,6 +53,7 @@ pub use hash::STATE_ENCODING_VERSION;
 pub use identity::{ApiKey, IpRange, KeyPermissions, KeyScheme};
 pub use kura_book::{Side, Stp, TimeInForce};
 pub use reject::Reject;
+pub use solvency::SolvencyRoot;
 pub use withdraw::{
     BatchState, BatchVersion, Outpoint, Transfer, WithdrawalBatch, WithdrawalPolicy,
 };
@@ -463,6 +465,9 @@ impl Engine {
                 *network_fee,
                 *txid,
             ),
+            Command::RecordSolvency { epoch, roots } => {
+                self.record_solvency(ctx, out, *epoch, roots)
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use kura_engine::codec::{
 };
 use kura_engine::{
     Command, FeeTier, IpRange, KeyPermissions, KeyScheme, MarketSpec, OrderRef, OrderType,
-    Outpoint, Side, Stp, TimeInForce, WalletRole, WithdrawalPolicy,
+    Outpoint, Side, SolvencyRoot, Stp, TimeInForce, WalletRole, WithdrawalPolicy,
 };
 use kura_units::{
     Amount, AmountDelta, AssetId, ClientOrderId, ClientOrderIdError, MarketId, OrderId, PriceTicks,
@@ -442,6 +442,35 @@ fn command() -> impl Strategy<Value = Command> {
                     paid,
                 }
             }),
+        (
+            any::<u64>(),
+            prop::collection::vec(
+                (
+                    any::<u16>(),
+                    any::<u64>(),
+                    any::<[u8; 32]>(),
+                    any::<u8>(),
+                    any::<[u8; 32]>(),
+                    any::<u64>(),
+                    prop::option::of(any::<u64>())
+                )
+                    .prop_map(
+                        |(asset, ledger_seq, epoch_id, depth, root_hash, root_sum, reserves)| {
+                            SolvencyRoot {
+                                asset: AssetId(asset),
+                                ledger_seq,
+                                epoch_id,
+                                depth,
+                                root_hash,
+                                root_sum,
+                                reserves,
+                            }
+                        }
+                    ),
+                0..4
+            )
+        )
+            .prop_map(|(epoch, roots)| Command::RecordSolvency { epoch, roots }),
     ]
 }
 
@@ -1070,6 +1099,38 @@ fn goldens() -> Vec<(Entry, &'static str)> {
             ),
             "01 21 2100000000000000 00  0100 0100 cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd 02000000 03000000 04000000 8813000000000000 01 01000000 07000000 2c01000000000000 efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef",
         ),
+        (
+            entry(
+                32,
+                Origin::Internal,
+                Command::RecordSolvency {
+                    epoch: 7,
+                    roots: vec![
+                        SolvencyRoot {
+                            asset: AssetId(0),
+                            ledger_seq: 5,
+                            epoch_id: [0xaa; 32],
+                            depth: 20,
+                            root_hash: [0xbb; 32],
+                            root_sum: 1000,
+                            reserves: Some(2000),
+                        },
+                        SolvencyRoot {
+                            asset: AssetId(1),
+                            ledger_seq: 5,
+                            epoch_id: [0xcc; 32],
+                            depth: 8,
+                            root_hash: [0xdd; 32],
+                            root_sum: 0,
+                            reserves: None,
+                        },
+                    ],
+                },
+            ),
+            "01 20 2000000000000000 00  0700000000000000 0200 \
+             0000 0500000000000000 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 14 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb e803000000000000 01 d007000000000000 \
+             0100 0500000000000000 cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc 08 dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd 0000000000000000 00",
+        ),
     ]
 }
 
@@ -1096,7 +1157,7 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             assert_eq!(prev, e.command.name(), "tag {tag} used twice");
         }
     }
-    // Tags 1..=31 and 33 in order (32 is not assigned yet).
+    // Tags 1..=33 in order.
     let names: Vec<&str> = seen.values().copied().collect();
     assert_eq!(
         names,
@@ -1132,12 +1193,13 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             "build_withdrawal_batch",
             "bump_withdrawal_batch",
             "finish_withdrawal_batch",
+            "record_solvency",
             "build_transfer",
         ]
     );
     assert_eq!(
         seen.keys().copied().collect::<Vec<u8>>(),
-        (1..=31).chain([33]).collect::<Vec<u8>>()
+        (1..=33).collect::<Vec<u8>>()
     );
 }
 
@@ -1168,7 +1230,7 @@ fn header_errors() {
             version: 0
         })
     );
-    for tag in [0u8, 32, 255] {
+    for tag in [0u8, 200, 255] {
         assert_eq!(
             decode(&internal(tag, &[])),
             Err(CodecError::UnknownCommand { offset: 1, tag })

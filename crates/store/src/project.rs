@@ -200,6 +200,8 @@ pub(crate) fn event(
         | EventKind::DeficitRepaid { .. }
         | EventKind::Reconciled { .. }
         | EventKind::WithdrawalPolicySet { .. } => {}
+        // Solvency roots live in the journal (and the audit log) and in the epoch files.
+        EventKind::SolvencyRecorded { .. } => {}
         EventKind::WithdrawalAddressAdded {
             user,
             asset,
