@@ -93,6 +93,13 @@ pub trait Backend: Clone + Send + Sync + 'static {
         None
     }
 
+    /// The published solvency epochs and customers' inclusion proofs (the
+    /// `/kura/v1/solvency` endpoints), when the node keeps them; `None` otherwise, and
+    /// those endpoints answer that no report has been published.
+    fn solvency(&self) -> Option<Arc<dyn Solvency>> {
+        None
+    }
+
     /// Every durable, applied batch from now on, with its book changes (see
     /// [`crate::feed`]). A receiver that falls a whole channel behind gets `Lagged`
     /// and must resynchronise (a WebSocket connection is closed with a reason).
@@ -128,4 +135,23 @@ pub trait Chain: Send + Sync + 'static {
     fn deposit_confirmations(&self, reference: &str) -> Option<u32>;
     /// Deposits to `user`'s addresses seen but not credited yet.
     fn pending_deposits(&self, user: kura_units::UserId) -> Vec<PendingDeposit>;
+}
+
+/// The node's solvency epochs, as the `/kura/v1/solvency` endpoints read them. The JSON
+/// forms are defined by the implementation (the `kura` binary's `solvency` module);
+/// errors are internal (a damaged file) and answered as HTTP 500. Calls may block (file
+/// reads; a proof may rebuild a tree): the handlers run them on a blocking thread.
+pub trait Solvency: Send + Sync + 'static {
+    /// The report of `epoch`, or of the newest epoch when `None`; `Ok(None)` when there
+    /// is no such epoch (or none at all).
+    fn report(&self, epoch: Option<u64>) -> Result<Option<serde_json::Value>, String>;
+    /// A short entry per published epoch, oldest first.
+    fn epochs(&self) -> Result<Vec<serde_json::Value>, String>;
+    /// `user`'s own inclusion proofs in `epoch` (the newest when `None`), one per asset;
+    /// `Ok(None)` when there is no such epoch.
+    fn proofs(
+        &self,
+        user: kura_units::UserId,
+        epoch: Option<u64>,
+    ) -> Result<Option<serde_json::Value>, String>;
 }

@@ -145,6 +145,8 @@ pub enum Failure {
     Busy,
     /// The node has stopped or its read model is unavailable (HTTP 500, -1001).
     Unavailable,
+    /// No solvency epoch has been published yet (HTTP 400, -1130).
+    NoSolvencyReport,
     /// No such endpoint (HTTP 404).
     NotFound,
     /// The endpoint exists, not with this method (HTTP 405).
@@ -294,6 +296,11 @@ pub fn api_error(failure: &Failure) -> ApiError {
             500,
             -1001,
             "Internal error; unable to process your request. Please try again.",
+        ),
+        Failure::NoSolvencyReport => ApiError::new(
+            400,
+            -1130,
+            "No solvency report has been published yet.",
         ),
         Failure::NotFound => ApiError::new(404, -1020, MSG_UNSUPPORTED),
         Failure::MethodNotAllowed => ApiError::new(405, -1020, MSG_UNSUPPORTED),

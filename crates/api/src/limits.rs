@@ -285,6 +285,9 @@ pub fn request_weight(method: &Method, path: &str, query: &str) -> u32 {
         (&Method::POST, "/sapi/v1/capital/withdraw/apply") => 900,
         // Binance documents 18000 per IP; kura counts 10.
         (&Method::GET, "/sapi/v1/capital/withdraw/history") => 10,
+        // kura's proofs of solvency: a proof may rebuild a tree.
+        (&Method::GET, "/kura/v1/solvency") => 2,
+        (&Method::GET, "/kura/v1/solvency/proof") => 20,
         _ => 1,
     }
 }

@@ -2,13 +2,15 @@
 //! in-memory read model behind a mutex; every command is applied and projected before
 //! `submit` answers, so reads always see every answered command (the trait's
 //! consistency rules hold trivially). The clock is set by the test, and so is the chain
-//! the wallet endpoints see ([`MemoryBackend::set_chain`]; none by default).
+//! the wallet endpoints see ([`MemoryBackend::set_chain`]; none by default), and the
+//! solvency store the `/kura/v1/solvency` endpoints read ([`MemoryBackend::set_solvency`];
+//! none by default).
 //!
 //! Not a node: nothing is journaled, and a poisoned mutex answers
 //! [`BackendError::Stopped`] instead of recovering.
 
 use crate::auth::{ApiKeyId, ApiKeyRecord, HmacSecret, KeyScheme, MasterKey, Permissions};
-use crate::backend::{Backend, BackendError, Chain, Outcome};
+use crate::backend::{Backend, BackendError, Chain, Outcome, Solvency};
 use crate::feed::{Published, Publisher};
 use kura_engine::codec::{Entry, Origin};
 use kura_engine::{genesis, Command, Ctx, Engine, EventKind, Limits, Reject};
@@ -34,6 +36,18 @@ struct Inner {
     busy: AtomicBool,
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
     chain: ChainSlot,
+    solvency: SolvencySlot,
+}
+
+/// The solvency store [`Backend::solvency`] answers, if any.
+#[derive(Default)]
+struct SolvencySlot(RwLock<Option<Arc<dyn Solvency>>>);
+
+impl std::fmt::Debug for SolvencySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.read().map(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("SolvencySlot").field("set", &set).finish()
+    }
 }
 
 /// The chain [`Backend::chain`] answers, if any.
@@ -81,6 +95,7 @@ impl MemoryBackend {
                 busy: AtomicBool::new(false),
                 feed: tokio::sync::broadcast::channel(4096).0,
                 chain: ChainSlot::default(),
+                solvency: SolvencySlot::default(),
             }),
         };
         for command in genesis::genesis() {
@@ -224,6 +239,17 @@ impl MemoryBackend {
         *slot = chain;
     }
 
+    /// Serve `store` (or, with `None`, nothing) at the solvency endpoints.
+    pub fn set_solvency(&self, store: Option<Arc<dyn Solvency>>) {
+        let mut slot = self
+            .inner
+            .solvency
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *slot = store;
+    }
+
     /// [`MemoryBackend::set_chain`] with `chain`, for building a backend in one expression.
     pub fn with_chain(self, chain: Arc<dyn Chain>) -> MemoryBackend {
         self.set_chain(Some(chain));
@@ -295,6 +321,10 @@ impl Backend for MemoryBackend {
 
     fn now_ms(&self) -> u64 {
         self.inner.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn solvency(&self) -> Option<Arc<dyn Solvency>> {
+        self.inner.solvency.0.read().ok()?.clone()
     }
 
     fn chain(&self) -> Option<Arc<dyn Chain>> {

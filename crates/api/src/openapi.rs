@@ -435,6 +435,26 @@ const WITHDRAW_ORDER_ID: Param = p(
     "The client's id of the withdrawal.",
 );
 
+const EPOCH: Param = p(
+    "epoch",
+    Kind::Integer,
+    false,
+    "A published epoch's number (default: the newest).",
+);
+
+fn epoch_extra() -> Vec<Failure> {
+    vec![ParamError::InvalidValue {
+        name: "epoch".to_owned(),
+    }
+    .into()]
+}
+
+fn solvency_proof_extra() -> Vec<Failure> {
+    let mut out = epoch_extra();
+    out.push(Failure::NoSolvencyReport);
+    out
+}
+
 /// Every operation the router serves, in the order of [`crate::http::ROUTES`].
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -1047,6 +1067,38 @@ pub const OPERATIONS: &[Operation] = &[
         places_order: false,
         extra: none,
         response: empty_array,
+    },
+    Operation {
+        method: "GET",
+        path: "/kura/v1/solvency",
+        operation_id: "solvency",
+        summary: "kura's proof of solvency: the newest published report (or epoch `epoch`'s) and the list of published epochs. Each report gives, per asset, the por/v1 liabilities root and total, the reserves reconciled at the cut's block and the journal record that logged the roots.",
+        tag: "Solvency",
+        access: Access::Public,
+        weight: "2",
+        params: &[EPOCH],
+        reads_request: true,
+        uses: Uses::Node,
+        rejects: None,
+        places_order: false,
+        extra: epoch_extra,
+        response: solvency_report,
+    },
+    Operation {
+        method: "GET",
+        path: "/kura/v1/solvency/proof",
+        operation_id: "solvencyProof",
+        summary: "The caller's own por/v1 inclusion proofs, one per asset, in the newest published epoch (or epoch `epoch`). Check them with `kura solvency verify` or `tools/verify/por_verify.py` against the published report.",
+        tag: "Solvency",
+        access: Access::UserData,
+        weight: "20",
+        params: &[EPOCH],
+        reads_request: true,
+        uses: Uses::Node,
+        rejects: None,
+        places_order: false,
+        extra: solvency_proof_extra,
+        response: solvency_proof,
     },
     Operation {
         method: "GET",
@@ -1815,6 +1867,67 @@ fn withdraw_history() -> Value {
     array(row)
 }
 
+/// A solvency report (`kura-solvency/v1`); fields that may be null are left untyped.
+fn solvency_report_object() -> Value {
+    let asset = object(&[
+        ("asset", string()),
+        ("scale", uint()),
+        ("customers", uint()),
+        ("depth", uint()),
+        ("ledger_seq", uint()),
+        ("block_height", uint()),
+        ("block_hash", string()),
+        ("time_ms", uint()),
+        ("por", any_object()),
+        (
+            "liabilities",
+            object(&[("root_hash", string()), ("sum", uint()), ("amount", dec())]),
+        ),
+        (
+            "status",
+            enumeration(&["covered", "shortfall", "no on-chain reserves"]),
+        ),
+    ]);
+    object(&[
+        ("format", enumeration(&["kura-solvency/v1"])),
+        ("epoch", uint()),
+        ("created_ms", uint()),
+        (
+            "record",
+            object(&[("seq", uint()), ("timestamp_ms", uint())]),
+        ),
+        ("assets", array(asset)),
+    ])
+}
+
+fn solvency_report() -> Value {
+    let epoch = object(&[
+        ("epoch", uint()),
+        ("record_seq", uint()),
+        ("created_ms", uint()),
+        ("assets", array(any_object())),
+    ]);
+    let mut out = object(&[("epochs", array(epoch))]);
+    // `report` is absent while no epoch is published.
+    if let Some(props) = out["properties"].as_object_mut() {
+        props.insert("report".to_owned(), solvency_report_object());
+    }
+    out
+}
+
+fn solvency_proof() -> Value {
+    object(&[
+        ("format", enumeration(&["kura-solvency-proof/v1"])),
+        ("epoch", uint()),
+        ("record_seq", uint()),
+        ("account_id", uint()),
+        (
+            "proofs",
+            array(object(&[("asset", string()), ("proof", any_object())])),
+        ),
+    ])
+}
+
 fn system_status() -> Value {
     object(&[
         ("status", json!({ "type": "integer", "enum": [0, 1] })),
@@ -2021,6 +2134,7 @@ fn build() -> Value {
             { "name": "Account", "description": "Balances, assets and status." },
             { "name": "Wallet", "description": "Deposit addresses, deposits and chain withdrawals (signed)." },
             { "name": "Stubs", "description": "Empty answers for clients that probe futures and margin." },
+            { "name": "Solvency", "description": "kura's proofs of solvency: published reports and each customer's own inclusion proofs." },
             { "name": "Meta", "description": "This document." },
         ],
         "paths": paths,

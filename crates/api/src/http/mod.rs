@@ -44,6 +44,8 @@
 //! | GET | `/sapi/v1/system/status` | none | 1 |
 //! | GET | `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` | none | 1 (empty stubs) |
 //! | GET | `/sapi/v1/margin/allPairs`, `/sapi/v1/margin/isolated/allPairs` | USER_DATA | 1 (always `[]`) |
+//! | GET | `/kura/v1/solvency` | none | 2 (kura's proof-of-solvency reports: [`solvency`]) |
+//! | GET | `/kura/v1/solvency/proof` | USER_DATA | 20 (the caller's own inclusion proofs) |
 //! | GET | `/openapi.json` | none | 1 (this API as an OpenAPI 3 document: [`crate::openapi`]) |
 //!
 //! The wallet calls (`capital/deposit/*`, `capital/withdraw/*`) are in [`wallet`]'s
@@ -67,6 +69,7 @@
 
 mod account;
 mod market;
+mod solvency;
 mod stubs;
 mod trading;
 pub mod wallet;
@@ -153,6 +156,8 @@ pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/dapi/v1/exchangeInfo"),
     (Method::GET, "/sapi/v1/margin/allPairs"),
     (Method::GET, "/sapi/v1/margin/isolated/allPairs"),
+    (Method::GET, "/kura/v1/solvency"),
+    (Method::GET, "/kura/v1/solvency/proof"),
     (Method::GET, crate::openapi::PATH),
 ];
 
@@ -195,6 +200,8 @@ fn endpoint<B: Backend>(method: &Method, path: &str) -> MethodRouter<B> {
         ("GET", "/sapi/v1/margin/allPairs" | "/sapi/v1/margin/isolated/allPairs") => {
             get(stubs::margin_pairs::<B>)
         }
+        ("GET", "/kura/v1/solvency") => get(solvency::report::<B>),
+        ("GET", "/kura/v1/solvency/proof") => get(solvency::proof::<B>),
         ("GET", crate::openapi::PATH) => get(crate::openapi::serve),
         _ => panic!("http::ROUTES lists {method} {path}, which has no handler in http::endpoint"),
     }
