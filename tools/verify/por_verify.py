@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Check a kura por/v1 proof of liabilities. Python 3 standard library only.
 
-    por_verify.py PROOF.json REPORT.json [--balance SATS]
+    por_verify.py PROOF.json REPORT.json [--balance SATS] [--asset SYMBOL]
     por_verify.py --vectors
 
-PROOF.json is the proof the exchange gave you; REPORT.json is the report it published
-(signed, and logged before proofs were handed out). The check shows that your balance
-is counted in the published total of customer liabilities. Before trusting it, also check
-that the account id and login printed are yours, that the balance is what you expect
-(or pass --balance), and that REPORT.json is the one the exchange published.
+PROOF.json is the proof the exchange gave you: what GET /kura/v1/solvency/proof (or
+`kura solvency proof`) returns, with one por/v1 proof per asset, or a single por/v1
+proof. REPORT.json is the report it published (signed, and logged before proofs were
+handed out): the epoch's report.json (or the "report" of GET /kura/v1/solvency, or the
+whole answer), with one por/v1 report per asset, or a single por/v1 report. Every proof
+in PROOF.json (only SYMBOL's with --asset) is checked against the report of the same
+asset. The check shows that your balance is counted in the published total of customer
+liabilities. Before trusting it, also check that the account id and login printed are
+yours, that the balance is what you expect (or pass --balance, with --asset when the file
+has several assets), and that REPORT.json is the one the exchange published.
 
-Exit status: 0 verified, 1 proof rejected, 2 unreadable input.
+Exit status: 0 verified, 1 proof rejected (or liabilities above the stated reserves),
+2 unreadable input.
 """
 
 import hashlib
@@ -135,32 +141,77 @@ def read_report(d):
     return eid, _int(d["depth"], 32), root, (None if reserves is None else _int(reserves))
 
 
-def check_files(proof_path, report_path, expect_balance=None):
+def proofs_of(d):
+    """[(asset or None, proof)] from a proof bundle or a single por/v1 proof."""
+    if d.get("format") == "kura-solvency-proof/v1":
+        return [(p["asset"], read_proof(p["proof"])) for p in d["proofs"]]
+    return [(None, read_proof(d))]
+
+
+def reports_of(d):
+    """[(asset or None, report)] from a kura solvency report or a single por/v1 report."""
+    if "format" not in d and isinstance(d.get("report"), dict):
+        d = d["report"]  # the answer of GET /kura/v1/solvency
+    if d.get("format") == "kura-solvency/v1":
+        return d.get("epoch"), [(a["asset"], read_report(a["por"])) for a in d["assets"]]
+    return None, [(None, read_report(d))]
+
+
+def pick_report(asset, reports, only):
+    if len(reports) == 1 and reports[0][0] in (None, asset):
+        return reports[0][1]
+    name = asset or only
+    if name is None:
+        raise ValueError("the report has several assets: name one with --asset")
+    for a, r in reports:
+        if a == name:
+            return r
+    raise ValueError("the report has no %s tree" % name)
+
+
+def check_files(proof_path, report_path, expect_balance=None, only=None):
     try:
         with open(proof_path, encoding="utf-8") as f:
-            proof = read_proof(json.load(f))
+            proof_doc = json.load(f)
         with open(report_path, encoding="utf-8") as f:
-            eid, depth, root, reserves = read_report(json.load(f))
+            report_epoch, reports = reports_of(json.load(f))
+        proofs = [(a, p) for a, p in proofs_of(proof_doc) if only is None or a in (None, only)]
+        if not proofs:
+            raise ValueError("no proof%s in %s" % (" for " + only if only else "", proof_path))
+        if proof_doc.get("format") == "kura-solvency-proof/v1" and report_epoch is not None \
+                and proof_doc.get("epoch") != report_epoch:
+            raise ValueError("the proofs are for epoch %s but the report is epoch %s"
+                             % (proof_doc.get("epoch"), report_epoch))
+        if expect_balance is not None and len(proofs) != 1:
+            raise ValueError("--balance needs exactly one proof: name the asset with --asset")
+        checks = [(a, p, pick_report(a, reports, only)) for a, p in proofs]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         print("unreadable input: %s" % e, file=sys.stderr)
         return 2
-    try:
-        verify(proof, eid, depth, root)
-        if reserves is not None and root[1] > reserves:
-            raise Rejected("liabilities %d exceed the reserves %d" % (root[1], reserves))
-        if expect_balance is not None and proof["balance"] != expect_balance:
-            raise Rejected("the proof shows balance %d, not %d" % (proof["balance"], expect_balance))
-    except Rejected as e:
-        print("REJECTED: %s" % e)
-        return 1
-    print("OK: account %d (%s), balance %d sat, is included in total liabilities of %d sat"
-          % (proof["account_id"], proof["login"], proof["balance"], root[1]))
-    print("epoch %s, reserves message: %s" % (eid.hex(), message_of(eid, root)))
-    if reserves is None:
-        print("note: the report states no reserves; compare the total with the proof of reserves")
-    else:
-        print("total liabilities <= stated reserves %d sat (the reserves proof itself is not checked here)" % reserves)
-    return 0
+    status = 0
+    for asset, proof, (eid, depth, root, reserves) in checks:
+        name = (asset + ": ") if asset else ""
+        try:
+            verify(proof, eid, depth, root)
+            if expect_balance is not None and proof["balance"] != expect_balance:
+                raise Rejected("the proof shows balance %d, not %d" % (proof["balance"], expect_balance))
+        except Rejected as e:
+            print("REJECTED: %s%s" % (name, e))
+            status = 1
+            continue
+        unit = "sat" if asset in (None, "BTC") else "(%s minor units)" % asset
+        print("OK: %saccount %d (%s), balance %d %s, is included in total liabilities of %d %s"
+              % (name, proof["account_id"], proof["login"], proof["balance"], unit, root[1], unit))
+        print("  epoch %s, reserves message: %s" % (eid.hex(), message_of(eid, root)))
+        if reserves is None:
+            print("  note: the report states no reserves; compare the total with the proof of reserves")
+        elif root[1] > reserves:
+            print("SHORTFALL: %sliabilities %d exceed the stated reserves %d by %d"
+                  % (name, root[1], reserves, root[1] - reserves))
+            status = 1
+        else:
+            print("  total liabilities <= stated reserves %d (the reserves proof itself is not checked here)" % reserves)
+    return status
 
 
 def message_of(eid, root):
@@ -215,13 +266,23 @@ def self_check_vectors():
 def main(argv):
     if argv == ["--vectors"]:
         return self_check_vectors()
-    expect = None
-    if len(argv) == 4 and argv[2] == "--balance" and argv[3].isdigit():
-        expect, argv = int(argv[3]), argv[:2]
-    if len(argv) != 2:
+    expect, only, files = None, None, []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--balance" and i + 1 < len(argv) and argv[i + 1].isdigit():
+            expect, i = int(argv[i + 1]), i + 2
+        elif argv[i] == "--asset" and i + 1 < len(argv):
+            only, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--"):
+            files = []
+            break
+        else:
+            files.append(argv[i])
+            i += 1
+    if len(files) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    return check_files(argv[0], argv[1], expect)
+    return check_files(files[0], files[1], expect, only)
 
 
 if __name__ == "__main__":

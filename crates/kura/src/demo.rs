@@ -372,8 +372,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         // New withdrawal addresses are payable after 10 s; batches every 5 s.
         serve.withdrawal_address_delay_secs = serve.withdrawal_address_delay_secs.or(Some(10));
         serve.withdrawal_batch_secs = serve.withdrawal_batch_secs.or(Some(5));
+        // A solvency epoch every minute (the first at the first reconciled block), with
+        // small trees, so that GET /kura/v1/solvency has a report to show.
+        serve.solvency_every_minutes = serve.solvency_every_minutes.or(Some(1));
+        serve.solvency_depth = serve.solvency_depth.or(Some(16));
     }
     let config = serve_cli::resolve(&serve)?;
+    let config_solvency = config.solvency.enabled();
     let listen = config.listen;
     let data = config.data_dir().to_path_buf();
     let exchange = serve_cli::open(config)?;
@@ -468,6 +473,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                     data.join("custody").join("refills").display()
                 );
             }
+        }
+        if config_solvency {
+            println!(
+                "Proof of solvency: {rest}/kura/v1/solvency (an epoch a minute); your own \
+                 proof: GET /kura/v1/solvency/proof (signed), or kura solvency proof --data {} \
+                 --account <id>",
+                data.display()
+            );
         }
         println!("Admin: kura admin --data {} balances demo", data.display());
         println!("Stop with Ctrl-C.");

@@ -695,8 +695,9 @@ fn keep_event(
             t.batches.insert(*batch, (asset.0, members));
             Some(v)
         }
-        // A transfer between our own wallets concerns no customer.
-        EventKind::TransferBuilt { .. } => None,
+        // A transfer between our own wallets, and a solvency epoch's roots, concern no
+        // customer in particular.
+        EventKind::TransferBuilt { .. } | EventKind::SolvencyRecorded { .. } => None,
         EventKind::WithdrawalBatchBumped {
             batch,
             txid,

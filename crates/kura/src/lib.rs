@@ -6,4 +6,5 @@ pub mod drill;
 pub mod export;
 pub mod node;
 pub mod server;
+pub mod solvency;
 pub mod trace;

@@ -10,6 +10,7 @@ mod bench_core;
 mod bench_custody;
 mod bench_journal;
 mod bench_overload;
+mod bench_solvency;
 mod cold_cli;
 mod custody_cli;
 mod demo;
@@ -18,6 +19,7 @@ mod ec_stream;
 mod export_cli;
 mod journal_cli;
 mod serve_cli;
+mod solvency_cli;
 mod stress;
 mod trace_cli;
 
@@ -79,6 +81,10 @@ enum Commands {
     /// Follow coins forward from a transaction or an outpoint, hop by hop, to where they
     /// are now: writes trace.json, trace.dot and trace.svg, our addresses labelled.
     Trace(trace_cli::TraceArgs),
+    /// Proofs of solvency: take an epoch (liabilities trees at the last reconciled
+    /// block, roots journaled), list epochs, export and verify a customer's proofs.
+    #[command(subcommand)]
+    Solvency(solvency_cli::SolvencyCommand),
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -113,6 +119,10 @@ enum BenchCommand {
     /// Custody: address derivation, reconciliation per block with many customers and
     /// coins, PSBT build and sign, and block-to-credit latency on the devnet.
     Custody(bench_custody::CustodyArgs),
+    /// Proofs of solvency at scale: a liabilities tree for a million customers (build,
+    /// proof size, verification) and the audit log at 100M records (checkpoint root,
+    /// inclusion proof).
+    Solvency(bench_solvency::SolvencyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -150,6 +160,7 @@ fn run() -> Result<()> {
         Commands::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         Commands::Bench(BenchCommand::Overload(args)) => bench_overload::run(&args),
         Commands::Bench(BenchCommand::Custody(args)) => bench_custody::run(&args),
+        Commands::Bench(BenchCommand::Solvency(args)) => bench_solvency::run(&args),
         Commands::Journal(cmd) => journal_cli::run(&cmd),
         Commands::Devnet { data, command } => devnet_cli::run(&command, &data),
         Commands::Audit(cmd) => audit_cli::run(&cmd),
@@ -157,6 +168,7 @@ fn run() -> Result<()> {
         Commands::Custody(cmd) => custody_cli::run(&cmd),
         Commands::Cold(cmd) => cold_cli::run(&cmd),
         Commands::Trace(args) => trace_cli::run(&args),
+        Commands::Solvency(cmd) => solvency_cli::run(&cmd),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }
 }

@@ -85,6 +85,15 @@ withdrawal_fee_rate_sat_vb = 2
 hot_low_water_bps = 200
 hot_high_water_bps = 500
 transfer_min_sat = 10000
+
+# Proofs of solvency (`kura solvency`): take an epoch (one liabilities tree per asset
+# at the last reconciled block, roots journaled, report in DATA/solvency/epochs) when
+# the newest reconciled block is this many blocks past the last epoch's, and/or when
+# this many minutes have passed and a newer block was reconciled (0: off); trees of
+# this height (2^height customer slots).
+solvency_every_blocks = 0
+solvency_every_minutes = 0
+solvency_depth = 20
 "#;
 
 /// Options of `kura serve` (and the server part of `kura demo`).
@@ -155,6 +164,16 @@ pub struct ServeArgs {
     /// Smallest sweep or refill, in satoshis.
     #[arg(long, env = "KURA_TRANSFER_MIN_SAT")]
     pub transfer_min_sat: Option<u64>,
+    /// Take a solvency epoch every this many reconciled blocks (0: not by blocks).
+    #[arg(long, env = "KURA_SOLVENCY_EVERY_BLOCKS")]
+    pub solvency_every_blocks: Option<u32>,
+    /// Take a solvency epoch every this many minutes, when a newer block was reconciled
+    /// (0: not by time).
+    #[arg(long, env = "KURA_SOLVENCY_EVERY_MINUTES")]
+    pub solvency_every_minutes: Option<u64>,
+    /// Height of the solvency trees.
+    #[arg(long, env = "KURA_SOLVENCY_DEPTH")]
+    pub solvency_depth: Option<u32>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -187,6 +206,9 @@ pub struct FileConfig {
     pub hot_low_water_bps: Option<u32>,
     pub hot_high_water_bps: Option<u32>,
     pub transfer_min_sat: Option<u64>,
+    pub solvency_every_blocks: Option<u32>,
+    pub solvency_every_minutes: Option<u64>,
+    pub solvency_depth: Option<u32>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -242,6 +264,21 @@ pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
     }
     if let Some(v) = args.orders_per_day.or(file.orders_per_day) {
         limits.orders_per_day = v.max(1);
+    }
+    if let Some(v) = args.solvency_every_blocks.or(file.solvency_every_blocks) {
+        config.solvency.every_blocks = v;
+    }
+    if let Some(v) = args.solvency_every_minutes.or(file.solvency_every_minutes) {
+        config.solvency.every = (v > 0).then(|| Duration::from_secs(v.saturating_mul(60)));
+    }
+    if let Some(v) = args.solvency_depth.or(file.solvency_depth) {
+        if v > kura_proofs::por::MAX_DEPTH {
+            anyhow::bail!(
+                "solvency_depth {v} is above {}",
+                kura_proofs::por::MAX_DEPTH
+            );
+        }
+        config.solvency.depth = v;
     }
     config.custody = custody_config(args, file)?;
     Ok(config)
@@ -417,6 +454,8 @@ mod tests {
         assert!(file.snapshot_every_commands.is_some() && file.snapshot_every_secs.is_some());
         assert!(file.request_weight_per_minute.is_some() && file.orders_per_10s.is_some());
         assert!(file.orders_per_day.is_some());
+        assert!(file.solvency_every_blocks.is_some() && file.solvency_every_minutes.is_some());
+        assert_eq!(from_file.solvency, defaults.solvency);
         let (a, b) = (from_file.api.limits, defaults.api.limits);
         assert_eq!(a.request_weight_per_minute, b.request_weight_per_minute);
         assert_eq!(

@@ -123,6 +123,58 @@ pub enum Request {
         fee_rate_sat_vb: u64,
         reason: String,
     },
+    /// Journal the roots of a solvency epoch (`Command::RecordSolvency`); answers the
+    /// record's sequence number and time. `kura solvency prove` sends it.
+    SolvencyRecord {
+        epoch: u64,
+        roots: Vec<SolvencyRootJson>,
+    },
+}
+
+/// One asset's root in a `solvency_record` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolvencyRootJson {
+    pub asset: u16,
+    pub ledger_seq: u64,
+    /// 64 hex digits.
+    pub epoch_id: String,
+    pub depth: u8,
+    /// 64 hex digits.
+    pub root_hash: String,
+    pub root_sum: u64,
+    pub reserves: Option<u64>,
+}
+
+impl SolvencyRootJson {
+    pub fn from_root(r: &kura_engine::SolvencyRoot) -> SolvencyRootJson {
+        SolvencyRootJson {
+            asset: r.asset.0,
+            ledger_seq: r.ledger_seq,
+            epoch_id: hex::encode(r.epoch_id),
+            depth: r.depth,
+            root_hash: hex::encode(r.root_hash),
+            root_sum: r.root_sum,
+            reserves: r.reserves,
+        }
+    }
+
+    pub fn to_root(&self) -> Result<kura_engine::SolvencyRoot> {
+        let hash = |what: &str, text: &str| -> Result<[u8; 32]> {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text, &mut out)
+                .map_err(|_| anyhow!("{what} must be 64 hex digits"))?;
+            Ok(out)
+        };
+        Ok(kura_engine::SolvencyRoot {
+            asset: kura_units::AssetId(self.asset),
+            ledger_seq: self.ledger_seq,
+            epoch_id: hash("epoch_id", &self.epoch_id)?,
+            depth: self.depth,
+            root_hash: hash("root_hash", &self.root_hash)?,
+            root_sum: self.root_sum,
+            reserves: self.reserves,
+        })
+    }
 }
 
 /// A request with who sends it.
@@ -507,6 +559,24 @@ pub async fn handle_with_chain(
             .await?;
             let state = withdrawal_state(backend, &id).await?;
             Ok(json!({ "approved": id, "state": state.map(WithdrawalState::name) }))
+        }
+        Request::SolvencyRecord { epoch, roots } => {
+            let roots = roots
+                .iter()
+                .map(SolvencyRootJson::to_root)
+                .collect::<Result<Vec<_>>>()?;
+            let outcome = backend
+                .submit(Entry {
+                    ctx_timestamp_ms: 0,
+                    origin: origin(&op, &format!("solvency epoch {epoch}")),
+                    command: Command::RecordSolvency { epoch, roots },
+                })
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            outcome
+                .result
+                .map_err(|r| anyhow!("refused by the exchange: {r}"))?;
+            Ok(json!({ "epoch": epoch, "seq": outcome.seq, "timestamp_ms": outcome.timestamp_ms }))
         }
         Request::WithdrawalReject { id, reason } => {
             if reason.trim().is_empty() {

@@ -112,6 +112,7 @@ struct Inner {
     read_wait: Duration,
     feed: broadcast::Sender<Arc<Published>>,
     chain: Option<Arc<dyn kura_api::backend::Chain>>,
+    solvency: Option<Arc<dyn kura_api::backend::Solvency>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -136,6 +137,8 @@ pub struct BackendParts {
     pub feed: broadcast::Sender<Arc<Published>>,
     /// The custody layer's facts for the wallet endpoints, when the node follows a chain.
     pub chain: Option<Arc<dyn kura_api::backend::Chain>>,
+    /// The published solvency epochs (`DIR/solvency`).
+    pub solvency: Option<Arc<dyn kura_api::backend::Solvency>>,
 }
 
 impl std::fmt::Debug for BackendParts {
@@ -174,6 +177,7 @@ impl NodeBackend {
                 read_wait: parts.read_wait,
                 feed: parts.feed,
                 chain: parts.chain,
+                solvency: parts.solvency,
             }),
         }
     }
@@ -201,6 +205,10 @@ impl NodeBackend {
 }
 
 impl Backend for NodeBackend {
+    fn solvency(&self) -> Option<Arc<dyn kura_api::backend::Solvency>> {
+        self.inner.solvency.clone()
+    }
+
     fn chain(&self) -> Option<Arc<dyn kura_api::backend::Chain>> {
         self.inner.chain.clone()
     }

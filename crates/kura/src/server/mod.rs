@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub api: kura_api::http::RouterConfig,
     /// The chain source and the custody rules (deposits, reconciliation).
     pub custody: custody::CustodyConfig,
+    /// Solvency epochs taken by the server itself (off by default).
+    pub solvency: crate::solvency::Schedule,
 }
 
 impl ServerConfig {
@@ -58,6 +60,7 @@ impl ServerConfig {
             projector_queue: 1024,
             api: kura_api::http::RouterConfig::default(),
             custody: custody::CustodyConfig::default(),
+            solvency: crate::solvency::Schedule::default(),
         }
     }
 
@@ -74,6 +77,7 @@ pub struct Exchange {
     backend: NodeBackend,
     projector: JoinHandle<Result<()>>,
     custody: Option<custody::Custody>,
+    solvency: Option<crate::solvency::Scheduler>,
     _lock: files::DirLock,
 }
 
@@ -217,6 +221,15 @@ impl Exchange {
             tracing::info!("fresh data directory: created BTC, JPY, USD and BTCJPY, BTCUSD");
         }
         let custody = custody::Custody::start(&dir, &config.custody, handle.clone())?;
+        let view = custody.as_ref().map(|c| c.view_handle());
+        let synced = Box::new(move || {
+            view.as_ref().is_some_and(|v| {
+                let v = v.lock().unwrap_or_else(|p| p.into_inner());
+                v.synced && v.chain_tip.map(|t| t.height) == v.watcher.tip().map(|(h, _)| h)
+            })
+        });
+        let solvency =
+            crate::solvency::Scheduler::start(&dir, config.solvency, handle.clone(), synced)?;
         let backend = NodeBackend::new(BackendParts {
             handle,
             keys,
@@ -227,6 +240,7 @@ impl Exchange {
             read_wait: config.read_wait,
             feed,
             chain: custody.as_ref().map(|c| c.chain_facts()),
+            solvency: Some(Arc::new(crate::solvency::SolvencyStore::new(&dir))),
         });
         Ok(Exchange {
             config,
@@ -234,6 +248,7 @@ impl Exchange {
             backend,
             projector,
             custody,
+            solvency,
             _lock: lock,
         })
     }
@@ -308,9 +323,14 @@ impl Exchange {
             backend,
             projector,
             custody,
+            solvency,
             ..
         } = self;
-        // The custody task submits commands: stop it before the node.
+        // The custody task and the solvency scheduler submit commands: stop them before
+        // the node.
+        if let Some(s) = solvency {
+            s.stop();
+        }
         if let Some(c) = custody {
             c.stop();
         }
