@@ -16,7 +16,8 @@
 //!    leaf from scratch (what `kura audit checkpoint --full` and `verify-checkpoint` do,
 //!    `O(log n)` memory) and from the built log (`root_at`, what a running checkpoint
 //!    costs once the leaves are cached); and inclusion proofs: time to make one
-//!    (median, p99 over `--proofs` random leaves), its size, and the time to verify it.
+//!    (median, p99 over `--proofs` random leaves), the longest one's size, and the time
+//!    to verify one.
 //!
 //! `export_records_per_s` is left `null`: the export bench fills it.
 //!
@@ -233,7 +234,7 @@ fn log_phase(a: &SolvencyArgs) -> Result<Value> {
             .inclusion_proof(index, n)
             .ok_or_else(|| anyhow!("no proof for leaf {index}"))?;
         make.push(nanos(t.elapsed()));
-        hashes = path.len();
+        hashes = hashes.max(path.len());
         let leaf = log.leaf(index).ok_or_else(|| anyhow!("no leaf {index}"))?;
         let t = Instant::now();
         tlog::verify_inclusion(&leaf, index, n, &path, &root)
