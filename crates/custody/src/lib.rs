@@ -11,6 +11,7 @@
 //!   transaction nobody approved, and reconcile holdings against liabilities.
 //! - [`band`]: the hot wallet's float band — when to sweep to cold storage and when to
 //!   prepare a refill from it.
+//! - [`reserves`]: proof of reserves as a BIP-127 transaction — build, finalize, verify.
 //!
 //! The binary owns the loop: it asks a chain source for blocks, feeds them here, and
 //! submits the commands through the sequencer like any other. Because every decision is
@@ -21,6 +22,7 @@
 pub mod band;
 pub mod plan;
 pub mod psbt;
+pub mod reserves;
 pub mod wallet;
 pub mod watcher;
 

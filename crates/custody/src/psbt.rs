@@ -416,22 +416,22 @@ fn replacement_fee(
 }
 
 /// A coin resolved to its definite descriptor.
-struct Input {
-    outpoint: OutPoint,
-    value_sat: u64,
-    descriptor: Descriptor<DefiniteDescriptorKey>,
+pub(crate) struct Input {
+    pub(crate) outpoint: OutPoint,
+    pub(crate) value_sat: u64,
+    pub(crate) descriptor: Descriptor<DefiniteDescriptorKey>,
     /// Witness bytes added by the largest satisfaction (without the stack count).
     satisfaction_weight: u64,
 }
 
 /// Descriptors parsed once per call, checked against the network.
-struct Descriptors {
+pub(crate) struct Descriptors {
     network: NetworkKind,
     parsed: BTreeMap<String, Descriptor<DescriptorPublicKey>>,
 }
 
 impl Descriptors {
-    fn new(network: Network) -> Descriptors {
+    pub(crate) fn new(network: Network) -> Descriptors {
         Descriptors {
             network: network.into(),
             parsed: BTreeMap::new(),
@@ -470,7 +470,7 @@ impl Descriptors {
         d.at_derivation_index(index).map_err(|e| err(e.to_string()))
     }
 
-    fn input(&mut self, coin: &SpendableCoin) -> Result<Input, BuildError> {
+    pub(crate) fn input(&mut self, coin: &SpendableCoin) -> Result<Input, BuildError> {
         let descriptor = self.definite(&coin.descriptor, coin.index)?;
         let satisfaction_weight = descriptor
             .max_weight_to_satisfy()
