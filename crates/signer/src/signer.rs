@@ -11,6 +11,7 @@
 use crate::keyfile::HotKey;
 use crate::ours::{input_hints, output_hints, show, BadDescriptor, Masters, Wallets};
 use crate::policy::{Authorization, Policy};
+use crate::reserves::ReservesSigned;
 use crate::velocity::{Entry, VelocityError, VelocityLog, DAY_MS, HOUR_MS};
 use bitcoin::bip32::Xpriv;
 use bitcoin::psbt::{Psbt, SigningKeys};
@@ -83,10 +84,12 @@ pub enum Refusal {
     Sign(String),
     #[error("signed, but the signature could not be recorded, so it is withheld: {0}")]
     Record(String),
+    #[error("not a proof of reserves this key signs: {0}")]
+    NotReserves(String),
 }
 
 /// The extra keys, erased when dropped.
-struct Keys(Vec<Xpriv>);
+pub(crate) struct Keys(pub(crate) Vec<Xpriv>);
 
 impl Drop for Keys {
     fn drop(&mut self) {
@@ -94,6 +97,47 @@ impl Drop for Keys {
             k.private_key.non_secure_erase();
         }
     }
+}
+
+/// Check the extra keys (master keys of the hot key's network), parse our descriptors
+/// (the hot descriptor added if missing) and find those whose every key is held.
+pub(crate) fn key_ring(
+    hot: &HotKey,
+    our_descriptors: Vec<String>,
+    extra: &Keys,
+    secp: &Secp256k1<All>,
+) -> Result<(Wallets, BTreeSet<usize>), SignerError> {
+    let network = hot.network();
+    for (i, k) in extra.0.iter().enumerate() {
+        if k.network != network.into() {
+            return Err(SignerError::KeyNetwork {
+                index: i,
+                hot: network,
+            });
+        }
+        if k.depth != 0 {
+            return Err(SignerError::NotMaster(i));
+        }
+    }
+    let mut texts = our_descriptors;
+    let hot_text = hot.descriptor();
+    let canonical = |t: &String| {
+        Wallets::parse(std::slice::from_ref(t), network)
+            .ok()
+            .and_then(|w| w.canonical(0))
+    };
+    let hot_canonical = canonical(&hot_text);
+    let present = hot_canonical.is_some() && texts.iter().any(|t| canonical(t) == hot_canonical);
+    if !present {
+        texts.push(hot_text);
+    }
+    let wallets = Wallets::parse(&texts, network)?;
+    let mut keys: Vec<&Xpriv> = vec![hot.master()];
+    keys.extend(extra.0.iter());
+    let spendable = (0..wallets.len())
+        .filter(|w| wallets.held_by(*w, &keys, secp))
+        .collect();
+    Ok((wallets, spendable))
 }
 
 /// The hot signer (see the module documentation).
@@ -134,40 +178,9 @@ impl Signer {
         velocity_path: &Path,
     ) -> Result<Signer, SignerError> {
         let extra = Keys(extra_keys);
-        let network = hot.network();
-        for (i, k) in extra.0.iter().enumerate() {
-            if k.network != network.into() {
-                return Err(SignerError::KeyNetwork {
-                    index: i,
-                    hot: network,
-                });
-            }
-            if k.depth != 0 {
-                return Err(SignerError::NotMaster(i));
-            }
-        }
-        let mut texts = our_descriptors;
-        let hot_text = hot.descriptor();
-        let canonical = |t: &String| {
-            Wallets::parse(std::slice::from_ref(t), network)
-                .ok()
-                .and_then(|w| w.canonical(0))
-        };
-        let hot_canonical = canonical(&hot_text);
-        let present =
-            hot_canonical.is_some() && texts.iter().any(|t| canonical(t) == hot_canonical);
-        if !present {
-            texts.push(hot_text);
-        }
-        let wallets = Wallets::parse(&texts, network)?;
         let secp = Secp256k1::new();
-        let spendable = {
-            let mut keys: Vec<&Xpriv> = vec![hot.master()];
-            keys.extend(extra.0.iter());
-            (0..wallets.len())
-                .filter(|w| wallets.held_by(*w, &keys, &secp))
-                .collect()
-        };
+        let (wallets, spendable) = key_ring(&hot, our_descriptors, &extra, &secp)?;
+        let network = hot.network();
         let log = VelocityLog::open(velocity_path)?;
         Ok(Signer {
             hot,
@@ -393,6 +406,23 @@ impl Signer {
             txid,
             fee_sat,
         })
+    }
+
+    /// Sign the inputs of a proof of reserves for `message` that this signer can spend
+    /// (hot and deposit coins), after checking it is exactly one (see
+    /// [`crate::reserves`]). Nothing leaves our wallets, so no cap is consulted and
+    /// nothing is recorded.
+    pub fn sign_reserves(&self, psbt: &Psbt, message: &str) -> Result<ReservesSigned, Refusal> {
+        let mut keys: Vec<&Xpriv> = vec![self.hot.master()];
+        keys.extend(self.extra.0.iter());
+        crate::reserves::sign_with(
+            &keys,
+            &self.wallets,
+            &self.spendable,
+            &self.secp,
+            psbt,
+            message,
+        )
     }
 
     fn sign_clean(&self, mut psbt: Psbt) -> Result<Transaction, Refusal> {
