@@ -7,6 +7,11 @@
 //! that is not one of our wallets, and otherwise writes a copy of the PSBT with this
 //! key's signatures added. `finalize` combines the signed copies, finalizes the
 //! transaction and prints it, and with `--broadcast` hands it to the node's chain.
+//!
+//! A proof of reserves (`kura reserves prove`, BIP-127) is recognised by its commitment
+//! field: `sign` shows it as one (the message, the total, the coins) and, once it is
+//! checked to be one for that message, signs its coins SIGHASH_ALL; `finalize` finishes
+//! and checks it but refuses `--broadcast`, since it can never be valid on chain.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -387,6 +392,9 @@ fn sign(args: &SignArgs, out: &mut dyn Write) -> Result<()> {
             bail!("{} exists; kura never overwrites a PSBT", path.display());
         }
     }
+    if kura_custody::reserves::is_reserves_psbt(&psbt) {
+        return sign_reserves(args, psbt, &key, &ours, out);
+    }
     let summary = kura_signer::summarize(&psbt, &ours.descriptors, network)
         .map_err(|e| anyhow!("the descriptor list {}: {e}", args.descriptors.display()))?;
     print_summary(out, &args.psbt, &summary, &ours)?;
@@ -468,6 +476,9 @@ fn finalize(args: &FinalizeArgs, out: &mut dyn Write) -> Result<()> {
         .iter()
         .map(|p| read_psbt(p))
         .collect::<Result<Vec<_>>>()?;
+    if psbts.iter().any(kura_custody::reserves::is_reserves_psbt) {
+        return finalize_reserves(args, &psbts, out);
+    }
     if args.broadcast && args.data.is_none() && args.rpc_url.is_none() {
         bail!("--broadcast needs --data DIR (a node running the devnet) or --rpc-url URL");
     }
@@ -519,6 +530,140 @@ fn finalize(args: &FinalizeArgs, out: &mut dyn Write) -> Result<()> {
             .broadcast(&tx)
             .map_err(|e| anyhow!("broadcasting {txid}: {e}"))?;
         writeln!(out, "broadcast: the chain accepted {accepted}")?;
+    }
+    Ok(())
+}
+
+/// The signed copy's path and file: `--out`, or the first free `NAME.signed-N.psbt`.
+fn signed_copy(args: &SignArgs) -> Result<(PathBuf, std::fs::File)> {
+    match &args.out {
+        Some(path) => {
+            let file = create_new(path).with_context(|| format!("creating {}", path.display()))?;
+            Ok((path.clone(), file))
+        }
+        None => default_out(&args.psbt),
+    }
+}
+
+/// `sign` for a proof of reserves (BIP-127): shown as one, checked to be one for the
+/// message it carries, and its coin inputs signed SIGHASH_ALL.
+fn sign_reserves(
+    args: &SignArgs,
+    mut psbt: Psbt,
+    key: &Xpriv,
+    ours: &OurWallets,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use kura_custody::reserves::{check_reserves_psbt, psbt_message};
+    let network = Network::from(args.network);
+    let refused = |why: String| {
+        anyhow!(
+            "refused: {} is not a valid proof of reserves: {why}; nothing was signed or written",
+            args.psbt.display()
+        )
+    };
+    let message = match psbt_message(&psbt) {
+        Some(Ok(m)) => m,
+        Some(Err(e)) => return Err(refused(e.to_string())),
+        None => return Err(refused("no commitment message".into())),
+    };
+    let shape = check_reserves_psbt(&psbt, &message).map_err(|e| refused(e.to_string()))?;
+    let summary = kura_signer::summarize(&psbt, &ours.descriptors, network)
+        .map_err(|e| anyhow!("the descriptor list {}: {e}", args.descriptors.display()))?;
+    let label = |wallet: usize| {
+        ours.labels
+            .get(wallet)
+            .cloned()
+            .unwrap_or_else(|| format!("wallet #{wallet}"))
+    };
+    writeln!(out, "PSBT {}", args.psbt.display())?;
+    writeln!(
+        out,
+        "PROOF OF RESERVES: it can never be valid on chain and moves nothing"
+    )?;
+    writeln!(
+        out,
+        "  its first input spends SHA-256(\"Proof-of-Reserves: \" + message) = {} vout 0, which no transaction creates",
+        kura::reserves::commitment_hex(&message)
+    )?;
+    writeln!(out, "  message: {message:?}")?;
+    writeln!(
+        out,
+        "  total: {} ({} sat) over {} coin(s); one OP_RETURN output nobody can spend; no fee",
+        btc(shape.total_sat),
+        shape.total_sat,
+        shape.coins.len()
+    )?;
+    writeln!(out, "our wallets:")?;
+    for (i, d) in ours.descriptors.iter().enumerate() {
+        writeln!(out, "  {}: {d}", label(i))?;
+    }
+    writeln!(out, "coins ({}):", shape.coins.len())?;
+    for i in summary.inputs.iter().skip(1) {
+        let amount = i.value_sat.map_or_else(|| "amount unknown".into(), btc);
+        let from = match &i.ours {
+            Some(o) => format!("from {} index {}", label(o.wallet), o.index),
+            None => "NOT FROM OUR WALLETS".into(),
+        };
+        writeln!(out, "  {}  {amount}  {from}", i.outpoint)?;
+    }
+    out.flush()?;
+    let before = signature_count(&psbt);
+    let (added, _) = kura_signer::cold_sign_reserves(&mut psbt, key, &ours.descriptors, network)
+        .map_err(|r| anyhow!("refused: {r}; nothing was written"))?;
+    let (path, file) = signed_copy(args)?;
+    fill(&path, file, &format!("{psbt}\n"))?;
+    let fingerprint = key.fingerprint(&Secp256k1::signing_only());
+    writeln!(
+        out,
+        "added {added} signature{} (SIGHASH_ALL) with key {fingerprint} (the copy holds {} in all, {} before)",
+        if added == 1 { "" } else { "s" },
+        signature_count(&psbt),
+        before
+    )?;
+    writeln!(out, "wrote {}", path.display())?;
+    Ok(())
+}
+
+/// `finalize` for a proof of reserves: combined, finalized and checked against the
+/// PSBTs' amounts, never broadcast.
+fn finalize_reserves(args: &FinalizeArgs, psbts: &[Psbt], out: &mut dyn Write) -> Result<()> {
+    if args.broadcast {
+        bail!(
+            "a proof of reserves can never be valid on chain, so it is not broadcast; drop --broadcast and check it with `kura reserves verify`"
+        );
+    }
+    let (tx, total) = kura_custody::reserves::finalize_reserves(psbts).map_err(|e| {
+        anyhow!(
+            "cannot finalize the proof of reserves from {} signed copies: {e}",
+            psbts.len()
+        )
+    })?;
+    let message = psbts
+        .first()
+        .and_then(kura_custody::reserves::psbt_message)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "proof of reserves: can never be valid on chain (not broadcast)"
+    )?;
+    writeln!(out, "message {message:?}")?;
+    writeln!(
+        out,
+        "total {} ({total} sat) over {} coin(s); every signature checked against the PSBT's amounts",
+        btc(total),
+        tx.input.len() - 1
+    )?;
+    writeln!(out, "txid {}", tx.compute_txid())?;
+    let hex = serialize_hex(&tx);
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, format!("{hex}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(out, "wrote the proof to {}", path.display())?;
+        }
+        None => writeln!(out, "{hex}")?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod drill;
 pub mod export;
 pub mod node;
+pub mod reserves;
 pub mod server;
 pub mod solvency;
 pub mod trace;

@@ -18,6 +18,7 @@ mod devnet_cli;
 mod ec_stream;
 mod export_cli;
 mod journal_cli;
+mod reserves_cli;
 mod serve_cli;
 mod solvency_cli;
 mod stress;
@@ -78,6 +79,10 @@ enum Commands {
     /// then combine the signed copies, finalize and broadcast.
     #[command(subcommand)]
     Cold(cold_cli::ColdCommand),
+    /// Proof of reserves (BIP-127): prove every coin of a running node under a message,
+    /// and verify a finished proof against the chain.
+    #[command(subcommand)]
+    Reserves(reserves_cli::ReservesCommand),
     /// Follow coins forward from a transaction or an outpoint, hop by hop, to where they
     /// are now: writes trace.json, trace.dot and trace.svg, our addresses labelled.
     Trace(trace_cli::TraceArgs),
@@ -167,6 +172,7 @@ fn run() -> Result<()> {
         Commands::Export(args) => export_cli::run(&args),
         Commands::Custody(cmd) => custody_cli::run(&cmd),
         Commands::Cold(cmd) => cold_cli::run(&cmd),
+        Commands::Reserves(cmd) => reserves_cli::run(&cmd),
         Commands::Trace(args) => trace_cli::run(&args),
         Commands::Solvency(cmd) => solvency_cli::run(&cmd),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),

@@ -84,6 +84,9 @@ pub enum Request {
     /// The custody layer: the chain followed, our wallets and their coins, the books'
     /// liabilities, the last reconciliation, any withdrawal halt, open batches.
     CustodyStatus,
+    /// Every confirmed coin the custody task holds, with its wallet and index, and the
+    /// block it has followed to (read-only; what `kura reserves prove` proves).
+    CustodyCoins,
     /// Chain withdrawals in `state`: "review" (the default), "approved", "batched",
     /// "settled", "cancelled" or "all".
     WithdrawalList {
@@ -537,6 +540,7 @@ pub async fn handle_with_chain(
                 .map_err(|e| anyhow!("{e}"))
         }
         Request::CustodyStatus => custody_status(backend, chain).await,
+        Request::CustodyCoins => custody_coins(backend, chain).await,
         Request::WithdrawalList { state } => {
             let filter = StateFilter::parse(state.as_deref())?;
             backend
@@ -1001,5 +1005,52 @@ async fn custody_status(backend: &NodeBackend, chain: &ChainContext) -> Result<V
         "withdrawals_halted": books.halted,
         "batches": books.batches,
         "withdrawals": books.withdrawals,
+    }))
+}
+
+/// `custody_coins`: the wallets of the registry and every confirmed coin of the custody
+/// task's watcher, at the block it has followed to.
+async fn custody_coins(backend: &NodeBackend, chain: &ChainContext) -> Result<Value> {
+    let books = backend
+        .query(books_status)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("the exchange has no BTC asset"))?;
+    let view = chain
+        .view
+        .as_ref()
+        .ok_or_else(|| anyhow!("this node follows no chain, so it knows no coins"))?;
+    let v = view.lock().unwrap_or_else(|p| p.into_inner());
+    let followed = v.watcher.tip();
+    let coins: Vec<Value> = v
+        .watcher
+        .coins()
+        .map(|(outpoint, value_sat, owner, height)| {
+            json!({
+                "outpoint": outpoint.to_string(),
+                "value_sat": value_sat,
+                "wallet": owner.wallet,
+                "index": owner.index,
+                "height": height,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "network": v.network.to_string(),
+        "synced": v.synced,
+        "tip_height": v.chain_tip.map(|t| t.height),
+        "followed_height": followed.map(|(h, _)| h),
+        "followed_hash": followed.map(|(_, h)| h.to_string()),
+        "wallets": books
+            .wallets
+            .iter()
+            .map(|(id, role, descriptor, _)| json!({
+                "id": id,
+                "role": role.name(),
+                "descriptor": descriptor,
+            }))
+            .collect::<Vec<_>>(),
+        "coins": coins,
+        "liabilities_sat": books.liabilities.map(big),
     }))
 }
