@@ -148,6 +148,23 @@ fn fails(args: &[&str]) -> (String, String) {
     (text(&out.stdout), text(&out.stderr))
 }
 
+/// `tools/verify/reserves_verify.py` with `$KURA_E2E_PYTHON` (default `python3`), which
+/// checks signatures when python-bitcointx is there and otherwise says it did not
+/// (`--no-signatures` makes that a success): exit status and stdout.
+fn python(args: &[&str]) -> (i32, String) {
+    let python = std::env::var("KURA_E2E_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/verify/reserves_verify.py");
+    let out = Process::new(python)
+        .arg(script)
+        .args(args)
+        .arg("--no-signatures")
+        .output()
+        .expect("run reserves_verify.py");
+    let stdout = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -392,6 +409,54 @@ fn hot_deposit_and_cold_coins_are_proven_signed_offline_and_verified_against_the
         deserialize_hex(std::fs::read_to_string(&tx_path).expect("tx").trim()).expect("hex");
     let reject = d.submit_tx(&tx).expect_err("the mempool refuses it");
     assert_eq!(reject.code, -25, "{}", reject.reason);
+
+    // The standalone Python check agrees, against the devnet's RPC and from reserves.json.
+    let endpoint =
+        kura_chain::RpcEndpoint::read(&kura_chain::RpcEndpoint::file_in(&data.join("devnet")))
+            .expect("devnet endpoint");
+    let cookie = endpoint.cookie.clone();
+    let rpc = [
+        "--rpc-url",
+        endpoint.url.as_str(),
+        "--rpc-cookie",
+        p(&cookie),
+    ];
+    let summary_path = out.join("reserves.json");
+    let (code, stdout) = python(&[&[p(&tx_path), "--message", MESSAGE], &rpc[..]].concat());
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("total: 3800000 sat"), "{stdout}");
+    assert!(stdout.contains("unspent at the node's tip"), "{stdout}");
+    let (code, stdout) = python(&[
+        p(&tx_path),
+        "--message",
+        MESSAGE,
+        "--coins",
+        p(&summary_path),
+        "--liabilities",
+        "1000000",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("covered (surplus 2800000 sat)"), "{stdout}");
+    let (code, stdout) = python(&[
+        p(&tx_path),
+        "--message",
+        "another",
+        "--coins",
+        p(&summary_path),
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("wrong commitment"), "{stdout}");
+    let (code, stdout) = python(&[
+        p(&tx_path),
+        "--message",
+        MESSAGE,
+        "--coins",
+        p(&summary_path),
+        "--liabilities",
+        "5000000",
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("SHORTFALL"), "{stdout}");
 
     // Liabilities above the reserves: a shortfall, and the check fails.
     let (stdout, err) = fails(&[
