@@ -685,14 +685,14 @@ impl Task {
                     fee_rate_sat_vb,
                     reply,
                 }) => {
-                    let _ = reply.send(self.bump(batch, fee_rate_sat_vb));
+                    let _ = reply.send(self.replace(batch, fee_rate_sat_vb, false));
                 }
                 Ok(Control::Cancel {
                     batch,
                     fee_rate_sat_vb,
                     reply,
                 }) => {
-                    let _ = reply.send(self.cancel(batch, fee_rate_sat_vb));
+                    let _ = reply.send(self.replace(batch, fee_rate_sat_vb, true));
                 }
                 Ok(Control::Stop) | Err(_) => return,
             }
@@ -710,27 +710,25 @@ impl Task {
             .map_err(|e| anyhow!("{e}"))
     }
 
-    fn bump(&mut self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+    /// Replace open batch `batch`'s transaction at `fee_rate_sat_vb`: a fee bump (same
+    /// payments), or with `cancel` a double-spend back to our hot wallet.
+    fn replace(
+        &mut self,
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        cancel: bool,
+    ) -> Result<kura_chain::bitcoin::Txid> {
         let books = self.payout_books()?;
         let coins = super::payout::coins_of(&self.view().watcher);
         let handle = self.handle.clone();
         let mut submit = |c: Command| submit_events(&handle, c);
-        self.payout.bump(
-            batch,
-            fee_rate_sat_vb,
-            &books,
-            &coins,
-            self.source.as_ref(),
-            &mut submit,
-        )
-    }
-
-    fn cancel(&mut self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
-        let books = self.payout_books()?;
-        let coins = super::payout::coins_of(&self.view().watcher);
-        let handle = self.handle.clone();
-        let mut submit = |c: Command| submit_events(&handle, c);
-        self.payout.cancel(
+        let replace = if cancel {
+            super::payout::Payout::cancel
+        } else {
+            super::payout::Payout::bump
+        };
+        replace(
+            &mut self.payout,
             batch,
             fee_rate_sat_vb,
             &books,
