@@ -410,7 +410,10 @@ impl Payout {
         let (Some(cold), Some(hot)) = (books.cold.clone(), books.hot.clone()) else {
             return Ok(());
         };
-        if books.open.values().any(|b| b.transfer) {
+        // Only while nothing is in flight: an open batch's coins are locked and its
+        // change is not confirmed yet, so the float would look smaller than it is (and
+        // one transfer at a time).
+        if !books.open.is_empty() {
             return Ok(());
         }
         let float = Self::spendable(books, coins, false);
