@@ -870,3 +870,62 @@ mod tests {
         assert_eq!(journal_head_extension(&cp).ok(), Some(None));
     }
 }
+
+/// Signs checkpoints on a timer inside `kura serve` (`audit_checkpoint_every_secs`): every
+/// period, the log is extended to the journal's end and a checkpoint is signed when the
+/// journal has grown since the newest one (what `kura audit checkpoint` does by hand).
+/// Published checkpoints are what make a later rewrite of the journal detectable, so
+/// they should not depend on an operator remembering to take them.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    /// Starts the thread, or nothing when `every` is `None`.
+    pub fn start(data: &Path, every: Option<std::time::Duration>) -> Result<Option<Checkpointer>> {
+        let Some(every) = every else {
+            return Ok(None);
+        };
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = std::sync::Arc::clone(&stop);
+        let data = data.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("kura-audit".into())
+            .spawn(move || loop {
+                {
+                    let (lock, cv) = &*flag;
+                    let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let (guard, _) = cv
+                        .wait_timeout_while(guard, every, |stopped| !*stopped)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *guard {
+                        return;
+                    }
+                }
+                match make_checkpoint(&data, false, &mut |_| {}) {
+                    Ok(out) if out.written => tracing::info!(
+                        size = out.signed.checkpoint.size,
+                        path = %out.signed.path.display(),
+                        "audit checkpoint signed"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "audit: signing a checkpoint failed"
+                    ),
+                }
+            })
+            .context("starting the audit checkpoint thread")?;
+        Ok(Some(Checkpointer { stop, thread }))
+    }
+
+    /// Stops the thread (a checkpoint being signed is finished first).
+    pub fn stop(self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        let _ = self.thread.join();
+    }
+}

@@ -205,16 +205,27 @@ fn write_new(path: &Path, text: &str) -> Result<()> {
 /// with a chain), committing to `message`; write the files into `out` (see the module
 /// documentation).
 pub fn prove(data: &Path, message: &str, out: &Path) -> Result<Proved> {
+    prove_from(data, &coins_via_admin(data)?, message, out)
+}
+
+/// The node's coins and wallets (the admin socket's `custody_coins` answer), asked
+/// through the admin socket of the node running in `data`.
+pub fn coins_via_admin(data: &Path) -> Result<Value> {
     let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-    let answer = call(
+    call(
         data,
         &Envelope {
             operator,
             request: Request::CustodyCoins,
         },
     )
-    .context("asking the node for its coins")?;
-    let network = Network::from_str(str_of(&answer, "network")?)
+    .context("asking the node for its coins")
+}
+
+/// [`prove`] from a `custody_coins` answer (`server::admin::coins_json`): the signer's
+/// keys are read from `data`.
+pub fn prove_from(data: &Path, answer: &Value, message: &str, out: &Path) -> Result<Proved> {
+    let network = Network::from_str(str_of(answer, "network")?)
         .map_err(|e| anyhow!("the node's network: {e}"))?;
     if answer.get("synced").and_then(Value::as_bool) != Some(true) {
         bail!(
@@ -223,11 +234,11 @@ pub fn prove(data: &Path, message: &str, out: &Path) -> Result<Proved> {
             answer["tip_height"]
         );
     }
-    let height = u32_of(&answer, "followed_height")?;
-    let block_hash = BlockHash::from_str(str_of(&answer, "followed_hash")?)
+    let height = u32_of(answer, "followed_height")?;
+    let block_hash = BlockHash::from_str(str_of(answer, "followed_hash")?)
         .map_err(|e| anyhow!("the node's followed block hash: {e}"))?;
     let mut wallets: BTreeMap<u32, (String, String)> = BTreeMap::new();
-    for w in field(&answer, "wallets")?
+    for w in field(answer, "wallets")?
         .as_array()
         .ok_or_else(|| anyhow!("the node's wallets are not a list"))?
     {
@@ -240,7 +251,7 @@ pub fn prove(data: &Path, message: &str, out: &Path) -> Result<Proved> {
         );
     }
     let mut listed = Vec::new();
-    for c in field(&answer, "coins")?
+    for c in field(answer, "coins")?
         .as_array()
         .ok_or_else(|| anyhow!("the node's coins are not a list"))?
     {

@@ -94,6 +94,10 @@ transfer_min_sat = 10000
 solvency_every_blocks = 0
 solvency_every_minutes = 0
 solvency_depth = 20
+
+# The signed audit log (`kura audit`): sign a checkpoint of the journal this often, in
+# seconds, when it has grown since the last one (0: only by hand).
+audit_checkpoint_every_secs = 3600
 "#;
 
 /// Options of `kura serve` (and the server part of `kura demo`).
@@ -174,6 +178,10 @@ pub struct ServeArgs {
     /// Height of the solvency trees.
     #[arg(long, env = "KURA_SOLVENCY_DEPTH")]
     pub solvency_depth: Option<u32>,
+    /// Sign an audit checkpoint of the journal this often, in seconds, when it has grown
+    /// (0: only by hand with `kura audit checkpoint`; default 3600).
+    #[arg(long, env = "KURA_AUDIT_CHECKPOINT_EVERY_SECS")]
+    pub audit_checkpoint_every_secs: Option<u64>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -209,6 +217,7 @@ pub struct FileConfig {
     pub solvency_every_blocks: Option<u32>,
     pub solvency_every_minutes: Option<u64>,
     pub solvency_depth: Option<u32>,
+    pub audit_checkpoint_every_secs: Option<u64>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -279,6 +288,12 @@ pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
             );
         }
         config.solvency.depth = v;
+    }
+    if let Some(v) = args
+        .audit_checkpoint_every_secs
+        .or(file.audit_checkpoint_every_secs)
+    {
+        config.audit_every = (v > 0).then(|| Duration::from_secs(v));
     }
     config.custody = custody_config(args, file)?;
     Ok(config)
@@ -456,6 +471,8 @@ mod tests {
         assert!(file.orders_per_day.is_some());
         assert!(file.solvency_every_blocks.is_some() && file.solvency_every_minutes.is_some());
         assert_eq!(from_file.solvency, defaults.solvency);
+        assert!(file.audit_checkpoint_every_secs.is_some());
+        assert_eq!(from_file.audit_every, defaults.audit_every);
         let (a, b) = (from_file.api.limits, defaults.api.limits);
         assert_eq!(a.request_weight_per_minute, b.request_weight_per_minute);
         assert_eq!(

@@ -44,6 +44,7 @@
 //! DIR/solvency/secret                    the node's solvency secret (mode 0600)
 //! DIR/solvency/epochs/<n>/report.json    the published report (written last)
 //! DIR/solvency/epochs/<n>/summary.txt    the same, to read
+//! DIR/solvency/epochs/<n>/reserves-BTC/   the epoch's proof of reserves (see below)
 //! DIR/solvency/epochs/<n>/balances-<A>.tsv  mode 0600: `account_id TAB balance TAB login`
 //!                                        per customer, by account id: what the tree of
 //!                                        asset A was built from
@@ -69,17 +70,35 @@
 //!    "time_ms": …, "time": "… UTC",
 //!    "por": { por/v1 report: epoch, epoch_id, depth, root, reserves_message, reserves_sat },
 //!    "liabilities": {"root_hash": HEX, "sum": 1234567890, "amount": "12.34567890"},
-//!    "reserves": {"sum": …, "amount": "…", "source": "reconciliation"} | null,
+//!    "reserves": {"sum": …, "amount": "…", "source": "bip127" | "reconciliation"} | null,
 //!    "reserves_note": "…", "ratio": "1.0530" | null,
 //!    "status": "covered" | "shortfall" | "no on-chain reserves",
 //!    "shortfall": {"sum": …, "amount": "…"} | null,
-//!    "reserves_proof": null }]}
+//!    "reserves_proof": {"format": "kura-reserves/1", "message": por.reserves_message,
+//!      "commitment_sha256": HEX, "block_height": H, "block_hash": HEX, "at_cut": bool,
+//!      "coins": N, "offline_coins": K, "total_sat": N, "amount": "…",
+//!      "complete": bool, "proof": "reserves-BTC/reserves.json",
+//!      "psbt": "reserves-BTC/reserves.psbt", "transaction": HEX | null} | null }]}
 //! ```
 //!
-//! `reserves` are the holdings the node reconciled at the block (its watch-only view of
-//! its wallets), not yet a proof: `reserves_proof` is where a BIP-127 proof of reserves
-//! for the same block, committing to `por.reserves_message`, will go. Fiat assets have
-//! `reserves: null`, `status: "no on-chain reserves"`.
+//! **Reserves.** Between the trees and the record, the epoch builds a BIP-127 proof of
+//! reserves (`kura::reserves`) over every confirmed coin of every registered wallet,
+//! committing to `por.reserves_message` (so to this epoch's liabilities root), into
+//! `DIR/solvency/epochs/<n>/reserves-BTC/`. The hot and deposit coins are signed at
+//! once; when that is every coin the proof is `complete`, its transaction is in the
+//! report, and `reserves` states its total (`source: "bip127"`). Cold coins wait for the
+//! offline ceremony: `kura cold sign` on copies of `reserves-BTC/reserves.psbt`,
+//! `kura cold finalize --out FILE`, then `kura solvency attach-reserves --epoch n --tx
+//! FILE` checks the transaction against the epoch's message and coins and writes
+//! `reserves-BTC/reserves.tx`, which is served with the report from then on
+//! (`transaction`, `"attached": true`); until then `reserves` are the holdings the node
+//! reconciled at the block (`source: "reconciliation"`). `at_cut` says whether the coins
+//! were listed at the cut's block (the node may have followed a newer one). If no proof
+//! can be built (no coin yet, a signer failure), `reserves_proof` is null and
+//! `reserves_note` says why; the liabilities are published all the same. Fiat assets have
+//! `reserves: null`, `status: "no on-chain reserves"`. A customer checks the transaction
+//! with `kura reserves verify --tx FILE --message MSG` or
+//! `tools/verify/reserves_verify.py` (coins unspent, signatures, sum).
 //!
 //! # A customer's proofs (`kura solvency proof`, `GET /kura/v1/solvency/proof`)
 //!
@@ -459,6 +478,91 @@ struct AssetTree {
     time_ms: u64,
     customers: usize,
     tree: LiabilityTree,
+    /// The epoch's proof of reserves of this asset (on-chain assets, when a coin
+    /// source was given).
+    reserves: Option<EpochReserves>,
+}
+
+impl AssetTree {
+    /// The reserves the epoch states: a finished BIP-127 proof's total, else the
+    /// reconciled holdings.
+    fn stated_reserves(&self) -> Option<u64> {
+        match &self.reserves {
+            Some(EpochReserves::Proved(p)) if p.complete => Some(p.total_sat),
+            _ => self.cut.holdings,
+        }
+    }
+}
+
+/// Where an epoch's proof of reserves gets the node's coins and wallets: the admin
+/// socket's `custody_coins` answer (`kura::reserves::coins_via_admin`, or
+/// `server::admin::custody_coins_now` inside the node).
+pub type CoinSource<'a> = &'a dyn Fn() -> Result<Value>;
+
+/// The subdirectory of an epoch holding the proof of reserves of asset `symbol`.
+pub fn reserves_subdir(symbol: &str) -> String {
+    format!("reserves-{symbol}")
+}
+
+/// What became of an epoch's proof of reserves.
+#[derive(Clone, Debug)]
+enum EpochReserves {
+    Proved(ProvedReserves),
+    /// Why there is none (no coin, the node not caught up, a signer failure…).
+    Failed(String),
+}
+
+#[derive(Clone, Debug)]
+struct ProvedReserves {
+    message: String,
+    height: u32,
+    block_hash: String,
+    total_sat: u64,
+    coins: usize,
+    offline: usize,
+    /// Every coin signed: the transaction is final.
+    complete: bool,
+    tx_hex: Option<String>,
+}
+
+/// Builds asset `symbol`'s proof of reserves of epoch directory `dir`, committing to
+/// `message`, into `dir/reserves-<symbol>/`.
+fn prove_epoch_reserves(
+    data: &Path,
+    dir: &Path,
+    symbol: &str,
+    message: &str,
+    coins: CoinSource<'_>,
+) -> EpochReserves {
+    let attempt = || -> Result<ProvedReserves> {
+        let answer = coins()?;
+        let proved = crate::reserves::prove_from(
+            data,
+            &answer,
+            message,
+            &dir.join(reserves_subdir(symbol)),
+        )?;
+        Ok(ProvedReserves {
+            message: message.to_owned(),
+            height: proved.height,
+            block_hash: proved.block_hash.to_string(),
+            total_sat: proved.total_sat,
+            coins: proved.coins.len(),
+            offline: proved.offline(),
+            complete: proved.tx.is_some(),
+            tx_hex: proved
+                .tx
+                .as_ref()
+                .map(kura_chain::bitcoin::consensus::encode::serialize_hex),
+        })
+    };
+    match attempt() {
+        Ok(p) => EpochReserves::Proved(p),
+        Err(e) => {
+            tracing::warn!(asset = symbol, error = %format!("{e:#}"), "solvency: no proof of reserves");
+            EpochReserves::Failed(format!("{e:#}"))
+        }
+    }
 }
 
 /// The epoch numbers that have a directory (published or not), ascending.
@@ -590,6 +694,7 @@ pub fn take_epoch(
     data: &Path,
     options: ProveOptions,
     now_ms: u64,
+    coins: Option<CoinSource<'_>>,
     record: impl FnOnce(u64, Vec<SolvencyRoot>) -> Result<Recorded>,
     mut progress: impl FnMut(&str),
 ) -> Result<EpochOutcome> {
@@ -664,7 +769,26 @@ pub fn take_epoch(
             time_ms,
             customers: accounts.len(),
             tree,
+            reserves: None,
         });
+    }
+    // The coins are BTC's (the only asset kura holds on a chain): each on-chain tree
+    // gets a BIP-127 proof committing to its root.
+    if let Some(coins) = coins {
+        for t in trees
+            .iter_mut()
+            .filter(|t| t.cut.holdings.is_some() && t.cut.symbol == "BTC")
+        {
+            progress(&format!("proving the {} reserves", t.cut.symbol));
+            let message = t.tree.report(&t.epoch, None).reserves_message();
+            t.reserves = Some(prove_epoch_reserves(
+                data,
+                &dir,
+                &t.cut.symbol,
+                &message,
+                coins,
+            ));
+        }
     }
 
     let roots: Vec<SolvencyRoot> = trees
@@ -676,7 +800,7 @@ pub fn take_epoch(
             depth: u8::try_from(options.depth).unwrap_or(u8::MAX),
             root_hash: t.tree.root().hash,
             root_sum: t.tree.root().sum,
-            reserves: t.cut.holdings,
+            reserves: t.stated_reserves(),
         })
         .collect();
     progress(&format!("journaling the roots of epoch {n}"));
@@ -710,21 +834,19 @@ fn report_json(n: u64, now_ms: u64, recorded: Recorded, trees: &[AssetTree]) -> 
         .map(|t| {
             let root = t.tree.root();
             let scale = t.cut.scale;
-            let por: Report = t.tree.report(&t.epoch, t.cut.holdings);
-            let (reserves, note, status, shortfall, ratio) = match t.cut.holdings {
+            let stated = t.stated_reserves();
+            let por: Report = t.tree.report(&t.epoch, stated);
+            let (reserves, note, status, shortfall, ratio) = match stated {
                 Some(h) => {
                     let short = root.sum.saturating_sub(h);
+                    let (source, note) = reserves_note(t);
                     (
                         json!({
                             "sum": h,
                             "amount": amount_text(u128::from(h), scale),
-                            "source": "reconciliation",
+                            "source": source,
                         }),
-                        format!(
-                            "the coins the node's wallets held at block {} as its chain watcher \
-                             reconciled them; not yet a proof (see reserves_proof)",
-                            t.cut.height
-                        ),
+                        note,
                         if short > 0 { "shortfall" } else { "covered" },
                         (short > 0).then(|| {
                             json!({"sum": short, "amount": amount_text(u128::from(short), scale)})
@@ -765,7 +887,7 @@ fn report_json(n: u64, now_ms: u64, recorded: Recorded, trees: &[AssetTree]) -> 
                 "ratio": ratio,
                 "status": status,
                 "shortfall": shortfall,
-                "reserves_proof": Value::Null,
+                "reserves_proof": reserves_proof_json(t, scale),
             })
         })
         .collect();
@@ -776,6 +898,205 @@ fn report_json(n: u64, now_ms: u64, recorded: Recorded, trees: &[AssetTree]) -> 
         "created": utc(now_ms),
         "record": {"seq": recorded.seq, "timestamp_ms": recorded.timestamp_ms},
         "assets": assets,
+    })
+}
+
+/// Where the stated reserves come from, and a sentence on them.
+fn reserves_note(t: &AssetTree) -> (&'static str, String) {
+    let sym = &t.cut.symbol;
+    let dir = reserves_subdir(sym);
+    match &t.reserves {
+        Some(EpochReserves::Proved(p)) if p.complete => (
+            "bip127",
+            format!(
+                "proven by the BIP-127 transaction in reserves_proof ({dir}/{}): {} coins \
+                 signed over the message committing to this epoch's liabilities root, at \
+                 block {}; check it with `kura reserves verify` or \
+                 tools/verify/reserves_verify.py",
+                crate::reserves::TX_FILE,
+                p.coins,
+                p.height
+            ),
+        ),
+        Some(EpochReserves::Proved(p)) => (
+            "reconciliation",
+            format!(
+                "the coins the node's wallets held at block {} as its chain watcher \
+                 reconciled them; the BIP-127 proof over them ({dir}/{}) waits for the cold \
+                 wallet holders' signatures on {} coins (`kura cold sign`, `kura cold \
+                 finalize`, then `kura solvency attach-reserves`)",
+                t.cut.height,
+                crate::reserves::PSBT_FILE,
+                p.offline
+            ),
+        ),
+        Some(EpochReserves::Failed(why)) => (
+            "reconciliation",
+            format!(
+                "the coins the node's wallets held at block {} as its chain watcher \
+                 reconciled them; no proof of reserves could be built: {why}",
+                t.cut.height
+            ),
+        ),
+        None => (
+            "reconciliation",
+            format!(
+                "the coins the node's wallets held at block {} as its chain watcher \
+                 reconciled them; no proof of reserves was asked for",
+                t.cut.height
+            ),
+        ),
+    }
+}
+
+/// What [`attach_reserves`] attached.
+#[derive(Clone, Debug)]
+pub struct Attached {
+    pub path: PathBuf,
+    pub total_sat: u64,
+    pub coins: usize,
+}
+
+/// Attaches the finished proof of reserves `tx` of asset `symbol` to published epoch
+/// `n`, once the cold holders have signed it (`kura cold finalize`): it must commit to
+/// the epoch's message and spend exactly the coins of the epoch's PSBT, every
+/// signature valid, for the total built. Written as `reserves-<symbol>/reserves.tx`
+/// (never overwritten); served with the report from then on.
+pub fn attach_reserves(
+    data: &Path,
+    n: u64,
+    symbol: &str,
+    tx: &kura_chain::bitcoin::Transaction,
+) -> Result<Attached> {
+    use kura_chain::bitcoin::psbt::Psbt;
+    use std::str::FromStr as _;
+    let _lock = SolvencyLock::exclusive(data)?;
+    let (_, report) = SolvencyStore::new(data)
+        .report(Some(n))?
+        .ok_or_else(|| anyhow!("no published epoch {n}"))?;
+    let asset = report["assets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["asset"] == symbol)
+        .ok_or_else(|| anyhow!("epoch {n} has no asset {symbol}"))?;
+    let proof = &asset["reserves_proof"];
+    let message = proof["message"].as_str().ok_or_else(|| {
+        anyhow!("epoch {n} has no proof of reserves of {symbol} to finish (see its reserves_note)")
+    })?;
+    let dir = epoch_dir(data, n).join(reserves_subdir(symbol));
+    let tx_path = dir.join(crate::reserves::TX_FILE);
+    if proof["complete"] == true || tx_path.exists() {
+        bail!(
+            "epoch {n}'s proof of reserves of {symbol} is already finished ({})",
+            tx_path.display()
+        );
+    }
+    let psbt_path = dir.join(crate::reserves::PSBT_FILE);
+    let text = std::fs::read_to_string(&psbt_path)
+        .with_context(|| format!("reading {}", psbt_path.display()))?;
+    let psbt = Psbt::from_str(text.trim())
+        .map_err(|e| anyhow!("{} is not a PSBT: {e}", psbt_path.display()))?;
+    let wanted: BTreeSet<_> = psbt
+        .unsigned_tx
+        .input
+        .iter()
+        .skip(1)
+        .map(|i| i.previous_output)
+        .collect();
+    let given: BTreeSet<_> = tx.input.iter().skip(1).map(|i| i.previous_output).collect();
+    if wanted != given || tx.input.len() != psbt.unsigned_tx.input.len() {
+        bail!(
+            "the transaction spends {} coins, not the {} coins of epoch {n}'s proof ({})",
+            tx.input.len().saturating_sub(1),
+            wanted.len(),
+            psbt_path.display()
+        );
+    }
+    let mut prevouts = BTreeMap::new();
+    for (txin, input) in psbt.unsigned_tx.input.iter().zip(&psbt.inputs).skip(1) {
+        let utxo = input.witness_utxo.clone().ok_or_else(|| {
+            anyhow!(
+                "{}: input {} has no amount",
+                psbt_path.display(),
+                txin.previous_output
+            )
+        })?;
+        prevouts.insert(txin.previous_output, utxo);
+    }
+    let total = kura_custody::reserves::verify_reserves(tx, &prevouts, message)
+        .map_err(|e| anyhow!("the transaction is not epoch {n}'s proof of reserves: {e}"))?;
+    if Some(total) != proof["total_sat"].as_u64() {
+        bail!(
+            "the transaction proves {total} sat, not the {} of epoch {n}'s proof",
+            proof["total_sat"]
+        );
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tx_path)
+        .with_context(|| format!("creating {}", tx_path.display()))?;
+    f.write_all(
+        format!(
+            "{}\n",
+            kura_chain::bitcoin::consensus::encode::serialize_hex(tx)
+        )
+        .as_bytes(),
+    )
+    .and_then(|()| f.sync_all())
+    .with_context(|| format!("writing {}", tx_path.display()))?;
+    Ok(Attached {
+        path: tx_path,
+        total_sat: total,
+        coins: wanted.len(),
+    })
+}
+
+/// Adds to a published report the proofs of reserves attached since
+/// ([`attach_reserves`]): `reserves_proof.transaction` and `"attached": true`.
+fn with_attached(data: &Path, n: u64, mut report: Value) -> Value {
+    let dir = epoch_dir(data, n);
+    for a in report["assets"].as_array_mut().into_iter().flatten() {
+        let Some(symbol) = a["asset"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        let proof = &mut a["reserves_proof"];
+        if !proof.is_object() || proof["complete"] == true {
+            continue;
+        }
+        let path = dir
+            .join(reserves_subdir(&symbol))
+            .join(crate::reserves::TX_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            proof["transaction"] = Value::String(text.trim().to_owned());
+            proof["attached"] = Value::Bool(true);
+        }
+    }
+    report
+}
+
+/// The report's `reserves_proof` of one asset.
+fn reserves_proof_json(t: &AssetTree, scale: u8) -> Value {
+    let Some(EpochReserves::Proved(p)) = &t.reserves else {
+        return Value::Null;
+    };
+    let dir = reserves_subdir(&t.cut.symbol);
+    json!({
+        "format": crate::reserves::FORMAT,
+        "message": p.message,
+        "commitment_sha256": crate::reserves::commitment_hex(&p.message),
+        "block_height": p.height,
+        "block_hash": p.block_hash,
+        "at_cut": p.height == t.cut.height,
+        "coins": p.coins,
+        "offline_coins": p.offline,
+        "total_sat": p.total_sat,
+        "amount": amount_text(u128::from(p.total_sat), scale),
+        "complete": p.complete,
+        "proof": format!("{dir}/{}", crate::reserves::PROOF_FILE),
+        "psbt": format!("{dir}/{}", crate::reserves::PSBT_FILE),
+        "transaction": p.tx_hex,
     })
 }
 
@@ -808,9 +1129,22 @@ pub fn summary_text(report: &Value) -> String {
             a["liabilities"]["amount"].as_str().unwrap_or("?"),
             a["liabilities"]["root_hash"].as_str().unwrap_or("?"),
         ));
+        let proof = &a["reserves_proof"];
         match a["reserves"]["amount"].as_str() {
+            Some(r) if a["reserves"]["source"] == "bip127" => out.push_str(&format!(
+                "  reserves:    {r} {sym}  (BIP-127 proof over {} coins at block {})\n",
+                proof["coins"], proof["block_height"]
+            )),
+            Some(r) if proof["complete"] == false => out.push_str(&format!(
+                "  reserves:    {r} {sym}  (reconciled holdings; the BIP-127 proof waits for \
+                 the cold holders to sign {} of {} coins: {})\n",
+                proof["offline_coins"],
+                proof["coins"],
+                proof["psbt"].as_str().unwrap_or("?")
+            )),
             Some(r) => out.push_str(&format!(
-                "  reserves:    {r} {sym}  (reconciled holdings; no BIP-127 proof yet)\n"
+                "  reserves:    {r} {sym}  (reconciled holdings, no proof of reserves: {})\n",
+                a["reserves_note"].as_str().unwrap_or("")
             )),
             None => out.push_str(&format!(
                 "  reserves:    none stated: {}\n",
@@ -878,7 +1212,7 @@ impl SolvencyStore {
         };
         let v: Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not JSON", path.display()))?;
-        Ok(Some((n, v)))
+        Ok(Some((n, with_attached(&self.data, n, v))))
     }
 
     /// The trees of epoch `n`, from the cache or rebuilt and checked against `report`.
@@ -1009,6 +1343,8 @@ pub struct Checked {
     pub reserves: Option<u64>,
     /// Whether the published total exceeds the stated reserves.
     pub short: bool,
+    /// The message a proof of reserves for this tree commits to.
+    pub message: String,
 }
 
 /// The por/v1 proofs in a proof file: a `kura-solvency-proof/v1` bundle or a single
@@ -1114,6 +1450,7 @@ pub fn verify_files(
             liabilities: report.root.sum,
             reserves: report.reserves_sat,
             short: report.reserves_sat.is_some_and(|r| report.root.sum > r),
+            message: report.reserves_message(),
         });
     }
     if out.is_empty() {
@@ -1291,6 +1628,7 @@ impl Scheduler {
         schedule: Schedule,
         handle: crate::node::NodeHandle,
         synced: Box<dyn Fn() -> bool + Send>,
+        coins: Option<Box<dyn Fn() -> Result<Value> + Send>>,
     ) -> Result<Option<Scheduler>> {
         if !schedule.enabled() {
             return Ok(None);
@@ -1300,7 +1638,10 @@ impl Scheduler {
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("kura-solvency".into())
-            .spawn(move || scheduler_loop(&data, schedule, &handle, synced.as_ref(), &flag))
+            .spawn(move || {
+                let coins = coins.as_deref().map(|f| f as CoinSource<'_>);
+                scheduler_loop(&data, schedule, &handle, synced.as_ref(), coins, &flag)
+            })
             .context("starting the solvency thread")?;
         Ok(Some(Scheduler { stop, thread }))
     }
@@ -1325,6 +1666,7 @@ fn scheduler_loop(
     schedule: Schedule,
     handle: &crate::node::NodeHandle,
     synced: &dyn Fn() -> bool,
+    coins: Option<CoinSource<'_>>,
     stop: &(Mutex<bool>, std::sync::Condvar),
 ) {
     let store = SolvencyStore::new(data);
@@ -1392,7 +1734,7 @@ fn scheduler_loop(
         let options = ProveOptions {
             depth: schedule.depth,
         };
-        match take_epoch(data, options, now, record, |msg| {
+        match take_epoch(data, options, now, coins, record, |msg| {
             tracing::debug!("solvency: {msg}")
         }) {
             Ok(out) => {

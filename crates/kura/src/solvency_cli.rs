@@ -23,6 +23,26 @@ pub enum SolvencyCommand {
     Proof(ProofArgs),
     /// Check a proof file against a published report (exit status 0 verified, 1 not).
     Verify(VerifyArgs),
+    /// Attach an epoch's finished proof of reserves once the cold wallet's holders have
+    /// signed its PSBT (`kura cold sign`, `kura cold finalize --out FILE`): checked
+    /// against the epoch's message and coins, then served with the report.
+    AttachReserves(AttachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The node's data directory.
+    #[arg(long, env = "KURA_DATA")]
+    data: PathBuf,
+    /// The epoch.
+    #[arg(long)]
+    epoch: u64,
+    /// The finished transaction (hex), as `kura cold finalize --out` wrote it.
+    #[arg(long)]
+    tx: PathBuf,
+    /// The asset whose reserves it proves.
+    #[arg(long, default_value = "BTC")]
+    asset: String,
 }
 
 #[derive(Debug, Args)]
@@ -39,6 +59,10 @@ pub struct ProveArgs {
     /// Print the report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Publish the liabilities only: no BIP-127 proof of reserves (the reconciled
+    /// holdings are stated instead).
+    #[arg(long)]
+    no_reserves: bool,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +111,7 @@ pub fn run(cmd: &SolvencyCommand) -> Result<()> {
         SolvencyCommand::Prove(a) => prove(a),
         SolvencyCommand::List(a) => list(a),
         SolvencyCommand::Proof(a) => proof(a),
+        SolvencyCommand::AttachReserves(a) => attach(a),
         SolvencyCommand::Verify(a) => {
             if verify(a)? {
                 Ok(())
@@ -148,10 +173,12 @@ fn prove(a: &ProveArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     spinner.enable_steady_tick(Duration::from_millis(100));
+    let coins = || kura::reserves::coins_via_admin(&a.data);
     let outcome = solvency::take_epoch(
         &a.data,
         ProveOptions { depth: a.depth },
         now_ms(),
+        (!a.no_reserves).then_some(&coins as solvency::CoinSource<'_>),
         record_through_admin(&a.data, operator),
         |msg| spinner.set_message(msg.to_owned()),
     );
@@ -163,6 +190,21 @@ fn prove(a: &ProveArgs) -> Result<()> {
         print!("{}", outcome.summary);
         println!("\nwritten to {}", outcome.dir.display());
     }
+    Ok(())
+}
+
+fn attach(a: &AttachArgs) -> Result<()> {
+    let tx = kura::reserves::read_tx(&a.tx)?;
+    let done = solvency::attach_reserves(&a.data, a.epoch, &a.asset, &tx)?;
+    println!(
+        "epoch {}: the proof of reserves of {} is finished: {} coins, {} sat, every \
+         signature valid; written to {}",
+        a.epoch,
+        a.asset,
+        done.coins,
+        done.total_sat,
+        done.path.display()
+    );
     Ok(())
 }
 
@@ -263,8 +305,10 @@ fn verify(a: &VerifyArgs) -> Result<bool> {
                 ok = false;
             }
             Some(r) => println!(
-                "  {asset}: liabilities <= stated reserves {r} (the reserves proof itself is not \
-                 checked here)"
+                "  {asset}: liabilities <= stated reserves {r} (check the report's \
+                 reserves_proof.transaction with `kura reserves verify --tx FILE --message \
+                 \"{}\"`)",
+                c.message
             ),
             None => println!("  {asset}: the report states no reserves"),
         }

@@ -492,6 +492,134 @@ fn hot_deposit_and_cold_coins_are_proven_signed_offline_and_verified_against_the
     ]);
     assert!(err.contains("wrong commitment"), "{err}");
 
+    // A solvency epoch proves the same coins under its own message: the hot and deposit
+    // coins signed at once, the cold ones waiting for the holders.
+    let report: serde_json::Value = serde_json::from_str(&ok(&[
+        "solvency",
+        "prove",
+        "--data",
+        p(data),
+        "--depth",
+        "4",
+        "--json",
+    ]))
+    .expect("report");
+    let btc = report["assets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset"] == "BTC"))
+        .expect("BTC")
+        .clone();
+    let proof = &btc["reserves_proof"];
+    assert_eq!(proof["complete"], false, "{proof}");
+    assert_eq!(proof["coins"], 4);
+    assert_eq!(proof["offline_coins"], 2);
+    assert_eq!(proof["total_sat"], 3_800_000);
+    assert_eq!(proof["transaction"], serde_json::Value::Null);
+    assert_eq!(proof["message"], btc["por"]["reserves_message"]);
+    assert_eq!(btc["reserves"]["source"], "reconciliation");
+    let epoch_message = proof["message"].as_str().expect("message").to_owned();
+    let epoch_dir = data.join("solvency/epochs/1/reserves-BTC");
+    let mut signed: Vec<PathBuf> = Vec::new();
+    for (n, _) in HOLDERS.iter().skip(1).enumerate() {
+        let copy = epoch_dir.join(format!("signed-{n}.psbt"));
+        let shown = ok(&[
+            "cold",
+            "sign",
+            "--psbt",
+            p(&epoch_dir.join("reserves.psbt")),
+            "--key",
+            p(&data.join(format!("holder-{n}.key"))),
+            "--descriptors",
+            p(&epoch_dir.join("descriptors.json")),
+            "--network",
+            "regtest",
+            "--out",
+            p(&copy),
+        ]);
+        assert!(
+            shown.contains(&format!("message: {epoch_message:?}")),
+            "{shown}"
+        );
+        signed.push(copy);
+    }
+    let epoch_tx = data.join("epoch-1.tx");
+    ok(&[
+        "cold",
+        "finalize",
+        "--psbt",
+        p(&signed[0]),
+        "--psbt",
+        p(&signed[1]),
+        "--out",
+        p(&epoch_tx),
+    ]);
+    // The earlier proof commits to another message: refused.
+    let attach = |tx: &Path| {
+        kura(&[
+            "solvency",
+            "attach-reserves",
+            "--data",
+            p(data),
+            "--epoch",
+            "1",
+            "--tx",
+            p(tx),
+        ])
+    };
+    let wrong = attach(&tx_path);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("not epoch 1's proof of reserves"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let done = attach(&epoch_tx);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    assert!(
+        text(&done.stdout).contains("4 coins, 3800000 sat"),
+        "{}",
+        text(&done.stdout)
+    );
+    let again = attach(&epoch_tx);
+    assert!(
+        text(&again.stderr).contains("already finished"),
+        "{}",
+        text(&again.stderr)
+    );
+    // Served with the report from then on, and it holds against the chain.
+    let (_, served) = kura::solvency::SolvencyStore::new(data)
+        .report(Some(1))
+        .expect("read")
+        .expect("epoch 1");
+    let served_proof = served["assets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["asset"] == "BTC"))
+        .map(|x| x["reserves_proof"].clone())
+        .expect("BTC");
+    assert_eq!(served_proof["attached"], true);
+    assert_eq!(
+        served_proof["transaction"].as_str(),
+        Some(std::fs::read_to_string(&epoch_tx).expect("tx").trim())
+    );
+    let verified = ok(&[
+        "reserves",
+        "verify",
+        "--tx",
+        p(&epoch_tx),
+        "--message",
+        &epoch_message,
+        "--data",
+        p(data),
+        "--liabilities",
+        btc["liabilities"]["sum"].to_string().as_str(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(verified.trim()).expect("json");
+    assert_eq!(
+        (v["total_sat"].as_u64(), v["covered"].as_bool()),
+        (Some(3_800_000), Some(true))
+    );
+
     // Alice withdraws: a proven coin is spent, and the proof no longer holds at the tip.
     submit(
         &ex,

@@ -54,7 +54,12 @@ struct Running {
 }
 
 fn start(dir: &Path, schedule: Schedule) -> Running {
-    let exchange = Exchange::open(config(dir, schedule), |_| {}).expect("open");
+    start_with(config(dir, schedule))
+}
+
+fn start_with(config: ServerConfig) -> Running {
+    let dir = config.data_dir().to_path_buf();
+    let exchange = Exchange::open(config, |_| {}).expect("open");
     let backend = exchange.backend().clone();
     let devnet = exchange
         .custody()
@@ -395,7 +400,31 @@ fn epochs_are_proven_logged_verified_and_served_to_their_own_customers() {
     assert_eq!(btc["customers"], 4);
     assert_eq!(btc["status"], "covered");
     assert!(btc["reserves"]["sum"].as_u64().expect("reserves") >= owed);
-    assert!(btc["reserves_proof"].is_null());
+    // A hot-only node: the BIP-127 proof is finished at once and states the reserves.
+    let proof = &btc["reserves_proof"];
+    assert_eq!(proof["complete"], true, "{proof}");
+    assert_eq!(btc["reserves"]["source"], "bip127");
+    assert_eq!(proof["total_sat"], btc["reserves"]["sum"]);
+    assert_eq!(proof["message"], btc["por"]["reserves_message"]);
+    assert_eq!(proof["offline_coins"], 0);
+    let proof_tx = work.join("epoch-1.tx");
+    std::fs::write(&proof_tx, proof["transaction"].as_str().expect("tx")).expect("write");
+    let verified: Value = serde_json::from_str(&ok(&[
+        "reserves",
+        "verify",
+        "--tx",
+        s(&proof_tx),
+        "--message",
+        proof["message"].as_str().expect("message"),
+        "--data",
+        data,
+        "--liabilities",
+        &owed.to_string(),
+        "--json",
+    ]))
+    .expect("verify json");
+    assert_eq!(verified["total_sat"], proof["total_sat"]);
+    assert_eq!(verified["covered"], true);
     let jpy = asset(&report, "JPY");
     assert!(jpy["reserves"].is_null());
     assert_eq!(jpy["status"], "no on-chain reserves");
@@ -653,7 +682,11 @@ fn a_node_takes_epochs_on_its_own_schedule() {
         depth: 6,
         poll: Duration::from_millis(20),
     };
-    let r = start(&dir, schedule);
+    // Audit checkpoints on a timer too: the epochs' records get signed without anyone
+    // running `kura audit checkpoint`.
+    let mut c = config(&dir, schedule);
+    c.audit_every = Some(Duration::from_millis(50));
+    let r = start_with(c);
     let (user, address) = customer(&r, "erin");
     deposit(&r, user, &address, 40_000, 40_000);
     assert_eq!(total(&r, user, BTC), 40_000);
@@ -677,11 +710,34 @@ fn a_node_takes_epochs_on_its_own_schedule() {
         .expect("height");
     assert!(h2 >= h1 + 2, "epoch 2 at block {h2}, epoch 1 at {h1}");
     assert_eq!(asset(&report, "BTC")["liabilities"]["sum"], 40_000);
+    // The node proved its reserves for the epoch by itself.
+    let proof = &asset(&report, "BTC")["reserves_proof"];
+    assert_eq!(proof["complete"], true, "{proof}");
+    assert_eq!(proof["total_sat"], asset(&report, "BTC")["reserves"]["sum"]);
     let proofs = store
         .proofs(u64::from(user.0), None)
         .expect("proofs")
         .expect("epoch");
     let checked = solvency::verify_files(&proofs, &report, Some("BTC")).expect("verifies");
     assert_eq!(checked[0].balance, 40_000);
+    // A signed checkpoint soon covers epoch 2's record, and proves it is in the log.
+    let record_seq = report["record"]["seq"].as_u64().expect("record seq");
+    wait_for("a checkpoint covering epoch 2", || {
+        kura::audit::list_checkpoints(&dir)
+            .is_ok_and(|sizes| sizes.last().is_some_and(|&n| n >= record_seq))
+    });
+    let included: Value = serde_json::from_str(&ok(&[
+        "audit",
+        "prove-inclusion",
+        &record_seq.to_string(),
+        "--data",
+        s(&dir),
+        "--json",
+    ]))
+    .expect("inclusion json");
+    assert_eq!(
+        included["record"]["entry"]["command"]["type"],
+        "record_solvency"
+    );
     stop(r);
 }

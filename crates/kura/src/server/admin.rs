@@ -1014,12 +1014,29 @@ async fn custody_coins(backend: &NodeBackend, chain: &ChainContext) -> Result<Va
     let books = backend
         .query(books_status)
         .await
-        .map_err(|e| anyhow!("{e}"))?
-        .ok_or_else(|| anyhow!("the exchange has no BTC asset"))?;
+        .map_err(|e| anyhow!("{e}"))?;
     let view = chain
         .view
         .as_ref()
         .ok_or_else(|| anyhow!("this node follows no chain, so it knows no coins"))?;
+    coins_json(books, view)
+}
+
+/// The `custody_coins` answer from inside the node (no admin socket): what a proof of
+/// reserves spends (`kura::reserves::prove_from`).
+pub fn custody_coins_now(
+    handle: &crate::node::NodeHandle,
+    view: &Arc<Mutex<CustodyView>>,
+) -> Result<Value> {
+    let books = handle
+        .query_wait(books_status)
+        .map_err(|e| anyhow!("{e}"))?;
+    coins_json(books, view)
+}
+
+/// Every confirmed coin the custody task watches, with the registered wallets.
+fn coins_json(books: Option<BooksStatus>, view: &Arc<Mutex<CustodyView>>) -> Result<Value> {
+    let books = books.ok_or_else(|| anyhow!("the exchange has no BTC asset"))?;
     let v = view.lock().unwrap_or_else(|p| p.into_inner());
     let followed = v.watcher.tip();
     let coins: Vec<Value> = v

@@ -34,6 +34,9 @@ use tokio::sync::{broadcast, watch};
 /// The read model's file name inside the data directory.
 pub const STORE_FILE: &str = "read-model.sqlite";
 
+/// The default period of the server's audit checkpoints: one an hour.
+pub const DEFAULT_AUDIT_EVERY_SECS: u64 = 3600;
+
 /// Everything `kura serve` needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -49,6 +52,9 @@ pub struct ServerConfig {
     pub custody: custody::CustodyConfig,
     /// Solvency epochs taken by the server itself (off by default).
     pub solvency: crate::solvency::Schedule,
+    /// How often the server signs an audit checkpoint of its journal (`None`: never;
+    /// `kura audit checkpoint` still can).
+    pub audit_every: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -61,6 +67,7 @@ impl ServerConfig {
             api: kura_api::http::RouterConfig::default(),
             custody: custody::CustodyConfig::default(),
             solvency: crate::solvency::Schedule::default(),
+            audit_every: Some(Duration::from_secs(DEFAULT_AUDIT_EVERY_SECS)),
         }
     }
 
@@ -78,6 +85,7 @@ pub struct Exchange {
     projector: JoinHandle<Result<()>>,
     custody: Option<custody::Custody>,
     solvency: Option<crate::solvency::Scheduler>,
+    audit: Option<crate::audit::Checkpointer>,
     _lock: files::DirLock,
 }
 
@@ -228,8 +236,21 @@ impl Exchange {
                 v.synced && v.chain_tip.map(|t| t.height) == v.watcher.tip().map(|(h, _)| h)
             })
         });
-        let solvency =
-            crate::solvency::Scheduler::start(&dir, config.solvency, handle.clone(), synced)?;
+        // An epoch proves the reserves with the coins the custody task watches.
+        let coins = custody.as_ref().map(|c| {
+            let view = c.view_handle();
+            let handle = handle.clone();
+            Box::new(move || admin::custody_coins_now(&handle, &view))
+                as Box<dyn Fn() -> Result<serde_json::Value> + Send>
+        });
+        let solvency = crate::solvency::Scheduler::start(
+            &dir,
+            config.solvency,
+            handle.clone(),
+            synced,
+            coins,
+        )?;
+        let audit = crate::audit::Checkpointer::start(&dir, config.audit_every)?;
         let backend = NodeBackend::new(BackendParts {
             handle,
             keys,
@@ -249,6 +270,7 @@ impl Exchange {
             projector,
             custody,
             solvency,
+            audit,
             _lock: lock,
         })
     }
@@ -324,8 +346,12 @@ impl Exchange {
             projector,
             custody,
             solvency,
+            audit,
             ..
         } = self;
+        if let Some(a) = audit {
+            a.stop();
+        }
         // The custody task and the solvency scheduler submit commands: stop them before
         // the node.
         if let Some(s) = solvency {
