@@ -19,7 +19,14 @@
 //!    (median, p99 over `--proofs` random leaves), the longest one's size, and the time
 //!    to verify one.
 //!
-//! `export_records_per_s` is left `null`: the export bench fills it.
+//! 3. **Forensic export** (`kura::export`): a fresh data directory gets a journal of
+//!    `--export-records` commands (deposits and orders of eight customers, streamed
+//!    through the real sequencer with group commit, as `kura debug stress-node` does);
+//!    then one customer's bundle is exported exactly as `kura export --account` makes
+//!    it: a signed checkpoint over the whole journal, a replay of every record, the
+//!    customer's records and tables, an inclusion proof per exported record.
+//!    `export_records_per_s` is journal records scanned per second of the whole export
+//!    (signing included); `export.*` gives the parts. `--export-records 0` skips it.
 //!
 //! Timings are wall clock on a machine that may be shared (`machine.loadavg_at_start`).
 
@@ -46,6 +53,9 @@ pub struct SolvencyArgs {
     /// Records (leaves) of the audit log.
     #[arg(long, default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     records: u64,
+    /// Journal records behind the export phase (0: skip it).
+    #[arg(long, default_value_t = 200_000)]
+    export_records: u64,
     /// Proofs made and verified per phase.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
     proofs: u32,
@@ -256,6 +266,94 @@ fn log_phase(a: &SolvencyArgs) -> Result<Value> {
     }))
 }
 
+/// Streams `n` commands through a node in `data` (genesis, eight customers, then
+/// `kura::drill::command`s), 256 in flight.
+fn write_journal(data: &std::path::Path, n: u64) -> Result<()> {
+    use kura::node::{internal, Node, NodeConfig};
+    use kura_engine::{genesis, Command};
+    let mut config = NodeConfig::new(data);
+    config.snapshot_every = None;
+    config.snapshot_every_commands = 0;
+    let (node, handle) = Node::start(config)?;
+    let wait = |c: Command| {
+        handle
+            .submit_wait(internal(c))
+            .map_err(|e| anyhow!("{e}"))
+            .and_then(|ack| ack.result.map_err(|r| anyhow!("refused: {r}")))
+    };
+    for c in genesis::genesis() {
+        wait(c)?;
+    }
+    for _ in 0..kura::drill::USERS {
+        wait(Command::CreateUser)?;
+    }
+    let bar = progress(n, "journal");
+    let (tx, rx) = std::sync::mpsc::channel::<bool>();
+    let mut in_flight = 0usize;
+    let mut i = 0u64;
+    while i < n || in_flight > 0 {
+        while in_flight < 256 && i < n {
+            let tx = tx.clone();
+            handle.submit(
+                internal(kura::drill::command(i).1),
+                Box::new(move |r| {
+                    let _ = tx.send(r.is_ok());
+                }),
+            );
+            in_flight += 1;
+            i += 1;
+        }
+        if !rx
+            .recv()
+            .map_err(|_| anyhow!("the node stopped acknowledging"))?
+        {
+            return Err(anyhow!("the node failed a command"));
+        }
+        in_flight -= 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    drop(handle);
+    node.shutdown()?;
+    Ok(())
+}
+
+fn export_phase(a: &SolvencyArgs) -> Result<Value> {
+    use kura::export::{export, ExportOptions, Selector};
+    let tmp = crate::bench_journal::TempDir::new(&std::env::temp_dir(), "export")?;
+    let data = tmp.0.join("data");
+    let started = Instant::now();
+    write_journal(&data, a.export_records)?;
+    let journal_s = started.elapsed();
+    let options = ExportOptions {
+        data: data.clone(),
+        selector: Selector::Account("0".into()),
+        from_ms: None,
+        to_ms: None,
+        out: tmp.0.join("bundle"),
+        checkpoint: None,
+        network: None,
+    };
+    let bar = progress(0, "export");
+    let stats = export(&options, &mut |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    })?;
+    bar.finish_and_clear();
+    #[allow(clippy::float_arithmetic)]
+    let rate = (stats.records_scanned as f64 / stats.elapsed.as_secs_f64().max(1e-9)).round();
+    Ok(json!({
+        "records_per_s": rate,
+        "journal_records": stats.checkpoint_size,
+        "records_scanned": stats.records_scanned,
+        "records_exported": stats.records_exported,
+        "rows_written": stats.rows_written,
+        "bytes_written": stats.bytes_written,
+        "export_ms": ms(stats.elapsed),
+        "journal_write_ms": ms(journal_s),
+    }))
+}
+
 pub fn run(a: &SolvencyArgs) -> Result<()> {
     let load_at_start = loadavg();
     let started = Instant::now();
@@ -266,6 +364,15 @@ pub fn run(a: &SolvencyArgs) -> Result<()> {
     let tree = tree_phase(a)?;
     eprintln!("audit log: {} records ...", a.records);
     let log = log_phase(a)?;
+    let export = if a.export_records > 0 {
+        eprintln!(
+            "forensic export: one customer of a {}-record journal ...",
+            a.export_records
+        );
+        export_phase(a)?
+    } else {
+        Value::Null
+    };
     let out = json!({
         "benchmark": "solvency",
         "machine": {
@@ -274,7 +381,8 @@ pub fn run(a: &SolvencyArgs) -> Result<()> {
         },
         "liabilities_tree": tree,
         "audit_log": log,
-        "export_records_per_s": null,
+        "export_records_per_s": export["records_per_s"],
+        "export": export,
         "elapsed_s": started.elapsed().as_secs(),
     });
     if a.json {
