@@ -322,6 +322,18 @@ fn the_hot_float_is_swept_above_high_water_and_refilled_offline_below_low_water(
     wait_for(&ex, "the withdrawal batch", |ex| {
         batch(ex, 1).is_some_and(|(t, _, id)| !t && in_mempool(ex, id))
     });
+    // While it is in flight its change is unconfirmed and the float looks empty: the
+    // task must not ask for a refill on that account, however many passes it makes.
+    let passes = |ex: &Exchange| ex.custody().map_or(0, |c| c.view().passes);
+    let seen = passes(&ex);
+    wait_for(&ex, "three more custody passes", |ex| {
+        passes(ex) >= seen + 3
+    });
+    assert_eq!(
+        batch(&ex, 2),
+        None,
+        "a refill while a withdrawal was in flight"
+    );
     mine(&ex);
     wait_for(&ex, "the withdrawal to settle", |ex| {
         matches!(batch(ex, 1), Some((_, BatchState::Confirmed { .. }, _)))

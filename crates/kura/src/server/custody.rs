@@ -111,6 +111,8 @@ pub struct CustodyView {
     pub last_error: Option<String>,
     /// Blocks processed since start.
     pub blocks: u64,
+    /// Passes of the task since start (each: follow the chain, then pay or rebalance).
+    pub passes: u64,
     /// The address text of every watched deposit address, by (wallet, index).
     pub addresses: std::collections::HashMap<(u32, u32), String>,
 }
@@ -432,6 +434,7 @@ impl Custody {
             synced: false,
             last_error: None,
             blocks: 0,
+            passes: 0,
             addresses: std::collections::HashMap::new(),
         }));
         let (control, requests) = crossbeam_channel::bounded::<Control>(16);
@@ -671,13 +674,17 @@ impl Task {
 
     fn run(mut self, poll: Duration, requests: crossbeam_channel::Receiver<Control>) {
         loop {
-            match self.pass() {
-                Ok(()) => self.view().last_error = None,
+            let result = self.pass();
+            let mut view = self.view();
+            view.passes += 1;
+            match result {
+                Ok(()) => view.last_error = None,
                 Err(e) => {
                     tracing::warn!(error = %e, "custody pass failed; retrying");
-                    self.view().last_error = Some(format!("{e:#}"));
+                    view.last_error = Some(format!("{e:#}"));
                 }
             }
+            drop(view);
             match requests.recv_timeout(poll) {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Ok(Control::Bump {
