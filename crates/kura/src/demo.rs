@@ -377,8 +377,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         serve.solvency_every_minutes = serve.solvency_every_minutes.or(Some(1));
         serve.solvency_depth = serve.solvency_depth.or(Some(16));
     }
-    let config = serve_cli::resolve(&serve)?;
+    // A signed audit checkpoint a minute, so the log always has a recent one.
+    serve.audit_checkpoint_every_secs = serve.audit_checkpoint_every_secs.or(Some(60));
+    let mut config = serve_cli::resolve(&serve)?;
+    // The first epoch once the demo's customers are credited (a few seconds in), not
+    // of the empty books at the first block.
+    config.solvency.first_after = Duration::from_secs(20);
     let config_solvency = config.solvency.enabled();
+    let audit_every = config.audit_every;
     let listen = config.listen;
     let data = config.data_dir().to_path_buf();
     let exchange = serve_cli::open(config)?;
@@ -479,6 +485,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 "Proof of solvency: {rest}/kura/v1/solvency (an epoch a minute); your own \
                  proof: GET /kura/v1/solvency/proof (signed), or kura solvency proof --data {} \
                  --account <id>",
+                data.display()
+            );
+        }
+        if let Some(every) = audit_every {
+            println!(
+                "Audit log: a signed checkpoint every {} s in {}; prove a record is in it: \
+                 kura audit prove-inclusion SEQ --data {}",
+                every.as_secs(),
+                data.join("audit").join("checkpoints").display(),
                 data.display()
             );
         }

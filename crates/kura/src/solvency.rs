@@ -909,7 +909,7 @@ fn reserves_note(t: &AssetTree) -> (&'static str, String) {
         Some(EpochReserves::Proved(p)) if p.complete => (
             "bip127",
             format!(
-                "proven by the BIP-127 transaction in reserves_proof ({dir}/{}): {} coins \
+                "proven by the BIP-127 transaction in reserves_proof ({dir}/{}): {} coin(s) \
                  signed over the message committing to this epoch's liabilities root, at \
                  block {}; check it with `kura reserves verify` or \
                  tools/verify/reserves_verify.py",
@@ -923,7 +923,7 @@ fn reserves_note(t: &AssetTree) -> (&'static str, String) {
             format!(
                 "the coins the node's wallets held at block {} as its chain watcher \
                  reconciled them; the BIP-127 proof over them ({dir}/{}) waits for the cold \
-                 wallet holders' signatures on {} coins (`kura cold sign`, `kura cold \
+                 wallet holders' signatures on {} coin(s) (`kura cold sign`, `kura cold \
                  finalize`, then `kura solvency attach-reserves`)",
                 t.cut.height,
                 crate::reserves::PSBT_FILE,
@@ -1132,12 +1132,12 @@ pub fn summary_text(report: &Value) -> String {
         let proof = &a["reserves_proof"];
         match a["reserves"]["amount"].as_str() {
             Some(r) if a["reserves"]["source"] == "bip127" => out.push_str(&format!(
-                "  reserves:    {r} {sym}  (BIP-127 proof over {} coins at block {})\n",
+                "  reserves:    {r} {sym}  (BIP-127 proof over {} coin(s) at block {})\n",
                 proof["coins"], proof["block_height"]
             )),
             Some(r) if proof["complete"] == false => out.push_str(&format!(
                 "  reserves:    {r} {sym}  (reconciled holdings; the BIP-127 proof waits for \
-                 the cold holders to sign {} of {} coins: {})\n",
+                 the cold holders to sign {} of {} coin(s): {})\n",
                 proof["offline_coins"],
                 proof["coins"],
                 proof["psbt"].as_str().unwrap_or("?")
@@ -1566,6 +1566,8 @@ pub struct Schedule {
     pub depth: u32,
     /// How often the condition is looked at.
     pub poll: std::time::Duration,
+    /// No first epoch (when none was published yet) before this long after start.
+    pub first_after: std::time::Duration,
 }
 
 impl Default for Schedule {
@@ -1575,6 +1577,7 @@ impl Default for Schedule {
             every: None,
             depth: DEFAULT_DEPTH,
             poll: std::time::Duration::from_secs(1),
+            first_after: std::time::Duration::ZERO,
         }
     }
 }
@@ -1678,6 +1681,7 @@ fn scheduler_loop(
         }
     };
     let mut retry_at = 0u64;
+    let started = std::time::Instant::now();
     loop {
         {
             let (lock, cv) = stop;
@@ -1689,7 +1693,7 @@ fn scheduler_loop(
                 return;
             }
         }
-        if !synced() {
+        if !synced() || (last.is_none() && started.elapsed() < schedule.first_after) {
             continue;
         }
         let newest = handle.query_wait(|e| {

@@ -681,6 +681,7 @@ fn a_node_takes_epochs_on_its_own_schedule() {
         every: None,
         depth: 6,
         poll: Duration::from_millis(20),
+        first_after: Duration::ZERO,
     };
     // Audit checkpoints on a timer too: the epochs' records get signed without anyone
     // running `kura audit checkpoint`.
