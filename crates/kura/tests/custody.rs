@@ -454,9 +454,50 @@ fn a_withdrawal_is_batched_signed_bumped_and_settled_once_across_a_restart() {
     let original = first_txid_of_batch_0(&ex);
     assert_eq!(devnet.mempool_txids(), vec![original]);
 
-    // Our own fee bump replaces it in the mempool: same coins, new txid.
-    let bumped = ex.custody().expect("custody").bump(0, 25).expect("bump");
+    // Our own fee bump, asked by an operator through the admin socket's handler,
+    // replaces it in the mempool: same coins, new txid.
+    let custody = ex.custody().expect("custody");
+    let chain = kura::server::admin::ChainContext::new(
+        &config(dir.path()).custody.chain,
+        Some(custody.view_handle()),
+    )
+    .with_control(Some(custody.control()));
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(kura::server::admin::handle_with_chain(
+            ex.backend(),
+            &chain,
+            kura::server::admin::Envelope {
+                operator: "ops-1".into(),
+                request: kura::server::admin::Request::BatchBump {
+                    batch: 0,
+                    fee_rate_sat_vb: 25,
+                    reason: "stuck below the market fee".into(),
+                },
+            },
+        ))
+        .expect("bump");
+    let bumped: kura_chain::bitcoin::Txid = answer["txid"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("txid");
     assert_ne!(bumped, original);
+    // The journal says who bumped it and why.
+    let bump_origin = kura_journal::read_records(dir.path(), 1)
+        .expect("journal")
+        .filter_map(|r| codec::decode(&r.expect("record").payload).ok())
+        .find(|e| matches!(e.command, Command::BumpWithdrawalBatch { .. }))
+        .map(|e| e.origin)
+        .expect("the bump is journaled");
+    assert_eq!(
+        bump_origin,
+        codec::Origin::Admin {
+            operator: "ops-1".into(),
+            reason: "stuck below the market fee".into()
+        }
+    );
     assert_eq!(
         devnet.mempool_txids(),
         vec![bumped],

@@ -617,11 +617,12 @@ pub async fn handle_with_chain(
                 .control
                 .clone()
                 .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
+            let by = origin(&op, &reason);
             let txid = tokio::task::spawn_blocking(move || {
                 if cancel {
-                    control.cancel(batch, fee_rate_sat_vb)
+                    control.cancel_as(batch, fee_rate_sat_vb, by)
                 } else {
-                    control.bump(batch, fee_rate_sat_vb)
+                    control.bump_as(batch, fee_rate_sat_vb, by)
                 }
             })
             .await

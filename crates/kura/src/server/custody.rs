@@ -24,6 +24,7 @@ use kura_chain::{
     BlockRef, ChainSource, Devnet, DevnetOptions, DevnetRpcServer, MinerHandle, RpcAuth, RpcSource,
 };
 use kura_custody::{plan_block, BatchFacts, Books, Owner, PlanParams, SpendReport, Watcher};
+use kura_engine::codec::{Entry, Origin};
 use kura_engine::{Command, Engine, Reject, WalletRole};
 use kura_units::{AssetId, UserId};
 use std::collections::{BTreeSet, HashSet};
@@ -140,12 +141,16 @@ enum Control {
     Bump {
         batch: u64,
         fee_rate_sat_vb: u64,
+        /// Who asked: journaled with the replacement.
+        origin: Origin,
         reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
     },
     /// Double-spend an open batch's coins back to our hot wallet at a higher fee rate.
     Cancel {
         batch: u64,
         fee_rate_sat_vb: u64,
+        /// Who asked: journaled with the replacement.
+        origin: Origin,
         reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
     },
 }
@@ -184,9 +189,21 @@ impl CustodyControl {
     /// Replace open batch `batch`'s transaction with one paying `fee_rate_sat_vb` (same
     /// coins, same payments, less change); the new txid.
     pub fn bump(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        self.bump_as(batch, fee_rate_sat_vb, Origin::Internal)
+    }
+
+    /// [`CustodyControl::bump`] on behalf of `origin` (an operator and their reason),
+    /// which the journal records with the new version.
+    pub fn bump_as(
+        &self,
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        origin: Origin,
+    ) -> Result<kura_chain::bitcoin::Txid> {
         self.ask(|reply| Control::Bump {
             batch,
             fee_rate_sat_vb,
+            origin,
             reply,
         })
     }
@@ -196,9 +213,20 @@ impl CustodyControl {
     /// withdrawals are refunded only when that transaction confirms; if a paying
     /// version confirms instead, they are settled. The cancelling txid.
     pub fn cancel(&self, batch: u64, fee_rate_sat_vb: u64) -> Result<kura_chain::bitcoin::Txid> {
+        self.cancel_as(batch, fee_rate_sat_vb, Origin::Internal)
+    }
+
+    /// [`CustodyControl::cancel`] on behalf of `origin`, journaled with the cancellation.
+    pub fn cancel_as(
+        &self,
+        batch: u64,
+        fee_rate_sat_vb: u64,
+        origin: Origin,
+    ) -> Result<kura_chain::bitcoin::Txid> {
         self.ask(|reply| Control::Cancel {
             batch,
             fee_rate_sat_vb,
+            origin,
             reply,
         })
     }
@@ -690,16 +718,18 @@ impl Task {
                 Ok(Control::Bump {
                     batch,
                     fee_rate_sat_vb,
+                    origin,
                     reply,
                 }) => {
-                    let _ = reply.send(self.replace(batch, fee_rate_sat_vb, false));
+                    let _ = reply.send(self.replace(batch, fee_rate_sat_vb, false, origin));
                 }
                 Ok(Control::Cancel {
                     batch,
                     fee_rate_sat_vb,
+                    origin,
                     reply,
                 }) => {
-                    let _ = reply.send(self.replace(batch, fee_rate_sat_vb, true));
+                    let _ = reply.send(self.replace(batch, fee_rate_sat_vb, true, origin));
                 }
                 Ok(Control::Stop) | Err(_) => return,
             }
@@ -724,11 +754,21 @@ impl Task {
         batch: u64,
         fee_rate_sat_vb: u64,
         cancel: bool,
+        origin: Origin,
     ) -> Result<kura_chain::bitcoin::Txid> {
         let books = self.payout_books()?;
         let coins = super::payout::coins_of(&self.view().watcher);
         let handle = self.handle.clone();
-        let mut submit = |c: Command| submit_events(&handle, c);
+        let mut submit = |command: Command| {
+            let ack = handle
+                .submit_wait(Entry {
+                    ctx_timestamp_ms: 0,
+                    origin: origin.clone(),
+                    command,
+                })
+                .map_err(|e| anyhow!("submitting a custody command: {e}"))?;
+            Ok(ack.result)
+        };
         let replace = if cancel {
             super::payout::Payout::cancel
         } else {
