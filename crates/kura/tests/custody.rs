@@ -17,11 +17,13 @@ use kura_chain::bitcoin::{
     absolute::LockTime, transaction::Version, Address, Amount, CompressedPublicKey, Network,
     OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
 };
-use kura_engine::{codec, BatchState, Command, Engine, WalletRole, WithdrawalPolicy};
+use kura_engine::{codec, BatchState, Command, WalletRole, WithdrawalPolicy};
 use kura_units::{AssetId, UserId};
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+mod node_common;
+use node_common::{query, submit, wait_for};
 
 const BTC: AssetId = AssetId(0);
 
@@ -47,36 +49,6 @@ fn config(dir: &Path) -> ServerConfig {
         ..CustodyConfig::default()
     };
     c
-}
-
-fn submit(ex: &Exchange, command: Command) -> Vec<kura_engine::Event> {
-    let ack = ex
-        .backend()
-        .handle()
-        .submit_wait(codec::Entry {
-            ctx_timestamp_ms: 0,
-            origin: codec::Origin::Internal,
-            command: command.clone(),
-        })
-        .expect("submitted");
-    ack.result
-        .unwrap_or_else(|r| panic!("{command:?} refused: {r}"))
-}
-
-fn query<R: Send + 'static>(ex: &Exchange, f: impl FnOnce(&Engine) -> R + Send + 'static) -> R {
-    ex.backend().handle().query_wait(f).expect("query")
-}
-
-/// Wait (up to 30 s) until `cond` holds, checking every few milliseconds.
-fn wait_for(ex: &Exchange, what: &str, mut cond: impl FnMut(&Exchange) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond(ex) {
-        if Instant::now() > deadline {
-            let view = ex.custody().map(|c| format!("{:?}", c.view().last_error));
-            panic!("timed out waiting for {what} (custody error: {view:?})");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// The custody task has followed the devnet up to its tip.

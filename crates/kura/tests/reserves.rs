@@ -12,13 +12,15 @@ use kura_chain::bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
 use kura_chain::bitcoin::consensus::encode::deserialize_hex;
 use kura_chain::bitcoin::secp256k1::Secp256k1;
 use kura_chain::bitcoin::{Address, Amount, Network, Transaction};
-use kura_engine::{codec, Command, Engine, EventKind, WalletRole, WithdrawalPolicy};
+use kura_engine::{Command, EventKind, WalletRole, WithdrawalPolicy};
 use kura_units::AssetId;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+mod node_common;
+use node_common::{devnet, query, submit, wait_for};
 
 const BTC: AssetId = AssetId(0);
 const NET: Network = Network::Regtest;
@@ -63,43 +65,6 @@ fn cold_descriptor() -> String {
         })
         .collect();
     format!("wsh(sortedmulti(2,{}))", keys.join(","))
-}
-
-fn submit(ex: &Exchange, command: Command) -> Vec<kura_engine::Event> {
-    let ack = ex
-        .backend()
-        .handle()
-        .submit_wait(codec::Entry {
-            ctx_timestamp_ms: 0,
-            origin: codec::Origin::Internal,
-            command: command.clone(),
-        })
-        .expect("submitted");
-    ack.result
-        .unwrap_or_else(|r| panic!("{command:?} refused: {r}"))
-}
-
-fn query<R: Send + 'static>(ex: &Exchange, f: impl FnOnce(&Engine) -> R + Send + 'static) -> R {
-    ex.backend().handle().query_wait(f).expect("query")
-}
-
-/// Wait (up to 30 s) until `cond` holds.
-fn wait_for(ex: &Exchange, what: &str, mut cond: impl FnMut(&Exchange) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond(ex) {
-        if Instant::now() > deadline {
-            let view = ex.custody().map(|c| format!("{:?}", c.view().last_error));
-            panic!("timed out waiting for {what} (custody error: {view:?})");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn devnet(ex: &Exchange) -> kura_chain::Devnet {
-    ex.custody()
-        .and_then(|c| c.devnet())
-        .expect("devnet")
-        .clone()
 }
 
 fn mine(ex: &Exchange) {

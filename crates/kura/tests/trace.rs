@@ -20,13 +20,15 @@ use kura_chain::bitcoin::{
     OutPoint, PrivateKey, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
 };
 use kura_chain::Devnet;
-use kura_engine::{codec, Command, WalletRole};
+use kura_engine::{Command, WalletRole};
 use kura_units::{AssetId, UserId};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 use std::str::FromStr;
 use std::time::Duration;
+mod node_common;
+use node_common::submit;
 
 const NET: Network = Network::Regtest;
 const BTC: AssetId = AssetId(0);
@@ -42,20 +44,6 @@ fn config(dir: &Path) -> ServerConfig {
         ..CustodyConfig::default()
     };
     c
-}
-
-fn submit(ex: &Exchange, command: Command) -> Vec<kura_engine::Event> {
-    let ack = ex
-        .backend()
-        .handle()
-        .submit_wait(codec::Entry {
-            ctx_timestamp_ms: 0,
-            origin: codec::Origin::Internal,
-            command: command.clone(),
-        })
-        .expect("submitted");
-    ack.result
-        .unwrap_or_else(|r| panic!("{command:?} refused: {r}"))
 }
 
 /// A customer with a deposit address.
