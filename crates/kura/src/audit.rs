@@ -877,10 +877,7 @@ mod tests {
 /// Published checkpoints are what make a later rewrite of the journal detectable, so
 /// they should not depend on an operator remembering to take them.
 #[derive(Debug)]
-pub struct Checkpointer {
-    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
-    thread: std::thread::JoinHandle<()>,
-}
+pub struct Checkpointer(crate::ticker::Ticker);
 
 impl Checkpointer {
     /// Starts the thread, or nothing when `every` is `None`.
@@ -888,22 +885,9 @@ impl Checkpointer {
         let Some(every) = every else {
             return Ok(None);
         };
-        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let flag = std::sync::Arc::clone(&stop);
         let data = data.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .name("kura-audit".into())
-            .spawn(move || loop {
-                {
-                    let (lock, cv) = &*flag;
-                    let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    let (guard, _) = cv
-                        .wait_timeout_while(guard, every, |stopped| !*stopped)
-                        .unwrap_or_else(|p| p.into_inner());
-                    if *guard {
-                        return;
-                    }
-                }
+        let ticker =
+            crate::ticker::Ticker::start("kura-audit", every, move || {
                 match make_checkpoint(&data, false, &mut |_| {}) {
                     Ok(out) if out.written => tracing::info!(
                         size = out.signed.checkpoint.size,
@@ -916,16 +900,12 @@ impl Checkpointer {
                         "audit: signing a checkpoint failed"
                     ),
                 }
-            })
-            .context("starting the audit checkpoint thread")?;
-        Ok(Some(Checkpointer { stop, thread }))
+            })?;
+        Ok(Some(Checkpointer(ticker)))
     }
 
     /// Stops the thread (a checkpoint being signed is finished first).
     pub fn stop(self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        let _ = self.thread.join();
+        self.0.stop();
     }
 }

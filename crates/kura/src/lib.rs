@@ -8,4 +8,5 @@ pub mod node;
 pub mod reserves;
 pub mod server;
 pub mod solvency;
+pub mod ticker;
 pub mod trace;

@@ -1616,10 +1616,7 @@ fn last_of(report: &Value) -> Last {
 /// The thread that takes epochs on a [`Schedule`] inside `kura serve`; the roots are
 /// journaled straight through the node (origin: the exchange itself).
 #[derive(Debug)]
-pub struct Scheduler {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    thread: std::thread::JoinHandle<()>,
-}
+pub struct Scheduler(crate::ticker::Ticker);
 
 impl Scheduler {
     /// Starts the thread, or nothing when the schedule is off. `synced` tells whether the
@@ -1636,25 +1633,15 @@ impl Scheduler {
         if !schedule.enabled() {
             return Ok(None);
         }
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let data = data.to_path_buf();
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("kura-solvency".into())
-            .spawn(move || {
-                let coins = coins.as_deref().map(|f| f as CoinSource<'_>);
-                scheduler_loop(&data, schedule, &handle, synced.as_ref(), coins, &flag)
-            })
-            .context("starting the solvency thread")?;
-        Ok(Some(Scheduler { stop, thread }))
+        let mut state = SchedulerState::new(data, schedule, handle, synced, coins);
+        let ticker =
+            crate::ticker::Ticker::start("kura-solvency", schedule.poll, move || state.step())?;
+        Ok(Some(Scheduler(ticker)))
     }
 
     /// Stops the thread (an epoch being taken is finished first).
     pub fn stop(self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        let _ = self.thread.join();
+        self.0.stop();
     }
 }
 
@@ -1664,37 +1651,51 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn scheduler_loop(
-    data: &Path,
+/// What the scheduler remembers between its steps.
+struct SchedulerState {
+    data: PathBuf,
     schedule: Schedule,
-    handle: &crate::node::NodeHandle,
-    synced: &dyn Fn() -> bool,
-    coins: Option<CoinSource<'_>>,
-    stop: &(Mutex<bool>, std::sync::Condvar),
-) {
-    let store = SolvencyStore::new(data);
-    let mut last = match store.report(None) {
-        Ok(r) => r.map(|(_, v)| last_of(&v)),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "solvency: cannot read the last report");
-            None
-        }
-    };
-    let mut retry_at = 0u64;
-    let started = std::time::Instant::now();
-    loop {
-        {
-            let (lock, cv) = stop;
-            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let (guard, _) = cv
-                .wait_timeout_while(guard, schedule.poll, |stopped| !*stopped)
-                .unwrap_or_else(|p| p.into_inner());
-            if *guard {
-                return;
+    handle: crate::node::NodeHandle,
+    synced: Box<dyn Fn() -> bool + Send>,
+    coins: Option<Box<dyn Fn() -> Result<Value> + Send>>,
+    last: Option<Last>,
+    retry_at: u64,
+    started: std::time::Instant,
+}
+
+impl SchedulerState {
+    fn new(
+        data: &Path,
+        schedule: Schedule,
+        handle: crate::node::NodeHandle,
+        synced: Box<dyn Fn() -> bool + Send>,
+        coins: Option<Box<dyn Fn() -> Result<Value> + Send>>,
+    ) -> SchedulerState {
+        let last = match SolvencyStore::new(data).report(None) {
+            Ok(r) => r.map(|(_, v)| last_of(&v)),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "solvency: cannot read the last report");
+                None
             }
+        };
+        SchedulerState {
+            data: data.to_path_buf(),
+            schedule,
+            handle,
+            synced,
+            coins,
+            last,
+            retry_at: 0,
+            started: std::time::Instant::now(),
         }
-        if !synced() || (last.is_none() && started.elapsed() < schedule.first_after) {
-            continue;
+    }
+
+    /// Takes an epoch if one is due.
+    fn step(&mut self) {
+        let schedule = self.schedule;
+        let (handle, data, last) = (&self.handle, self.data.as_path(), self.last);
+        if !(self.synced)() || (last.is_none() && self.started.elapsed() < schedule.first_after) {
+            return;
         }
         let newest = handle.query_wait(|e| {
             (0..e.asset_count())
@@ -1704,7 +1705,7 @@ fn scheduler_loop(
                 .map(|r| (r.seq, r.height))
         });
         let Ok(Some((seq, height))) = newest else {
-            continue;
+            return;
         };
         let now = wall_ms();
         let due = match last {
@@ -1719,8 +1720,8 @@ fn scheduler_loop(
                     })
             }
         };
-        if !due || now < retry_at {
-            continue;
+        if !due || now < self.retry_at {
+            return;
         }
         let record = |epoch: u64, roots: Vec<SolvencyRoot>| -> Result<Recorded> {
             let ack = handle
@@ -1738,6 +1739,7 @@ fn scheduler_loop(
         let options = ProveOptions {
             depth: schedule.depth,
         };
+        let coins = self.coins.as_deref().map(|f| f as CoinSource<'_>);
         match take_epoch(data, options, now, coins, record, |msg| {
             tracing::debug!("solvency: {msg}")
         }) {
@@ -1747,11 +1749,11 @@ fn scheduler_loop(
                     record_seq = out.report["record"]["seq"].as_u64(),
                     "solvency epoch published"
                 );
-                last = Some(last_of(&out.report));
+                self.last = Some(last_of(&out.report));
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "solvency: taking an epoch failed");
-                retry_at = now + 60_000;
+                self.retry_at = now + 60_000;
             }
         }
     }

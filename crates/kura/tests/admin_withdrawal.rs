@@ -6,13 +6,14 @@
 
 use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::{Exchange, ServerConfig};
-use kura_engine::{codec, Command, Engine, WithdrawalPolicy, WithdrawalState};
+use kura_engine::{Command, Engine, WithdrawalPolicy, WithdrawalState};
 use kura_units::{Amount, AssetId, UserId};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
+mod node_common;
 
 const BTC: AssetId = AssetId(0);
 const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -93,17 +94,7 @@ fn query<R: Send + 'static>(r: &Running, f: impl FnOnce(&Engine) -> R + Send + '
 }
 
 fn submit(r: &Running, command: Command) {
-    let ack = r
-        .backend
-        .handle()
-        .submit_wait(codec::Entry {
-            ctx_timestamp_ms: 0,
-            origin: codec::Origin::Internal,
-            command: command.clone(),
-        })
-        .expect("submitted");
-    ack.result
-        .unwrap_or_else(|e| panic!("{command:?} refused: {e}"));
+    node_common::submit_to(&r.backend, command);
 }
 
 fn kura(args: &[&str]) -> Output {

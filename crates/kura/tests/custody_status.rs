@@ -5,13 +5,14 @@ use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::{Exchange, ServerConfig};
 use kura_chain::bitcoin::{Amount, Network};
 use kura_chain::Devnet;
-use kura_engine::{codec, Command, Engine, EventKind};
+use kura_engine::{Command, Engine, EventKind};
 use kura_units::{AssetId, UserId};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
+mod node_common;
 
 const BTC: AssetId = AssetId(0);
 
@@ -106,17 +107,7 @@ fn available(r: &Running, user: UserId) -> Option<u64> {
 }
 
 fn submit(r: &Running, command: Command) -> Vec<kura_engine::Event> {
-    let ack = r
-        .backend
-        .handle()
-        .submit_wait(codec::Entry {
-            ctx_timestamp_ms: 0,
-            origin: codec::Origin::Internal,
-            command: command.clone(),
-        })
-        .expect("submitted");
-    ack.result
-        .unwrap_or_else(|e| panic!("{command:?} refused: {e}"))
+    node_common::submit_to(&r.backend, command)
 }
 
 fn kura(args: &[&str]) -> Output {

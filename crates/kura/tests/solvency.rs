@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+mod node_common;
 
 const BTC: AssetId = AssetId(0);
 const DEPTH: &str = "8";
@@ -126,17 +127,7 @@ fn query<R: Send + 'static>(r: &Running, f: impl FnOnce(&Engine) -> R + Send + '
 }
 
 fn submit(r: &Running, command: Command) -> Vec<kura_engine::Event> {
-    let ack = r
-        .backend
-        .handle()
-        .submit_wait(codec::Entry {
-            ctx_timestamp_ms: 0,
-            origin: codec::Origin::Internal,
-            command: command.clone(),
-        })
-        .expect("submitted");
-    ack.result
-        .unwrap_or_else(|e| panic!("{command:?} refused: {e}"))
+    node_common::submit_to(&r.backend, command)
 }
 
 /// A customer with a deposit address.

@@ -3,14 +3,19 @@
 //! deadline; never a fixed sleep).
 #![allow(dead_code)] // each test binary uses its own subset
 
+use kura::server::backend::NodeBackend;
 use kura::server::Exchange;
 use kura_engine::{codec, Command, Engine, Event};
 use std::time::{Duration, Instant};
 
 /// Journals `command` with the exchange's own origin; panics if it is refused.
 pub fn submit(ex: &Exchange, command: Command) -> Vec<Event> {
-    let ack = ex
-        .backend()
+    submit_to(ex.backend(), command)
+}
+
+/// [`submit`] through a backend (a node served on a runtime of the test's own).
+pub fn submit_to(backend: &NodeBackend, command: Command) -> Vec<Event> {
+    let ack = backend
         .handle()
         .submit_wait(codec::Entry {
             ctx_timestamp_ms: 0,
