@@ -86,6 +86,7 @@
 //! | 31 | `FinishWithdrawalBatch` | `batch`: `u64`; `txid`: 32 bytes; `height`: `u32`; `network_fee`: `u64`; `paid`: bool |
 //! | 32 | `RecordSolvency` | `epoch`: `u64`; `roots`: list ≤ [`SOLVENCY_ROOTS_MAX`] = 256 of (`asset`: `u16`; `ledger_seq`: `u64`; `epoch_id`: 32 bytes; `depth`: `u8`; `root_hash`: 32 bytes; `root_sum`: `u64`; `reserves`: `Option<u64>`) |
 //! | 33 | `BuildTransfer` | `asset`: `u16`; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `to`: (wallet `u32`, index `u32`); `amount`: `u64`; `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
+//! | 34 | `RejectWithdrawal` | `id`: string ≤ 128 |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
 //! `u64`); amounts are minor units, prices ticks, quantities lots, each a `u64`.
@@ -214,6 +215,7 @@ const TAG_BUMP_WITHDRAWAL_BATCH: u8 = 30;
 const TAG_FINISH_WITHDRAWAL_BATCH: u8 = 31;
 const TAG_RECORD_SOLVENCY: u8 = 32;
 const TAG_BUILD_TRANSFER: u8 = 33;
+const TAG_REJECT_WITHDRAWAL: u8 = 34;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -589,6 +591,9 @@ impl Writer<'_> {
             Command::CancelWithdrawal { id } => {
                 self.str(id, REFERENCE_MAX, "cancel_withdrawal.id");
             }
+            Command::RejectWithdrawal { id } => {
+                self.str(id, REFERENCE_MAX, "reject_withdrawal.id");
+            }
             Command::Adjust {
                 user,
                 asset,
@@ -895,6 +900,7 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::RequestWithdrawal { .. } => TAG_REQUEST_WITHDRAWAL,
         Command::SettleWithdrawal { .. } => TAG_SETTLE_WITHDRAWAL,
         Command::CancelWithdrawal { .. } => TAG_CANCEL_WITHDRAWAL,
+        Command::RejectWithdrawal { .. } => TAG_REJECT_WITHDRAWAL,
         Command::Adjust { .. } => TAG_ADJUST,
         Command::PlaceOrder { .. } => TAG_PLACE_ORDER,
         Command::CancelOrder { .. } => TAG_CANCEL_ORDER,
@@ -1212,6 +1218,9 @@ impl<'a> Reader<'a> {
             TAG_CANCEL_WITHDRAWAL => Command::CancelWithdrawal {
                 id: self.string(REFERENCE_MAX, "cancel_withdrawal.id")?,
             },
+            TAG_REJECT_WITHDRAWAL => Command::RejectWithdrawal {
+                id: self.string(REFERENCE_MAX, "reject_withdrawal.id")?,
+            },
             TAG_ADJUST => {
                 let user = self.user("adjust.user")?;
                 let asset = self.asset("adjust.asset")?;
@@ -1495,7 +1504,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_BUILD_TRANSFER).contains(&tag) {
+    if !(TAG_ADD_ASSET..=TAG_REJECT_WITHDRAWAL).contains(&tag) {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1631,7 +1640,9 @@ pub fn write_json(entry: &Entry, out: &mut String) {
             j.num("amount", amount);
             j.str("id", id);
         }
-        Command::SettleWithdrawal { id } | Command::CancelWithdrawal { id } => j.str("id", id),
+        Command::SettleWithdrawal { id }
+        | Command::CancelWithdrawal { id }
+        | Command::RejectWithdrawal { id } => j.str("id", id),
         Command::Adjust {
             user,
             asset,

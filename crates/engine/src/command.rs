@@ -128,6 +128,12 @@ pub enum Command {
     CancelWithdrawal {
         id: String,
     },
+    /// An operator rejects a withdrawal held for review: like `CancelWithdrawal`, but
+    /// only while it is still in review (an approval that got in first wins, so two
+    /// operators acting at once cannot cancel an approved withdrawal by accident).
+    RejectWithdrawal {
+        id: String,
+    },
     /// An operator's correction, with a mandatory reason.
     Adjust {
         user: UserId,
@@ -288,6 +294,7 @@ impl Command {
             Command::RequestWithdrawal { .. } => "request_withdrawal",
             Command::SettleWithdrawal { .. } => "settle_withdrawal",
             Command::CancelWithdrawal { .. } => "cancel_withdrawal",
+            Command::RejectWithdrawal { .. } => "reject_withdrawal",
             Command::Adjust { .. } => "adjust",
             Command::RegisterWallet { .. } => "register_wallet",
             Command::AssignDepositAddress { .. } => "assign_deposit_address",

@@ -366,6 +366,13 @@ impl Engine {
             } => self.request_withdrawal(ctx, out, *user, *asset, *amount, id),
             Command::SettleWithdrawal { id } => self.finish_withdrawal(ctx, out, id, true),
             Command::CancelWithdrawal { id } => self.finish_withdrawal(ctx, out, id, false),
+            Command::RejectWithdrawal { id } => {
+                match self.withdrawals.get(id.as_str()).map(|w| w.state) {
+                    Some(WithdrawalState::Review) => self.finish_withdrawal(ctx, out, id, false),
+                    Some(_) => Err(Reject::WithdrawalNotInReview),
+                    None => Err(Reject::UnknownWithdrawal),
+                }
+            }
             Command::Adjust {
                 user,
                 asset,

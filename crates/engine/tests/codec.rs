@@ -229,6 +229,7 @@ fn command() -> impl Strategy<Value = Command> {
         ),
         text(REFERENCE_MAX).prop_map(|id| Command::SettleWithdrawal { id }),
         text(REFERENCE_MAX).prop_map(|id| Command::CancelWithdrawal { id }),
+        text(REFERENCE_MAX).prop_map(|id| Command::RejectWithdrawal { id }),
         (user.clone(), asset.clone(), delta(), text(REASON_MAX)).prop_map(
             |(user, asset, delta, reason)| Command::Adjust {
                 user,
@@ -1131,6 +1132,14 @@ fn goldens() -> Vec<(Entry, &'static str)> {
              0000 0500000000000000 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 14 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb e803000000000000 01 d007000000000000 \
              0100 0500000000000000 cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc 08 dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd 0000000000000000 00",
         ),
+        (
+            entry(
+                34,
+                Origin::Internal,
+                Command::RejectWithdrawal { id: "w-3".into() },
+            ),
+            "01 22 2200000000000000 00  0300 772d33",
+        ),
     ]
 }
 
@@ -1157,7 +1166,7 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             assert_eq!(prev, e.command.name(), "tag {tag} used twice");
         }
     }
-    // Tags 1..=33 in order.
+    // Tags 1..=34 in order.
     let names: Vec<&str> = seen.values().copied().collect();
     assert_eq!(
         names,
@@ -1195,11 +1204,12 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             "finish_withdrawal_batch",
             "record_solvency",
             "build_transfer",
+            "reject_withdrawal",
         ]
     );
     assert_eq!(
         seen.keys().copied().collect::<Vec<u8>>(),
-        (1..=33).collect::<Vec<u8>>()
+        (1..=34).collect::<Vec<u8>>()
     );
 }
 

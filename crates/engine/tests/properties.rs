@@ -105,6 +105,7 @@ fn cmd_strategy() -> impl Strategy<Value = Command> {
         }),
         1 => (0u8..10).prop_map(|r| Command::ApproveWithdrawal { id: format!("c{r}") }),
         1 => (0u8..10).prop_map(|r| Command::CancelWithdrawal { id: format!("c{r}") }),
+        1 => (0u8..10).prop_map(|r| Command::RejectWithdrawal { id: format!("c{r}") }),
         3 => (prop::collection::vec(0u8..10, 1..4), prop::collection::vec(0u8..6, 1..3), 100u64..5_000, prop::bool::ANY)
             .prop_map(|(ids, coins, fee, change)| Command::BuildWithdrawalBatch {
                 asset: BTC,

@@ -277,7 +277,40 @@ fn review_needs_an_operator_before_batching() {
             .map(|_| ()),
         Err(Reject::WithdrawalNotInReview)
     );
+    // An operator's rejection arriving after the approval does not cancel it.
+    assert_eq!(
+        w.apply(Command::RejectWithdrawal { id: "big".into() })
+            .map(|_| ()),
+        Err(Reject::WithdrawalNotInReview)
+    );
+    assert_eq!(
+        w.apply(Command::RejectWithdrawal { id: "nope".into() })
+            .map(|_| ()),
+        Err(Reject::UnknownWithdrawal)
+    );
     w.batch(&["big"], &[coin(1)], 200).expect("approved");
+}
+
+#[test]
+fn a_withdrawal_in_review_can_be_rejected_and_its_hold_returns() {
+    let mut w = World::new();
+    w.ok(Command::AddWithdrawalAddress {
+        user: ALICE,
+        asset: BTC,
+        address: DESTINATION.into(),
+    });
+    w.now += HOUR;
+    let owed = w.engine.ledger().customer_total(BTC).expect("asset");
+    w.request(ALICE, 3_000_000, "big").expect("accepted");
+    assert_eq!(w.state("big"), WithdrawalState::Review);
+    w.ok(Command::RejectWithdrawal { id: "big".into() });
+    assert_eq!(w.state("big"), WithdrawalState::Cancelled);
+    assert_eq!(w.engine.ledger().customer_total(BTC).expect("asset"), owed);
+    assert_eq!(
+        w.apply(Command::ApproveWithdrawal { id: "big".into() })
+            .map(|_| ()),
+        Err(Reject::WithdrawalNotInReview)
+    );
 }
 
 #[test]

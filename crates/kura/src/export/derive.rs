@@ -637,7 +637,8 @@ fn balance_detail(cmd: &Command) -> String {
         Command::RequestWithdrawal { id, .. }
         | Command::RequestChainWithdrawal { id, .. }
         | Command::SettleWithdrawal { id }
-        | Command::CancelWithdrawal { id } => id.clone(),
+        | Command::CancelWithdrawal { id }
+        | Command::RejectWithdrawal { id } => id.clone(),
         Command::FinishWithdrawalBatch { batch, .. } => format!("batch {batch}"),
         _ => String::new(),
     }

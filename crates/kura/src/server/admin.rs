@@ -99,7 +99,7 @@ pub enum Request {
         #[serde(default)]
         reason: String,
     },
-    /// Refuse a chain withdrawal held for review (`Command::CancelWithdrawal`): its
+    /// Refuse a chain withdrawal held for review (`Command::RejectWithdrawal`): its
     /// amount returns to the customer's available balance.
     WithdrawalReject {
         id: String,
@@ -590,7 +590,7 @@ pub async fn handle_with_chain(
             run(
                 backend,
                 origin(&op, &reason),
-                Command::CancelWithdrawal { id: id.clone() },
+                Command::RejectWithdrawal { id: id.clone() },
             )
             .await?;
             let state = withdrawal_state(backend, &id).await?;
