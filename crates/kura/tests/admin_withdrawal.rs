@@ -5,14 +5,13 @@
 //! The journal records who acted and why.
 
 use kura::server::custody::{ChainChoice, CustodyConfig};
-use kura::server::{Exchange, ServerConfig};
+use kura::server::ServerConfig;
 use kura_engine::{Command, Engine, WithdrawalPolicy, WithdrawalState};
 use kura_units::{Amount, AssetId, UserId};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
 mod node_common;
 
 const BTC: AssetId = AssetId(0);
@@ -28,65 +27,14 @@ fn config(dir: &Path) -> ServerConfig {
     c
 }
 
-/// A node serving its API and admin socket on a runtime of its own.
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    backend: kura::server::backend::NodeBackend,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Exchange>,
-}
+type Running = node_common::Served;
 
 fn start(dir: &Path) -> Running {
-    let exchange = Exchange::open(config(dir), |_| {}).expect("open");
-    let backend = exchange.backend().clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = runtime.spawn(async move {
-        exchange
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        exchange
-    });
-    // The admin socket is bound before server.json is written.
-    wait_for("server.json", || dir.join("server.json").exists());
-    Running {
-        runtime,
-        backend,
-        stop,
-        task,
-    }
+    node_common::serve(config(dir))
 }
 
 fn stop(r: Running) {
-    let Running {
-        runtime,
-        backend,
-        stop,
-        task,
-    } = r;
-    drop(backend);
-    stop.send(()).expect("signal");
-    let exchange = runtime.block_on(task).expect("join");
-    exchange.stop().expect("stop");
-}
-
-/// Wait (up to 30 s) until `cond` holds, checking every few milliseconds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    node_common::shutdown(r);
 }
 
 fn query<R: Send + 'static>(r: &Running, f: impl FnOnce(&Engine) -> R + Send + 'static) -> R {

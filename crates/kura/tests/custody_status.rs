@@ -2,16 +2,15 @@
 //! with the devnet as its chain, after a deposit is credited; and with no chain at all.
 
 use kura::server::custody::{ChainChoice, CustodyConfig};
-use kura::server::{Exchange, ServerConfig};
+use kura::server::ServerConfig;
 use kura_chain::bitcoin::{Amount, Network};
-use kura_chain::Devnet;
 use kura_engine::{Command, Engine, EventKind};
 use kura_units::{AssetId, UserId};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 mod node_common;
 
 const BTC: AssetId = AssetId(0);
@@ -28,69 +27,18 @@ fn config(dir: &Path, chain: ChainChoice) -> ServerConfig {
     c
 }
 
-/// A node serving its API and admin socket on a runtime of its own.
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    backend: kura::server::backend::NodeBackend,
-    devnet: Option<Devnet>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Exchange>,
-}
+type Running = node_common::Served;
 
 fn start(dir: &Path, chain: ChainChoice) -> Running {
-    let exchange = Exchange::open(config(dir, chain), |_| {}).expect("open");
-    let backend = exchange.backend().clone();
-    let devnet = exchange.custody().and_then(|c| c.devnet()).cloned();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = runtime.spawn(async move {
-        exchange
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        exchange
-    });
-    // The admin socket is bound before server.json is written.
-    wait_for("server.json", || dir.join("server.json").exists());
-    Running {
-        runtime,
-        backend,
-        devnet,
-        stop,
-        task,
-    }
+    node_common::serve(config(dir, chain))
 }
 
 fn stop(r: Running) {
-    let Running {
-        runtime,
-        backend,
-        stop,
-        task,
-        ..
-    } = r;
-    drop(backend);
-    stop.send(()).expect("signal");
-    let exchange = runtime.block_on(task).expect("join");
-    exchange.stop().expect("stop");
+    node_common::shutdown(r);
 }
 
-/// Wait (up to 30 s) until `cond` holds, checking every few milliseconds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    node_common::wait_until(what, cond);
 }
 
 fn query<R: Send + 'static>(r: &Running, f: impl FnOnce(&Engine) -> R + Send + 'static) -> R {

@@ -9,11 +9,10 @@
 
 use kura::server::admin::{call, Envelope, Request};
 use kura::server::custody::{ChainChoice, CustodyConfig};
-use kura::server::{Exchange, ServerConfig};
+use kura::server::ServerConfig;
 use kura::solvency::{self, Schedule};
 use kura_api::auth::HmacSecret;
 use kura_chain::bitcoin::{Address, Amount, Network};
-use kura_chain::Devnet;
 use kura_engine::{codec, Command, Engine, EventKind};
 use kura_proofs::por::Epoch;
 use kura_units::{AssetId, UserId};
@@ -43,83 +42,22 @@ fn config(dir: &Path, schedule: Schedule) -> ServerConfig {
     c
 }
 
-/// A node serving its API and admin socket on a runtime of its own.
-struct Running {
-    runtime: tokio::runtime::Runtime,
-    backend: kura::server::backend::NodeBackend,
-    devnet: Devnet,
-    view: std::sync::Arc<std::sync::Mutex<kura::server::custody::CustodyView>>,
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Exchange>,
-}
+type Running = node_common::Served;
 
 fn start(dir: &Path, schedule: Schedule) -> Running {
     start_with(config(dir, schedule))
 }
 
 fn start_with(config: ServerConfig) -> Running {
-    let dir = config.data_dir().to_path_buf();
-    let exchange = Exchange::open(config, |_| {}).expect("open");
-    let backend = exchange.backend().clone();
-    let devnet = exchange
-        .custody()
-        .and_then(|c| c.devnet())
-        .cloned()
-        .expect("devnet");
-    let view = exchange.custody().expect("custody").view_handle();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = runtime.spawn(async move {
-        exchange
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        exchange
-    });
-    wait_for("server.json", || dir.join("server.json").exists());
-    Running {
-        runtime,
-        backend,
-        devnet,
-        view,
-        addr,
-        stop,
-        task,
-    }
+    node_common::serve(config)
 }
 
 fn stop(r: Running) {
-    let Running {
-        runtime,
-        backend,
-        stop,
-        task,
-        ..
-    } = r;
-    drop(backend);
-    stop.send(()).expect("signal");
-    let exchange = runtime.block_on(task).expect("join");
-    exchange.stop().expect("stop");
+    node_common::shutdown(r);
 }
 
-/// Wait (up to 30 s) until `cond` holds, checking every few milliseconds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    node_common::wait_until(what, cond);
 }
 
 fn query<R: Send + 'static>(r: &Running, f: impl FnOnce(&Engine) -> R + Send + 'static) -> R {
@@ -166,9 +104,11 @@ fn total(r: &Running, user: UserId, asset: AssetId) -> u64 {
 /// Pays `sat` to `user`'s deposit address from the devnet's faucet, waits until the
 /// custody task has seen it in the mempool, then mines it (see [`mine_and_reconcile`]).
 fn deposit(r: &Running, user: UserId, address: &Address, sat: u64, owed_after: u64) {
-    r.devnet.send(address, Amount::from_sat(sat)).expect("send");
+    r.chain()
+        .send(address, Amount::from_sat(sat))
+        .expect("send");
     wait_for("the pending deposit", || {
-        let v = r.view.lock().expect("view");
+        let v = r.custody_view().lock().expect("view");
         let seen = v.watcher.pending().any(|d| d.user == user);
         seen
     });
@@ -177,8 +117,8 @@ fn deposit(r: &Running, user: UserId, address: &Address, sat: u64, owed_after: u
 
 /// Mines a block and waits until it is reconciled with the books' liabilities `owed`.
 fn mine_and_reconcile(r: &Running, owed: u128) {
-    r.devnet.mine(1).expect("mine");
-    let tip = r.devnet.tip().height;
+    r.chain().mine(1).expect("mine");
+    let tip = r.chain().tip().height;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rec = query(r, |e| e.last_reconciliation(BTC));
@@ -690,7 +630,7 @@ fn a_node_takes_epochs_on_its_own_schedule() {
     let h1 = asset(&first, "BTC")["block_height"]
         .as_u64()
         .expect("height");
-    while u64::from(r.devnet.tip().height) < h1 + 2 {
+    while u64::from(r.chain().tip().height) < h1 + 2 {
         mine_and_reconcile(&r, 40_000);
     }
     wait_for("the second scheduled epoch", || {
