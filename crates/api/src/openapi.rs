@@ -7,14 +7,14 @@
 //! the one error table ([`crate::errors::api_error`]) and the document lists, per HTTP
 //! status, the Binance codes (as an `enum` on `code`) and messages that come out.
 //!
-//! Keeping it true (`crates/api/tests/openapi.rs`): the document's (method, path) set
+//! Keeping it true (`crates/api/tests/integration/openapi.rs`): the document's (method, path) set
 //! equals [`crate::http::ROUTES`], from which the router is built; every failure
 //! class (each [`Reject`] for order operations, each [`AuthError`] for signed ones,
 //! each parameter error for each documented parameter) is documented where it can
 //! occur; and the router, probed in process with bad and good requests for every
 //! operation, only answers statuses and codes the document lists. End to end,
 //! Schemathesis fuzzes a running `kura serve` against the served document
-//! (`crates/kura/tests/e2e_schemathesis.rs`).
+//! (`crates/kura/tests/integration/e2e_schemathesis.rs`).
 //!
 //! Signed operations list `timestamp`, `recvWindow` and `signature` as parameters (in
 //! the query for GET and DELETE, in the form body for POST) and require the
