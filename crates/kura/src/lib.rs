@@ -7,6 +7,7 @@ pub mod export;
 pub mod node;
 pub mod reserves;
 pub mod server;
+pub mod signing;
 pub mod solvency;
 pub mod ticker;
 pub mod trace;

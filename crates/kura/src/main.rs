@@ -20,6 +20,7 @@ mod export_cli;
 mod journal_cli;
 mod reserves_cli;
 mod serve_cli;
+mod signer_cli;
 mod solvency_cli;
 mod stress;
 mod trace_cli;
@@ -90,6 +91,9 @@ enum Commands {
     /// block, roots journaled), list epochs, export and verify a customer's proofs.
     #[command(subcommand)]
     Solvency(solvency_cli::SolvencyCommand),
+    /// The hot signer as a process of its own, apart from the node.
+    #[command(subcommand)]
+    Signer(signer_cli::SignerCommand),
     /// Tools for tests and incident drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
@@ -175,6 +179,7 @@ fn run() -> Result<()> {
         Commands::Reserves(cmd) => reserves_cli::run(&cmd),
         Commands::Trace(args) => trace_cli::run(&args),
         Commands::Solvency(cmd) => solvency_cli::run(&cmd),
+        Commands::Signer(cmd) => signer_cli::run(&cmd),
         Commands::Debug(DebugCommand::StressNode(args)) => stress::run(&args),
     }
 }

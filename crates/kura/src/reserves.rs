@@ -184,6 +184,49 @@ fn deposit_master(data: &Path, network: Network) -> Result<Xpriv> {
     Xpriv::new_master(network, &seed).context("deriving the deposit master key")
 }
 
+/// Who signs the hot and deposit coins of a proof: the node's keys opened here, or the
+/// separate signer the node uses (its socket given in the node's `custody_coins`).
+enum HotReserves {
+    Local(kura_signer::ReservesSigner),
+    Remote(crate::signing::client::Client),
+}
+
+impl HotReserves {
+    /// The descriptors whose coins this signer signs.
+    fn spendable_descriptors(&self) -> Result<BTreeSet<String>> {
+        Ok(match self {
+            HotReserves::Local(s) => s
+                .spendable_descriptors()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            HotReserves::Remote(client) => {
+                let hello = client.hello()?;
+                [hello.hot_descriptor, hello.deposit_descriptor]
+                    .into_iter()
+                    .collect()
+            }
+        })
+    }
+
+    /// The PSBT with this signer's signatures, and the coins it signed.
+    fn sign(&self, psbt: &Psbt, message: &str) -> Result<(Psbt, BTreeSet<OutPoint>)> {
+        match self {
+            HotReserves::Local(s) => {
+                let signed = s
+                    .sign_reserves(psbt, message)
+                    .map_err(|r| anyhow!("the hot signer refused the proof: {r}"))?;
+                let set = signed.signed.iter().copied().collect();
+                Ok((signed.psbt, set))
+            }
+            HotReserves::Remote(client) => {
+                let (psbt, coins) = client.sign_reserves(psbt, message)?;
+                Ok((psbt, coins.into_iter().collect()))
+            }
+        }
+    }
+}
+
 /// Create `path` (never overwriting) with `text`, flushed to disk.
 fn write_new(path: &Path, text: &str) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
@@ -284,26 +327,23 @@ pub fn prove_from(data: &Path, answer: &Value, message: &str, out: &Path) -> Res
         .map_err(|e| anyhow!("building the proof of reserves: {e}"))?;
 
     let descriptors: Vec<String> = wallets.values().map(|(_, d)| d.clone()).collect();
-    let signer = kura_signer::ReservesSigner::new(
-        open_hot_key(data)?,
-        descriptors.clone(),
-        vec![deposit_master(data, network)?],
-    )
-    .map_err(|e| anyhow!("opening the hot signer: {e}"))?;
-    let hot_wallets: BTreeSet<String> = signer
-        .spendable_descriptors()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let signer = match answer.get("signer_socket").and_then(Value::as_str) {
+        Some(socket) => HotReserves::Remote(crate::signing::client::Client::new(Path::new(socket))),
+        None => HotReserves::Local(
+            kura_signer::ReservesSigner::new(
+                open_hot_key(data)?,
+                descriptors.clone(),
+                vec![deposit_master(data, network)?],
+            )
+            .map_err(|e| anyhow!("opening the hot signer: {e}"))?,
+        ),
+    };
+    let hot_wallets = signer.spendable_descriptors()?;
     let any_hot = listed
         .iter()
         .any(|(c, ..)| hot_wallets.contains(&c.descriptor));
     let (psbt, hot_signed): (Psbt, BTreeSet<OutPoint>) = if any_hot {
-        let signed = signer
-            .sign_reserves(&built.psbt, message)
-            .map_err(|r| anyhow!("the hot signer refused the proof: {r}"))?;
-        let set = signed.signed.iter().copied().collect();
-        (signed.psbt, set)
+        signer.sign(&built.psbt, message)?
     } else {
         (built.psbt.clone(), BTreeSet::new())
     };

@@ -95,6 +95,12 @@ solvency_every_blocks = 0
 solvency_every_minutes = 0
 solvency_depth = 20
 
+# The hot signer: by default the node holds the hot key itself (DATA/signer/). Point
+# this at the socket of `kura signer serve --data DATA`, run as its own process
+# (ideally as another user), to keep the key out of the node: that signer reads the
+# journal itself and signs only the batches it finds there, within its own caps.
+# signer_socket = "/var/lib/kura/signer/signer.sock"
+
 # The signed audit log (`kura audit`): sign a checkpoint of the journal this often, in
 # seconds, when it has grown since the last one (0: only by hand).
 audit_checkpoint_every_secs = 3600
@@ -182,6 +188,10 @@ pub struct ServeArgs {
     /// (0: only by hand with `kura audit checkpoint`; default 3600).
     #[arg(long, env = "KURA_AUDIT_CHECKPOINT_EVERY_SECS")]
     pub audit_checkpoint_every_secs: Option<u64>,
+    /// Sign withdrawals with a separate `kura signer serve` at this socket instead of a
+    /// hot key held by this process.
+    #[arg(long, env = "KURA_SIGNER_SOCKET")]
+    pub signer_socket: Option<PathBuf>,
 }
 
 /// The config file: the same names as the flags, with underscores.
@@ -218,6 +228,7 @@ pub struct FileConfig {
     pub solvency_every_minutes: Option<u64>,
     pub solvency_depth: Option<u32>,
     pub audit_checkpoint_every_secs: Option<u64>,
+    pub signer_socket: Option<PathBuf>,
 }
 
 pub fn parse_file(text: &str) -> Result<FileConfig> {
@@ -341,6 +352,7 @@ fn custody_config(args: &ServeArgs, file: FileConfig) -> Result<CustodyConfig> {
             band.low_bps, band.high_bps
         )
     })?;
+    c.signer_socket = args.signer_socket.clone().or(file.signer_socket);
     // Low water 0 with high water 100 % is the documented way to turn the band off.
     c.payout.band = (band.low_bps > 0 || band.high_bps < 10_000).then_some(band);
     let chain = args

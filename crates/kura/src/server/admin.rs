@@ -1070,5 +1070,6 @@ fn coins_json(books: Option<BooksStatus>, view: &Arc<Mutex<CustodyView>>) -> Res
             .collect::<Vec<_>>(),
         "coins": coins,
         "liabilities_sat": books.liabilities.map(big),
+        "signer_socket": v.signer_socket.as_ref().map(|p| p.display().to_string()),
     }))
 }

@@ -14,11 +14,10 @@
 //! again (an operator who resumed withdrawals after an incident is not overruled by a
 //! restart).
 
-use super::files;
 use crate::node::{self, NodeHandle};
+use crate::signing;
 use anyhow::{anyhow, Context, Result};
-use kura_chain::bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
-use kura_chain::bitcoin::secp256k1::Secp256k1;
+use kura_chain::bitcoin::bip32::Xpriv;
 use kura_chain::bitcoin::{BlockHash, Network, ScriptBuf};
 use kura_chain::{
     BlockRef, ChainSource, Devnet, DevnetOptions, DevnetRpcServer, MinerHandle, RpcAuth, RpcSource,
@@ -67,8 +66,12 @@ pub struct CustodyConfig {
     pub payout: super::payout::PayoutConfig,
     /// The withdrawal rules journaled for BTC at start (when they differ from the books').
     pub withdrawal_policy: kura_engine::WithdrawalPolicy,
-    /// The hot signer's own limits.
+    /// The hot signer's own limits (for the in-process signer; a separate one has its
+    /// own).
     pub signer_policy: kura_signer::Policy,
+    /// A separate signer (`kura signer serve`) at this socket, instead of the hot key
+    /// in this process.
+    pub signer_socket: Option<PathBuf>,
 }
 
 /// The default withdrawal rules: a 0.0001 BTC fee, 0.0002 BTC minimum, 2 BTC a day,
@@ -94,6 +97,7 @@ impl Default for CustodyConfig {
             payout: super::payout::PayoutConfig::default(),
             withdrawal_policy: DEFAULT_WITHDRAWAL_POLICY,
             signer_policy: kura_signer::Policy::default(),
+            signer_socket: None,
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct CustodyView {
     pub passes: u64,
     /// The address text of every watched deposit address, by (wallet, index).
     pub addresses: std::collections::HashMap<(u32, u32), String>,
+    /// The separate signer's socket, when the hot key is not in this process.
+    pub signer_socket: Option<PathBuf>,
 }
 
 /// The running custody task (and the devnet, when it is the chain source).
@@ -237,67 +243,6 @@ fn btc(engine: &Engine) -> Option<AssetId> {
     engine.asset_by_symbol("BTC")
 }
 
-/// The deposit wallet's account path (BIP-84 on a test network / mainnet).
-fn account_path(network: Network) -> &'static str {
-    if network == Network::Bitcoin {
-        "m/84'/0'/0'"
-    } else {
-        "m/84'/1'/0'"
-    }
-}
-
-/// The deposit wallet's descriptor, from the seed kept in `DIR/signer/deposit.seed`
-/// (the signer's directory; only the public descriptor reaches the engine).
-fn deposit_master(dir: &Path, network: Network) -> Result<Xpriv> {
-    let seed = files::load_or_create_secret(
-        &dir.join("signer").join("deposit.seed"),
-        "the deposit wallet seed",
-    )?;
-    Xpriv::new_master(network, &seed).context("deriving the deposit master key")
-}
-
-/// The hot key, `DIR/signer/hot.key`, encrypted with the passphrase in the environment
-/// variable `KURA_SIGNER_PASSPHRASE`, or else with a random one kept beside it in
-/// `DIR/signer/hot.pass` (mode 0600; fine for the demo and tests, not for production).
-fn hot_key(dir: &Path, network: Network) -> Result<kura_signer::HotKey> {
-    let signer = dir.join("signer");
-    let passphrase = match std::env::var("KURA_SIGNER_PASSPHRASE") {
-        Ok(p) if !p.is_empty() => p.into_bytes(),
-        _ => {
-            let secret =
-                files::load_or_create_secret(&signer.join("hot.pass"), "the hot key's passphrase")?;
-            tracing::warn!(
-                "the hot key's passphrase is kept beside it in {}; set KURA_SIGNER_PASSPHRASE in production",
-                signer.join("hot.pass").display()
-            );
-            hex::encode(secret).into_bytes()
-        }
-    };
-    let path = signer.join("hot.key");
-    if !path.exists() {
-        kura_signer::keyfile::create(&path, &passphrase, network)
-            .map_err(|e| anyhow!("creating the hot key {}: {e}", path.display()))?;
-        tracing::info!(file = %path.display(), "created the hot key");
-    }
-    kura_signer::keyfile::open(&path, &passphrase)
-        .map_err(|e| anyhow!("opening the hot key {}: {e}", path.display()))
-}
-
-fn deposit_descriptor(dir: &Path, network: Network) -> Result<String> {
-    let secp = Secp256k1::new();
-    let master = deposit_master(dir, network)?;
-    let path = DerivationPath::from_str(account_path(network)).context("account path")?;
-    let account = master
-        .derive_priv(&secp, &path)
-        .context("deriving the deposit account key")?;
-    let xpub = Xpub::from_priv(&secp, &account);
-    let origin = account_path(network).trim_start_matches("m/");
-    let text = format!("wpkh([{}/{origin}]{xpub}/0/*)", master.fingerprint(&secp));
-    let parsed = kura_custody::parse_descriptor(&text)
-        .map_err(|e| anyhow!("the deposit descriptor is invalid: {e}"))?;
-    Ok(parsed.canonical())
-}
-
 fn submit_events(
     handle: &NodeHandle,
     command: Command,
@@ -313,6 +258,84 @@ fn submit(handle: &NodeHandle, command: Command) -> Result<std::result::Result<(
         .submit_wait(node::internal(command))
         .map_err(|e| anyhow!("submitting a custody command: {e}"))?;
     Ok(ack.result.map(|_| ()))
+}
+
+/// Who signs for the hot and deposit wallets: their keys opened in this process, or
+/// the separate signer that holds them.
+enum SignerKeys {
+    Local {
+        hot: Box<kura_signer::HotKey>,
+        deposit: Xpriv,
+    },
+    Remote(signing::client::Client),
+}
+
+/// The hot and deposit wallets' descriptors, and who signs for them.
+struct Descriptors {
+    hot_descriptor: String,
+    deposit_descriptor: String,
+    keys: SignerKeys,
+}
+
+impl SignerKeys {
+    fn open(dir: &Path, socket: Option<&Path>, network: Network) -> Result<Descriptors> {
+        match socket {
+            None => {
+                let hot = signing::keys::hot_key(dir, network)?;
+                let deposit = signing::keys::deposit_master(dir, network)?;
+                Ok(Descriptors {
+                    hot_descriptor: signing::keys::hot_descriptor_of(&hot)?,
+                    deposit_descriptor: signing::keys::deposit_descriptor_of(&deposit, network)?,
+                    keys: SignerKeys::Local {
+                        hot: Box::new(hot),
+                        deposit,
+                    },
+                })
+            }
+            Some(socket) => {
+                let client = signing::client::Client::new(socket);
+                let hello = client.wait_hello(Duration::from_secs(30))?;
+                if hello.network != network.to_string() {
+                    anyhow::bail!(
+                        "the signer at {} signs for {}, but the chain is {network}",
+                        socket.display(),
+                        hello.network
+                    );
+                }
+                tracing::info!(socket = %socket.display(), journal_seq = hello.journal_seq, "using the separate signer");
+                Ok(Descriptors {
+                    hot_descriptor: hello.hot_descriptor,
+                    deposit_descriptor: hello.deposit_descriptor,
+                    keys: SignerKeys::Remote(client),
+                })
+            }
+        }
+    }
+}
+
+impl Descriptors {
+    /// The payout's signer: the in-process one (over `ours`, with `policy` and the
+    /// velocity record in `DIR/signer/`), or the client of the separate one.
+    fn signer(
+        self,
+        ours: Vec<String>,
+        policy: kura_signer::Policy,
+        dir: &Path,
+    ) -> Result<signing::HotSigner> {
+        Ok(match self.keys {
+            SignerKeys::Local { hot, deposit } => signing::HotSigner::Local(Box::new(
+                kura_signer::Signer::new(
+                    *hot,
+                    ours,
+                    vec![deposit],
+                    policy,
+                    &signing::keys::signer_dir(dir).join("velocity.log"),
+                )
+                .map_err(|e| anyhow!("starting the signer: {e}"))?,
+            )),
+            SignerKeys::Remote(client) => signing::HotSigner::Remote(client),
+        })
+    }
 }
 
 impl Custody {
@@ -363,7 +386,8 @@ impl Custody {
                     (Box::new(source), *network, None)
                 }
             };
-        let descriptor = deposit_descriptor(dir, network)?;
+        let keys = SignerKeys::open(dir, config.signer_socket.as_deref(), network)?;
+        let descriptor = keys.deposit_descriptor.clone();
         let asset = handle
             .query_wait(btc)
             .map_err(|e| anyhow!("{e}"))?
@@ -387,10 +411,7 @@ impl Custody {
             .map_err(|r| anyhow!("registering the deposit wallet: {r}"))?;
             tracing::info!(%descriptor, "registered the deposit wallet");
         }
-        let hot = hot_key(dir, network)?;
-        let hot_descriptor = kura_custody::parse_descriptor(&hot.descriptor())
-            .map_err(|e| anyhow!("the hot wallet descriptor is invalid: {e}"))?
-            .canonical();
+        let hot_descriptor = keys.hot_descriptor.clone();
         let (hot_registered, policy) = {
             let d = hot_descriptor.clone();
             handle
@@ -433,14 +454,7 @@ impl Custody {
                     .collect::<Vec<_>>()
             })
             .map_err(|e| anyhow!("{e}"))?;
-        let signer = kura_signer::Signer::new(
-            hot,
-            ours,
-            vec![deposit_master(dir, network)?],
-            config.signer_policy,
-            &dir.join("signer").join("velocity.log"),
-        )
-        .map_err(|e| anyhow!("starting the signer: {e}"))?;
+        let signer = keys.signer(ours, config.signer_policy, dir)?;
         let payout = super::payout::Payout::new(
             signer,
             config.payout,
@@ -464,6 +478,7 @@ impl Custody {
             blocks: 0,
             passes: 0,
             addresses: std::collections::HashMap::new(),
+            signer_socket: config.signer_socket.clone(),
         }));
         let (control, requests) = crossbeam_channel::bounded::<Control>(16);
         let task = Task {

@@ -19,6 +19,7 @@
 //! is rebuilt from the books, checked against the recorded txid, signed and kept. A fee bump ([`Payout::bump`]) spends the same coins, pays the same outputs
 //! and takes the difference from the change.
 
+use crate::signing::HotSigner;
 use anyhow::{anyhow, Context, Result};
 use kura_chain::bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
 use kura_chain::bitcoin::hashes::Hash;
@@ -31,7 +32,7 @@ use kura_custody::psbt::{
 };
 use kura_custody::Watcher;
 use kura_engine::{BatchState, Command, Engine, EventKind, Outpoint, WalletRole, WithdrawalBatch};
-use kura_signer::{Authorization, Signer};
+use kura_signer::Authorization;
 use kura_units::{Amount, AssetId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -263,7 +264,7 @@ pub fn now_ms() -> u64 {
 
 /// The batcher: signer, outbox, and the PSBTs of the batches it built.
 pub struct Payout {
-    signer: Signer,
+    signer: HotSigner,
     config: PayoutConfig,
     network: Network,
     asset: AssetId,
@@ -295,7 +296,7 @@ pub type Submit<'a> = &'a mut dyn FnMut(
 
 impl Payout {
     pub fn new(
-        signer: Signer,
+        signer: HotSigner,
         config: PayoutConfig,
         network: Network,
         asset: AssetId,
@@ -795,7 +796,7 @@ impl Payout {
         let signed = self
             .signer
             .sign(psbt, auth, now_ms())
-            .map_err(|refusal| anyhow!("the signer refused batch {batch}: {refusal}"))?;
+            .map_err(|e| anyhow!("the signer refused batch {batch}: {e:#}"))?;
         self.keep(batch, &signed.tx)?;
         let txid = source
             .broadcast(&signed.tx)

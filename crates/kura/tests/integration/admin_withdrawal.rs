@@ -4,6 +4,7 @@
 //! unknown id fails with a clear message; a rejected one returns the customer's funds.
 //! The journal records who acted and why.
 
+use crate::node_common;
 use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::ServerConfig;
 use kura_engine::{Command, Engine, WithdrawalPolicy, WithdrawalState};
@@ -12,7 +13,6 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
-use crate::node_common;
 
 const BTC: AssetId = AssetId(0);
 const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";

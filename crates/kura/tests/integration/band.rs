@@ -6,6 +6,7 @@
 //! with `kura cold sign`, broadcast with `kura cold finalize`, and settled without a
 //! halt; reconciliation stays covered throughout.
 
+use crate::node_common;
 use kura::server::custody::{ChainChoice, CustodyConfig, DEFAULT_WITHDRAWAL_POLICY};
 use kura::server::payout::PayoutConfig;
 use kura::server::{Exchange, ServerConfig};
@@ -15,12 +16,11 @@ use kura_chain::bitcoin::{Address, Amount, Network};
 use kura_custody::band::Band;
 use kura_engine::{BatchState, Command, EventKind, WalletRole, WithdrawalPolicy};
 use kura_units::AssetId;
+use node_common::{devnet, query, submit, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::str::FromStr;
 use std::time::Duration;
-use crate::node_common;
-use node_common::{devnet, query, submit, wait_for};
 
 const BTC: AssetId = AssetId(0);
 const NET: Network = Network::Regtest;

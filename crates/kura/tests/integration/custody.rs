@@ -7,6 +7,7 @@
 //! double-spent by RBF before it confirms is never credited; a withdrawal is batched,
 //! signed, bumped by RBF, rebroadcast after a restart and settled exactly once.
 
+use crate::node_common;
 use kura::server::custody::{ChainChoice, CustodyConfig, DEFAULT_WITHDRAWAL_POLICY};
 use kura::server::payout::PayoutConfig;
 use kura::server::{Exchange, ServerConfig};
@@ -19,15 +20,14 @@ use kura_chain::bitcoin::{
 };
 use kura_engine::{codec, BatchState, Command, WalletRole, WithdrawalPolicy};
 use kura_units::{AssetId, UserId};
+use node_common::{query, submit, wait_for};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
-use crate::node_common;
-use node_common::{query, submit, wait_for};
 
 const BTC: AssetId = AssetId(0);
 
-fn config(dir: &Path) -> ServerConfig {
+pub(crate) fn config(dir: &Path) -> ServerConfig {
     let mut c = ServerConfig::new(dir);
     c.custody = CustodyConfig {
         chain: ChainChoice::Devnet {
@@ -52,18 +52,18 @@ fn config(dir: &Path) -> ServerConfig {
 }
 
 /// The custody task has followed the devnet up to its tip.
-fn caught_up(ex: &Exchange) -> bool {
+pub(crate) fn caught_up(ex: &Exchange) -> bool {
     let Some(c) = ex.custody() else { return false };
     let tip = c.devnet().map(|d| d.tip().height);
     let v = c.view();
     v.synced && v.watcher.tip().map(|(h, _)| h) == tip
 }
 
-fn sync(ex: &Exchange) {
+pub(crate) fn sync(ex: &Exchange) {
     wait_for(ex, "the custody task to reach the devnet tip", caught_up);
 }
 
-fn mine(ex: &Exchange, n: u32) {
+pub(crate) fn mine(ex: &Exchange, n: u32) {
     ex.custody()
         .and_then(|c| c.devnet())
         .expect("devnet")
@@ -73,7 +73,7 @@ fn mine(ex: &Exchange, n: u32) {
 }
 
 /// A customer with a deposit address: (user, address, derivation index).
-fn customer(ex: &Exchange, name: &str) -> (UserId, Address, u32) {
+pub(crate) fn customer(ex: &Exchange, name: &str) -> (UserId, Address, u32) {
     let events = submit(
         ex,
         Command::RegisterUser {
@@ -96,7 +96,7 @@ fn customer(ex: &Exchange, name: &str) -> (UserId, Address, u32) {
     (user, address, index)
 }
 
-fn available(ex: &Exchange, user: UserId) -> u64 {
+pub(crate) fn available(ex: &Exchange, user: UserId) -> u64 {
     query(ex, move |e| {
         e.ledger()
             .balance(user, BTC)
@@ -349,7 +349,7 @@ fn a_thief_spending_a_deposit_coin_halts_withdrawals_within_one_block() {
 }
 
 /// A fresh regtest P2WPKH address nobody at the exchange controls.
-fn outside_address(seed: u8) -> Address {
+pub(crate) fn outside_address(seed: u8) -> Address {
     let secp = Secp256k1::new();
     let key = kura_chain::bitcoin::secp256k1::SecretKey::from_slice(&[seed; 32]).expect("key");
     let public = CompressedPublicKey(key.public_key(&secp));
@@ -357,7 +357,7 @@ fn outside_address(seed: u8) -> Address {
 }
 
 /// What `address` received on the devnet, output by output.
-fn received(ex: &Exchange, address: &Address) -> Vec<u64> {
+pub(crate) fn received(ex: &Exchange, address: &Address) -> Vec<u64> {
     let devnet = ex.custody().and_then(|c| c.devnet()).expect("devnet");
     devnet
         .utxos_for(&address.script_pubkey())
@@ -378,7 +378,7 @@ fn first_txid_of_batch_0(ex: &Exchange) -> kura_chain::bitcoin::Txid {
 
 /// A customer credited 1 BTC on the devnet who asks for 0.3 BTC to `to` under `id`;
 /// returns the customer and the devnet handle.
-fn credited_customer_withdrawing(
+pub(crate) fn credited_customer_withdrawing(
     ex: &Exchange,
     id: &str,
     to: &Address,

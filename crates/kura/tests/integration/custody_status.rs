@@ -1,6 +1,7 @@
 //! `kura custody status` against a running node (in process, serving its admin socket):
 //! with the devnet as its chain, after a deposit is credited; and with no chain at all.
 
+use crate::node_common;
 use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::ServerConfig;
 use kura_chain::bitcoin::{Amount, Network};
@@ -11,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
-use crate::node_common;
 
 const BTC: AssetId = AssetId(0);
 

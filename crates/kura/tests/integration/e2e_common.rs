@@ -4,7 +4,6 @@
 //! environment from `scripts/e2e-venv` (`KURA_E2E_PYTHON` overrides it; without it
 //! the tests fail, never skip).
 
-
 pub use std::fs::File;
 pub use std::path::{Path, PathBuf};
 pub use std::process::{Child, Command, ExitStatus, Output, Stdio};

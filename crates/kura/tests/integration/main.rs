@@ -28,5 +28,6 @@ mod node;
 mod node_common;
 mod reserves;
 mod server;
+mod signer_process;
 mod solvency;
 mod trace;

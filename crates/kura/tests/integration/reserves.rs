@@ -5,6 +5,7 @@
 //! total equal to our coins, the chain refusing the transaction, a shortfall against
 //! larger liabilities, and — once a proven coin is spent — a proof that no longer holds.
 
+use crate::node_common;
 use kura::server::custody::{ChainChoice, CustodyConfig, DEFAULT_WITHDRAWAL_POLICY};
 use kura::server::payout::PayoutConfig;
 use kura::server::{Exchange, ServerConfig};
@@ -14,13 +15,12 @@ use kura_chain::bitcoin::secp256k1::Secp256k1;
 use kura_chain::bitcoin::{Address, Amount, Network, Transaction};
 use kura_engine::{Command, EventKind, WalletRole, WithdrawalPolicy};
 use kura_units::AssetId;
+use node_common::{devnet, query, submit, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Output};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use crate::node_common;
-use node_common::{devnet, query, submit, wait_for};
 
 const BTC: AssetId = AssetId(0);
 const NET: Network = Network::Regtest;

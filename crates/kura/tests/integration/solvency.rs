@@ -7,6 +7,7 @@
 //! not back is reported as a shortfall, and the endpoints serve the public report and
 //! each caller's own proofs only. A second node takes epochs on its own schedule.
 
+use crate::node_common;
 use kura::server::admin::{call, Envelope, Request};
 use kura::server::custody::{ChainChoice, CustodyConfig};
 use kura::server::ServerConfig;
@@ -22,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use crate::node_common;
 
 const BTC: AssetId = AssetId(0);
 const DEPTH: &str = "8";

@@ -7,6 +7,7 @@
 //! trace and names the spender beyond it; the DOT and SVG files parse; bad starts are
 //! clear errors.
 
+use crate::node_common;
 use argon2::{Algorithm, Argon2, Params, Version as ArgonVersion};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
@@ -22,13 +23,12 @@ use kura_chain::bitcoin::{
 use kura_chain::Devnet;
 use kura_engine::{Command, WalletRole};
 use kura_units::{AssetId, UserId};
+use node_common::submit;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
 use std::str::FromStr;
 use std::time::Duration;
-use crate::node_common;
-use node_common::submit;
 
 const NET: Network = Network::Regtest;
 const BTC: AssetId = AssetId(0);

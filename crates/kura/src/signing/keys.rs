@@ -1,0 +1,94 @@
+//! The hot signer's secrets in `DIR/signer/`, created on first use: the hot key
+//! (`hot.key`, encrypted; its passphrase from `KURA_SIGNER_PASSPHRASE` or else kept in
+//! `hot.pass`) and the deposit wallet's seed (`deposit.seed`). Whoever opens them is the
+//! signer: the node itself (the in-process signer) or `kura signer serve`.
+
+use crate::server::files;
+use anyhow::{anyhow, Context, Result};
+use kura_chain::bitcoin::bip32::{DerivationPath, Xpriv, Xpub};
+use kura_chain::bitcoin::secp256k1::Secp256k1;
+use kura_chain::bitcoin::Network;
+use std::path::Path;
+use std::str::FromStr;
+
+/// The directory of the signer's files in a data directory.
+pub fn signer_dir(data: &Path) -> std::path::PathBuf {
+    data.join("signer")
+}
+
+/// The deposit wallet's account path (BIP-84 on a test network / mainnet).
+fn account_path(network: Network) -> &'static str {
+    if network == Network::Bitcoin {
+        "m/84'/0'/0'"
+    } else {
+        "m/84'/1'/0'"
+    }
+}
+
+/// The deposit wallet's master key, from the seed kept in `DIR/signer/deposit.seed`
+/// (created on first use; only the public descriptor reaches the engine).
+pub fn deposit_master(data: &Path, network: Network) -> Result<Xpriv> {
+    let seed = files::load_or_create_secret(
+        &signer_dir(data).join("deposit.seed"),
+        "the deposit wallet seed",
+    )?;
+    Xpriv::new_master(network, &seed).context("deriving the deposit master key")
+}
+
+/// The hot key, `DIR/signer/hot.key` (created on first use), encrypted with the
+/// passphrase in the environment variable `KURA_SIGNER_PASSPHRASE`, or else with a
+/// random one kept beside it in `DIR/signer/hot.pass` (mode 0600; fine for the demo and
+/// tests, not for production).
+pub fn hot_key(data: &Path, network: Network) -> Result<kura_signer::HotKey> {
+    let signer = signer_dir(data);
+    let passphrase = match std::env::var("KURA_SIGNER_PASSPHRASE") {
+        Ok(p) if !p.is_empty() => p.into_bytes(),
+        _ => {
+            let secret =
+                files::load_or_create_secret(&signer.join("hot.pass"), "the hot key's passphrase")?;
+            tracing::warn!(
+                "the hot key's passphrase is kept beside it in {}; set KURA_SIGNER_PASSPHRASE in production",
+                signer.join("hot.pass").display()
+            );
+            hex::encode(secret).into_bytes()
+        }
+    };
+    let path = signer.join("hot.key");
+    if !path.exists() {
+        kura_signer::keyfile::create(&path, &passphrase, network)
+            .map_err(|e| anyhow!("creating the hot key {}: {e}", path.display()))?;
+        tracing::info!(file = %path.display(), "created the hot key");
+    }
+    let key = kura_signer::keyfile::open(&path, &passphrase)
+        .map_err(|e| anyhow!("opening the hot key {}: {e}", path.display()))?;
+    if key.network() != network {
+        anyhow::bail!(
+            "the hot key {} is for {}, not {network}",
+            path.display(),
+            key.network()
+        );
+    }
+    Ok(key)
+}
+
+/// The deposit wallet's public descriptor (canonical text) for `master`.
+pub fn deposit_descriptor_of(master: &Xpriv, network: Network) -> Result<String> {
+    let secp = Secp256k1::new();
+    let path = DerivationPath::from_str(account_path(network)).context("account path")?;
+    let account = master
+        .derive_priv(&secp, &path)
+        .context("deriving the deposit account key")?;
+    let xpub = Xpub::from_priv(&secp, &account);
+    let origin = account_path(network).trim_start_matches("m/");
+    let text = format!("wpkh([{}/{origin}]{xpub}/0/*)", master.fingerprint(&secp));
+    let parsed = kura_custody::parse_descriptor(&text)
+        .map_err(|e| anyhow!("the deposit descriptor is invalid: {e}"))?;
+    Ok(parsed.canonical())
+}
+
+/// The hot wallet's public descriptor (canonical text).
+pub fn hot_descriptor_of(hot: &kura_signer::HotKey) -> Result<String> {
+    Ok(kura_custody::parse_descriptor(&hot.descriptor())
+        .map_err(|e| anyhow!("the hot wallet descriptor is invalid: {e}"))?
+        .canonical())
+}
