@@ -87,6 +87,7 @@
 //! | 32 | `RecordSolvency` | `epoch`: `u64`; `roots`: list ≤ [`SOLVENCY_ROOTS_MAX`] = 256 of (`asset`: `u16`; `ledger_seq`: `u64`; `epoch_id`: 32 bytes; `depth`: `u8`; `root_hash`: 32 bytes; `root_sum`: `u64`; `reserves`: `Option<u64>`) |
 //! | 33 | `BuildTransfer` | `asset`: `u16`; `inputs`: list ≤ 1000 of (32-byte txid, internal order; `vout`: `u32`); `to`: (wallet `u32`, index `u32`); `amount`: `u64`; `change`: `Option<(wallet u32, index u32)>`; `network_fee`: `u64`; `txid`: 32 bytes |
 //! | 34 | `RejectWithdrawal` | `id`: string ≤ 128 |
+//! | 35 | `AbandonTransfer` | `batch`: `u64` |
 //!
 //! Ids are their integers (`UserId` `u32`, `AssetId` `u16`, `MarketId` `u32`, `OrderId`
 //! `u64`); amounts are minor units, prices ticks, quantities lots, each a `u64`.
@@ -216,6 +217,7 @@ const TAG_FINISH_WITHDRAWAL_BATCH: u8 = 31;
 const TAG_RECORD_SOLVENCY: u8 = 32;
 const TAG_BUILD_TRANSFER: u8 = 33;
 const TAG_REJECT_WITHDRAWAL: u8 = 34;
+const TAG_ABANDON_TRANSFER: u8 = 35;
 
 const ORIGIN_INTERNAL: u8 = 0;
 const ORIGIN_OPERATOR: u8 = 1;
@@ -594,6 +596,7 @@ impl Writer<'_> {
             Command::RejectWithdrawal { id } => {
                 self.str(id, REFERENCE_MAX, "reject_withdrawal.id");
             }
+            Command::AbandonTransfer { batch } => self.u64(*batch),
             Command::Adjust {
                 user,
                 asset,
@@ -901,6 +904,7 @@ fn command_tag(cmd: &Command) -> u8 {
         Command::SettleWithdrawal { .. } => TAG_SETTLE_WITHDRAWAL,
         Command::CancelWithdrawal { .. } => TAG_CANCEL_WITHDRAWAL,
         Command::RejectWithdrawal { .. } => TAG_REJECT_WITHDRAWAL,
+        Command::AbandonTransfer { .. } => TAG_ABANDON_TRANSFER,
         Command::Adjust { .. } => TAG_ADJUST,
         Command::PlaceOrder { .. } => TAG_PLACE_ORDER,
         Command::CancelOrder { .. } => TAG_CANCEL_ORDER,
@@ -1221,6 +1225,9 @@ impl<'a> Reader<'a> {
             TAG_REJECT_WITHDRAWAL => Command::RejectWithdrawal {
                 id: self.string(REFERENCE_MAX, "reject_withdrawal.id")?,
             },
+            TAG_ABANDON_TRANSFER => Command::AbandonTransfer {
+                batch: self.u64("abandon_transfer.batch")?,
+            },
             TAG_ADJUST => {
                 let user = self.user("adjust.user")?;
                 let asset = self.asset("adjust.asset")?;
@@ -1504,7 +1511,7 @@ pub fn decode(bytes: &[u8]) -> Result<Entry, CodecError> {
     }
     let tag_offset = r.pos;
     let tag = r.u8("command tag")?;
-    if !(TAG_ADD_ASSET..=TAG_REJECT_WITHDRAWAL).contains(&tag) {
+    if !(TAG_ADD_ASSET..=TAG_ABANDON_TRANSFER).contains(&tag) {
         // Refuse an unknown command before reading what follows it.
         return Err(CodecError::UnknownCommand {
             offset: tag_offset,
@@ -1643,6 +1650,7 @@ pub fn write_json(entry: &Entry, out: &mut String) {
         Command::SettleWithdrawal { id }
         | Command::CancelWithdrawal { id }
         | Command::RejectWithdrawal { id } => j.str("id", id),
+        Command::AbandonTransfer { batch } => j.num("batch", batch),
         Command::Adjust {
             user,
             asset,

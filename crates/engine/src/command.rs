@@ -134,6 +134,13 @@ pub enum Command {
     RejectWithdrawal {
         id: String,
     },
+    /// An operator abandons a refill from cold storage that never reached the network
+    /// (its offline ceremony did not take place): the batch is closed and its coins
+    /// unlocked. Should its transaction confirm after all, the spend is
+    /// one no open batch explains, and withdrawals halt.
+    AbandonTransfer {
+        batch: u64,
+    },
     /// An operator's correction, with a mandatory reason.
     Adjust {
         user: UserId,
@@ -295,6 +302,7 @@ impl Command {
             Command::SettleWithdrawal { .. } => "settle_withdrawal",
             Command::CancelWithdrawal { .. } => "cancel_withdrawal",
             Command::RejectWithdrawal { .. } => "reject_withdrawal",
+            Command::AbandonTransfer { .. } => "abandon_transfer",
             Command::Adjust { .. } => "adjust",
             Command::RegisterWallet { .. } => "register_wallet",
             Command::AssignDepositAddress { .. } => "assign_deposit_address",

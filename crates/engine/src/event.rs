@@ -268,6 +268,10 @@ pub enum EventKind {
         txid: [u8; 32],
         network_fee: Amount,
     },
+    /// An operator abandoned transfer `batch` before it reached the network.
+    TransferAbandoned {
+        batch: u64,
+    },
     /// Follows the `WithdrawalSettled` (paid) or `WithdrawalCancelled` of each member.
     WithdrawalBatchFinished {
         batch: u64,

@@ -535,6 +535,7 @@ impl Engine {
                     txid: r.arr::<32>()?,
                     height: r.u32()?,
                 },
+                3 => crate::BatchState::Abandoned,
                 t => return Err(format!("bad batch state {t} at byte {}", r.pos - 1)),
             };
             let built_ms = r.u64()?;
@@ -826,6 +827,7 @@ impl Engine {
                     w.0.extend_from_slice(&txid);
                     w.u32(height);
                 }
+                crate::BatchState::Abandoned => w.u8(3),
             }
             w.u64(b.built_ms);
             match b.transfer {

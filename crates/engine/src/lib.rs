@@ -444,6 +444,7 @@ impl Engine {
                 txid,
                 network_fee,
             } => self.bump_withdrawal_batch(ctx, out, *batch, *txid, *network_fee),
+            Command::AbandonTransfer { batch } => self.abandon_transfer(ctx, out, *batch),
             Command::FinishWithdrawalBatch {
                 batch,
                 txid,

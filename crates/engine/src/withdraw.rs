@@ -75,6 +75,8 @@ pub enum BatchState {
     Confirmed { txid: [u8; 32], height: u32 },
     /// A transaction spending the batch's coins back to our own wallets confirmed.
     Cancelled { txid: [u8; 32], height: u32 },
+    /// A transfer an operator abandoned before it reached the network.
+    Abandoned,
 }
 
 /// A set of withdrawals paid by one transaction (and its fee bumps).
@@ -510,6 +512,36 @@ impl Engine {
             return Err(Reject::BatchNotOpen);
         }
         Ok(b)
+    }
+
+    /// Close an open transfer that never reached the network and unlock its coins.
+    pub(crate) fn abandon_transfer(
+        &mut self,
+        ctx: Ctx,
+        out: &mut Vec<Event>,
+        batch: u64,
+    ) -> Result<(), Reject> {
+        let b = self.open_batch(batch)?;
+        // Only a refill (to the hot wallet, signed offline): customers' withdrawals, and
+        // sweeps the hot key signs at once, are cancelled by a confirmed double-spend.
+        let refill = b.transfer.is_some_and(|t| {
+            self.wallets
+                .get(t.to.0 as usize)
+                .is_some_and(|w| w.role == WalletRole::Hot)
+        });
+        if !refill {
+            return Err(Reject::InvalidBatch);
+        }
+        let inputs = b.inputs.clone();
+        for input in &inputs {
+            self.locked_inputs.remove(input);
+        }
+        self.open_batches.remove(&batch);
+        if let Some(entry) = self.withdrawal_batches.get_mut(batch as usize) {
+            entry.state = BatchState::Abandoned;
+        }
+        push(out, ctx, EventKind::TransferAbandoned { batch });
+        Ok(())
     }
 
     /// A fee bump: a new version spending the same coins, paying the same outputs.

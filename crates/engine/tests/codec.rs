@@ -230,6 +230,7 @@ fn command() -> impl Strategy<Value = Command> {
         text(REFERENCE_MAX).prop_map(|id| Command::SettleWithdrawal { id }),
         text(REFERENCE_MAX).prop_map(|id| Command::CancelWithdrawal { id }),
         text(REFERENCE_MAX).prop_map(|id| Command::RejectWithdrawal { id }),
+        any::<u64>().prop_map(|batch| Command::AbandonTransfer { batch }),
         (user.clone(), asset.clone(), delta(), text(REASON_MAX)).prop_map(
             |(user, asset, delta, reason)| Command::Adjust {
                 user,
@@ -1140,6 +1141,10 @@ fn goldens() -> Vec<(Entry, &'static str)> {
             ),
             "01 22 2200000000000000 00  0300 772d33",
         ),
+        (
+            entry(35, Origin::Internal, Command::AbandonTransfer { batch: 5 }),
+            "01 23 2300000000000000 00  0500000000000000",
+        ),
     ]
 }
 
@@ -1166,7 +1171,7 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             assert_eq!(prev, e.command.name(), "tag {tag} used twice");
         }
     }
-    // Tags 1..=34 in order.
+    // Tags 1..=35 in order.
     let names: Vec<&str> = seen.values().copied().collect();
     assert_eq!(
         names,
@@ -1205,11 +1210,12 @@ fn goldens_cover_every_command_with_a_distinct_tag() {
             "record_solvency",
             "build_transfer",
             "reject_withdrawal",
+            "abandon_transfer",
         ]
     );
     assert_eq!(
         seen.keys().copied().collect::<Vec<u8>>(),
-        (1..=34).collect::<Vec<u8>>()
+        (1..=35).collect::<Vec<u8>>()
     );
 }
 

@@ -127,6 +127,17 @@ fn cmd_strategy() -> impl Strategy<Value = Command> {
             network_fee: Amount::new(fee),
             txid: [(fee % 13) as u8; 32],
         }),
+        // Refills from cold storage to the hot wallet (wallet 0), and their abandonment.
+        1 => (prop::collection::vec(0u8..6, 1..3), 100u64..5_000, 0u32..3).prop_map(|(coins, fee, index)| Command::BuildTransfer {
+            asset: BTC,
+            inputs: coins.into_iter().map(|c| Outpoint { txid: [c; 32], vout: 0 }).collect(),
+            to: (0, index),
+            amount: Amount::new(fee * 100),
+            change: None,
+            network_fee: Amount::new(fee),
+            txid: [(fee % 11) as u8; 32],
+        }),
+        1 => (0u64..4).prop_map(|batch| Command::AbandonTransfer { batch }),
         1 => (0u64..4, 100u64..10_000).prop_map(|(batch, fee)| Command::BumpWithdrawalBatch {
             batch, txid: [(fee % 251) as u8; 32], network_fee: Amount::new(fee),
         }),

@@ -515,3 +515,56 @@ fn a_transfer_between_our_wallets_locks_its_coins_and_moves_only_the_fee() {
         BatchState::Confirmed { height: 10, .. }
     ));
 }
+
+#[test]
+fn only_a_refill_can_be_abandoned_and_it_unlocks_its_coins() {
+    let mut w = World::new();
+    w.ok(Command::RegisterWallet {
+        asset: BTC,
+        role: WalletRole::Cold,
+        descriptor: "wsh(cold)".into(),
+    });
+    let (hot, cold) = (0u32, 1u32);
+    let transfer =
+        |to: (u32, u32), change: (u32, u32), coins: &[Outpoint], txid: u8| Command::BuildTransfer {
+            asset: BTC,
+            inputs: coins.to_vec(),
+            to,
+            amount: Amount::new(5_000_000),
+            change: Some(change),
+            network_fee: Amount::new(300),
+            txid: [txid; 32],
+        };
+    // Batch 0: a sweep to cold storage; batch 1: a refill from it.
+    w.ok(transfer((cold, 0), (hot, 0), &[coin(1)], 1));
+    w.ok(transfer((hot, 1), (cold, 1), &[coin(2), coin(3)], 2));
+    assert_eq!(w.engine.batch_spending(&coin(2)), Some(1));
+    // A sweep (signed by the hot key at once) and an unknown batch are refused.
+    assert_eq!(
+        w.apply(Command::AbandonTransfer { batch: 0 }),
+        Err(Reject::InvalidBatch)
+    );
+    assert_eq!(
+        w.apply(Command::AbandonTransfer { batch: 9 }),
+        Err(Reject::UnknownBatch)
+    );
+    let events = w.ok(Command::AbandonTransfer { batch: 1 });
+    assert!(events.iter().any(|e| matches!(
+        e.kind,
+        kura_engine::EventKind::TransferAbandoned { batch: 1 }
+    )));
+    assert_eq!(
+        w.engine.withdrawal_batch(1).expect("batch").state,
+        BatchState::Abandoned
+    );
+    // Its coins are free: the next refill may spend them. Nothing else moved.
+    assert_eq!(w.engine.batch_spending(&coin(2)), None);
+    assert_eq!(w.engine.batch_spending(&coin(3)), None);
+    assert_eq!(w.engine.batch_spending(&coin(1)), Some(0));
+    assert_eq!(
+        w.apply(Command::AbandonTransfer { batch: 1 }),
+        Err(Reject::BatchNotOpen)
+    );
+    w.ok(transfer((hot, 2), (cold, 2), &[coin(2), coin(3)], 3));
+    assert_eq!(w.engine.batch_spending(&coin(2)), Some(2));
+}

@@ -64,7 +64,8 @@ enum AdminCommand {
     /// Our wallets: register a cold wallet (public keys only).
     #[command(subcommand)]
     Wallet(WalletCommand),
-    /// Open withdrawal batches: raise the fee, or cancel by a double-spend to ourselves.
+    /// Open withdrawal batches: raise the fee, cancel by a double-spend to ourselves, or
+    /// abandon a refill that never reached the network.
     #[command(subcommand)]
     Batch(BatchCommand),
 }
@@ -89,6 +90,17 @@ enum BatchCommand {
         batch: u64,
         #[arg(long)]
         fee_rate: u64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abandon a refill from cold storage whose offline ceremony did not take place:
+    /// refused if any version of it is in the mempool or the chain. Its cold coins are
+    /// unlocked, so the next refill may spend them; should the abandoned transaction
+    /// confirm after all, the spend is one no batch explains and withdrawals halt.
+    Abandon {
+        batch: u64,
         #[arg(long)]
         reason: String,
         #[arg(long)]
@@ -341,6 +353,18 @@ pub fn run(args: &AdminArgs) -> Result<()> {
             Request::BatchCancel {
                 batch: *batch,
                 fee_rate_sat_vb: *fee_rate,
+                reason: reason.clone(),
+            },
+            *json,
+            None,
+        ),
+        AdminCommand::Batch(BatchCommand::Abandon {
+            batch,
+            reason,
+            json,
+        }) => (
+            Request::BatchAbandon {
+                batch: *batch,
                 reason: reason.clone(),
             },
             *json,

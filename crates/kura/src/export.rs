@@ -697,7 +697,9 @@ fn keep_event(
         }
         // A transfer between our own wallets, and a solvency epoch's roots, concern no
         // customer in particular.
-        EventKind::TransferBuilt { .. } | EventKind::SolvencyRecorded { .. } => None,
+        EventKind::TransferBuilt { .. }
+        | EventKind::TransferAbandoned { .. }
+        | EventKind::SolvencyRecorded { .. } => None,
         EventKind::WithdrawalBatchBumped {
             batch,
             txid,

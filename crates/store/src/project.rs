@@ -324,6 +324,13 @@ pub(crate) fn event(
             )?
             .execute(params![int(*batch)?, txid, height, state])?;
         }
+        EventKind::TransferAbandoned { batch } => batch_update(
+            conn,
+            *batch,
+            "UPDATE withdrawal_batches SET state = 'ABANDONED', updated_seq = ?2
+                 WHERE batch_id = ?1",
+            params![int(*batch)?, seq],
+        )?,
         // Operator adjustments show in balances_history through BalanceChanged.
         EventKind::Adjusted { .. } => {}
         EventKind::BalanceChanged {

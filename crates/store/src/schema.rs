@@ -10,7 +10,7 @@ use crate::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -215,6 +215,26 @@ CREATE TABLE withdrawal_addresses (
     seq            INTEGER NOT NULL,
     PRIMARY KEY (user_id, asset_id, address)
 ) STRICT;
+"#;
+
+/// A transfer an operator abandoned (`AbandonTransfer`) is a fourth batch state. SQLite
+/// cannot change a CHECK constraint in place, so the table is copied.
+const V4: &str = r#"
+CREATE TABLE withdrawal_batches_v4 (
+    batch_id    INTEGER PRIMARY KEY,
+    asset_id    INTEGER NOT NULL,
+    txid        TEXT NOT NULL,
+    network_fee INTEGER NOT NULL,
+    versions    INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('OPEN', 'CONFIRMED', 'CANCELLED', 'ABANDONED')),
+    height      INTEGER,
+    built_seq   INTEGER NOT NULL,
+    built_ms    INTEGER NOT NULL,
+    updated_seq INTEGER NOT NULL
+) STRICT;
+INSERT INTO withdrawal_batches_v4 SELECT * FROM withdrawal_batches;
+DROP TABLE withdrawal_batches;
+ALTER TABLE withdrawal_batches_v4 RENAME TO withdrawal_batches;
 "#;
 
 /// Set the pragmas and bring the schema up to [`SCHEMA_VERSION`].

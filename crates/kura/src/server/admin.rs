@@ -126,6 +126,12 @@ pub enum Request {
         fee_rate_sat_vb: u64,
         reason: String,
     },
+    /// Abandon an open refill from cold storage whose transaction never reached the
+    /// network: its cold coins are unlocked for the next refill.
+    BatchAbandon {
+        batch: u64,
+        reason: String,
+    },
     /// Journal the roots of a solvency epoch (`Command::RecordSolvency`); answers the
     /// record's sequence number and time. `kura solvency prove` sends it.
     SolvencyRecord {
@@ -631,6 +637,26 @@ pub async fn handle_with_chain(
             Ok(json!({
                 "batch": batch,
                 "action": if cancel { "cancel" } else { "bump" },
+                "txid": txid.to_string(),
+                "reason": reason,
+            }))
+        }
+        Request::BatchAbandon { batch, reason } => {
+            if reason.trim().is_empty() {
+                bail!("a reason is required");
+            }
+            let control = chain
+                .control
+                .clone()
+                .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
+            let by = origin(&op, &reason);
+            let txid = tokio::task::spawn_blocking(move || control.abandon_as(batch, by))
+                .await
+                .map_err(|e| anyhow!("{e}"))??;
+            tracing::warn!(operator = %op, batch, %reason, %txid, "operator abandoned a refill");
+            Ok(json!({
+                "batch": batch,
+                "action": "abandon",
                 "txid": txid.to_string(),
                 "reason": reason,
             }))

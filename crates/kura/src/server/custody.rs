@@ -159,6 +159,12 @@ enum Control {
         origin: Origin,
         reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
     },
+    /// Close a refill that never reached the network and unlock its cold coins.
+    Abandon {
+        batch: u64,
+        origin: Origin,
+        reply: crossbeam_channel::Sender<Result<kura_chain::bitcoin::Txid>>,
+    },
 }
 
 /// Operator actions on open batches, sent to the custody task (cloneable, for the
@@ -174,6 +180,7 @@ impl std::fmt::Debug for Control {
             Control::Stop => "Stop",
             Control::Bump { .. } => "Bump",
             Control::Cancel { .. } => "Cancel",
+            Control::Abandon { .. } => "Abandon",
         })
     }
 }
@@ -232,6 +239,20 @@ impl CustodyControl {
         self.ask(|reply| Control::Cancel {
             batch,
             fee_rate_sat_vb,
+            origin,
+            reply,
+        })
+    }
+}
+
+impl CustodyControl {
+    /// Abandon open refill `batch` on behalf of `origin`: refused unless it is a refill
+    /// from cold storage none of whose versions is in the mempool or the chain. Its cold
+    /// coins are unlocked (the next refill may spend them); should it confirm after all,
+    /// the spend is unexplained and withdrawals halt. The abandoned version's txid.
+    pub fn abandon_as(&self, batch: u64, origin: Origin) -> Result<kura_chain::bitcoin::Txid> {
+        self.ask(|reply| Control::Abandon {
+            batch,
             origin,
             reply,
         })
@@ -648,6 +669,9 @@ pub fn snapshot(engine: &Engine, asset: AssetId, network: Network) -> Snapshot {
                 }
                 (false, Some(Txid::from_byte_array(txid)))
             }
+            // Abandoned before it reached the network: a spend of its coins is one no
+            // batch explains.
+            kura_engine::BatchState::Abandoned => continue,
         };
         if b.asset != asset {
             continue;
@@ -746,6 +770,13 @@ impl Task {
                 }) => {
                     let _ = reply.send(self.replace(batch, fee_rate_sat_vb, true, origin));
                 }
+                Ok(Control::Abandon {
+                    batch,
+                    origin,
+                    reply,
+                }) => {
+                    let _ = reply.send(self.abandon(batch, origin));
+                }
                 Ok(Control::Stop) | Err(_) => return,
             }
         }
@@ -760,6 +791,53 @@ impl Task {
         self.handle
             .query_wait(move |e| super::payout::payout_books(e, asset, network, now))
             .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// See [`CustodyControl::abandon_as`].
+    fn abandon(&mut self, batch: u64, origin: Origin) -> Result<kura_chain::bitcoin::Txid> {
+        use kura_chain::bitcoin::hashes::Hash as _;
+        let books = self.payout_books()?;
+        let open = books
+            .open
+            .get(&batch)
+            .ok_or_else(|| anyhow!("batch {batch} is not open"))?;
+        if !open.refill {
+            anyhow::bail!(
+                "batch {batch} is not a refill from cold storage: cancel it by a double-spend (kura admin batch cancel)"
+            );
+        }
+        let versions = self
+            .handle
+            .query_wait(move |e| {
+                e.withdrawal_batch(batch)
+                    .map(|b| b.versions.iter().map(|v| v.txid).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .map_err(|e| anyhow!("{e}"))?;
+        for txid in versions {
+            let txid = kura_chain::bitcoin::Txid::from_byte_array(txid);
+            let found = self
+                .source
+                .get_tx(&txid)
+                .map_err(|e| anyhow!("looking for {txid}: {e}"))?;
+            if let Some((_, status)) = found {
+                anyhow::bail!(
+                    "refill {batch}'s transaction {txid} is on the network ({status:?}): it may confirm, so it cannot be abandoned"
+                );
+            }
+        }
+        let ack = self
+            .handle
+            .submit_wait(Entry {
+                ctx_timestamp_ms: 0,
+                origin,
+                command: Command::AbandonTransfer { batch },
+            })
+            .map_err(|e| anyhow!("submitting the abandonment: {e}"))?;
+        ack.result
+            .map_err(|r| anyhow!("the books refused to abandon batch {batch}: {r}"))?;
+        tracing::warn!(batch, txid = %open.txid, "refill abandoned before it reached the network; its cold coins are unlocked");
+        Ok(open.txid)
     }
 
     /// Replace open batch `batch`'s transaction at `fee_rate_sat_vb`: a fee bump (same

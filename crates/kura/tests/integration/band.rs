@@ -147,6 +147,10 @@ fn kura(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -313,6 +317,55 @@ fn the_hot_float_is_swept_above_high_water_and_refilled_offline_below_low_water(
     assert!(d.tx(&txid(refill_txid)).is_none(), "nobody signed it yet");
     not_halted(&ex);
 
+    // The holders do not meet: an operator abandons the refill. Its cold coins are
+    // unlocked and the next pass prepares a new refill from them.
+    let kura_fails = |args: &[&str]| {
+        let out = Process::new(env!("CARGO_BIN_EXE_kura"))
+            .args(args)
+            .output()
+            .expect("run kura");
+        assert!(!out.status.success(), "kura {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let abandon = |batch: &str| {
+        vec![
+            "admin".to_owned(),
+            "--data".to_owned(),
+            p(dir.path()).to_owned(),
+            "batch".to_owned(),
+            "abandon".to_owned(),
+            batch.to_owned(),
+            "--reason".to_owned(),
+            "the ceremony was called off".to_owned(),
+        ]
+    };
+    let why = kura_fails(&strs(&abandon("1")));
+    assert!(why.contains("batch 1 is not open"), "{why}");
+    let locked = query(&ex, |e| {
+        e.withdrawal_batch(2).expect("refill").inputs.clone()
+    });
+    kura(&strs(&abandon("2")));
+    let (_, state, _) = batch(&ex, 2).expect("refill batch");
+    assert_eq!(state, BatchState::Abandoned);
+    let psbt = dir.path().join("custody").join("refills").join("3.psbt");
+    wait_for(&ex, "a new refill PSBT", |_| psbt.exists());
+    let (is_transfer, state, refill_txid) = batch(&ex, 3).expect("new refill batch");
+    assert!(is_transfer && state == BatchState::Open);
+    let relocked = query(&ex, |e| {
+        e.withdrawal_batch(3).expect("refill").inputs.clone()
+    });
+    assert_eq!(relocked, locked, "the same cold coins, free again");
+    let origin = kura_journal::read_records(dir.path(), 1)
+        .expect("journal")
+        .filter_map(|r| kura_engine::codec::decode(&r.expect("record").payload).ok())
+        .find(|e| matches!(e.command, Command::AbandonTransfer { batch: 2 }))
+        .map(|e| e.origin)
+        .expect("the abandonment is journaled");
+    assert!(
+        matches!(&origin, kura_engine::codec::Origin::Admin { reason, .. } if reason == "the ceremony was called off"),
+        "{origin:?}"
+    );
+
     // Two of the three holders sign offline; the copies are finalized and broadcast.
     let descriptors = dir.path().join("descriptors.txt");
     let all = query(&ex, |e| {
@@ -359,9 +412,12 @@ fn the_hot_float_is_swept_above_high_water_and_refilled_offline_below_low_water(
     wait_for(&ex, "the refill in the mempool", |ex| {
         in_mempool(ex, refill_txid)
     });
+    // Once on the network a refill may confirm: it can no longer be abandoned.
+    let why = kura_fails(&strs(&abandon("3")));
+    assert!(why.contains("is on the network"), "{why}");
     mine(&ex);
     wait_for(&ex, "the refill to settle", |ex| {
-        matches!(batch(ex, 2), Some((_, BatchState::Confirmed { .. }, _)))
+        matches!(batch(ex, 3), Some((_, BatchState::Confirmed { .. }, _)))
     });
     wait_for(&ex, "a covered reconciliation", covered);
     not_halted(&ex);
@@ -379,7 +435,10 @@ fn the_hot_float_is_swept_above_high_water_and_refilled_offline_below_low_water(
             .filter(|b| b.transfer.is_some())
             .count()
     });
-    assert_eq!(transfers, 2);
+    assert_eq!(
+        transfers, 3,
+        "the sweep, the abandoned refill and the refill"
+    );
     stop.send(()).expect("stop");
     runtime.block_on(server).expect("join").expect("served");
 }
