@@ -34,6 +34,17 @@
 //!   address is remembered as an offender ([`Limits::offender_memory_ms`] after its last
 //!   ban ended), capped at [`Limits::ban_max_ms`] (3 days). While banned, every request
 //!   from the address is answered 418 here, without reaching the backend.
+//! - **Forged and oversized requests ban sooner.** A request refused for its
+//!   credentials (no API key, a malformed or unknown key, a bad signature) or for its
+//!   size (413, 414) counts as a failure of its address; past
+//!   [`Limits::failures_before_ban`] (20) in one window the address is banned on the
+//!   spot, with the same ladder. An honest client's mistakes (a stale timestamp, an
+//!   address off the key's allow-list, a missing parameter) do not count. The answer
+//!   that bans, and every 418, carries `Connection: close`; the server's listener
+//!   (`kura::server::listener`) then resets the banned address's new connections at
+//!   accept, so a banned flood costs an accept and a close per connection, not a parse
+//!   and a signature check per request. The same listener caps the connections an
+//!   address holds at [`Limits::connections_per_address`] (512).
 //! - An order over a key's 10-second or daily count gets HTTP 429, `-1015` "Too many
 //!   new orders; current limit is 100 orders per 10 SECOND." with `Retry-After`.
 //!
@@ -88,7 +99,7 @@
 use crate::auth::{ApiKeyId, API_KEY_HEADER};
 use crate::backend::Backend;
 use crate::errors::Failure;
-use crate::http::Fail;
+use crate::http::{Fail, ForgedRequest};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -115,6 +126,12 @@ pub const BAN_MAX_MS: u64 = 3 * 24 * 60 * 60 * 1_000;
 pub const OFFENDER_MEMORY_MS: u64 = 24 * 60 * 60 * 1_000;
 /// 429s an address may receive in one window before the next refusal bans it.
 pub const REFUSALS_BEFORE_BAN: u32 = 10;
+/// Failed authentications (no key, a malformed or unknown key, a bad signature) and
+/// oversized requests an address may send in one window before it is banned.
+pub const FAILURES_BEFORE_BAN: u32 = 20;
+/// Connections one address may hold open at once (above the WebSocket limit per
+/// address, so that limit answers first with its 429).
+pub const CONNECTIONS_PER_ADDRESS: u32 = 512;
 /// Entries in the address table (about 10 MB at the cap).
 pub const IP_TABLE_MAX: usize = 65_536;
 /// Entries in the API-key table.
@@ -157,6 +174,13 @@ pub struct Limits {
     pub ban_max_ms: u64,
     /// A ban within this long of the end of the previous one doubles (default 1 day).
     pub offender_memory_ms: u64,
+    /// Failed authentications and oversized requests an address may send in one
+    /// window; the next one bans it (default 20: a client with a wrong secret learns
+    /// from the first answer; a flood of forgeries is cut off after a handful).
+    pub failures_before_ban: u32,
+    /// Connections one address may hold open; more are closed as soon as they are
+    /// accepted (default 512).
+    pub connections_per_address: u32,
     /// Address table capacity (default 65 536; at least 1).
     pub ip_table_max: usize,
     /// API-key table capacity (default 65 536; at least 1).
@@ -173,6 +197,8 @@ impl Limits {
         ban_first_ms: BAN_FIRST_MS,
         ban_max_ms: BAN_MAX_MS,
         offender_memory_ms: OFFENDER_MEMORY_MS,
+        failures_before_ban: FAILURES_BEFORE_BAN,
+        connections_per_address: CONNECTIONS_PER_ADDRESS,
         ip_table_max: IP_TABLE_MAX,
         key_table_max: KEY_TABLE_MAX,
     };
@@ -453,6 +479,8 @@ struct IpState {
     weight: Window,
     /// 429s answered in the current weight window.
     refusals: u32,
+    /// Failed authentications and oversized requests in the current weight window.
+    failures: u32,
     banned_until_ms: u64,
     /// Bans that still count for doubling.
     bans: u32,
@@ -462,6 +490,7 @@ impl IpState {
     fn roll(&mut self, now_ms: u64) {
         if self.weight.roll(now_ms, MINUTE_MS) {
             self.refusals = 0;
+            self.failures = 0;
         }
     }
 
@@ -469,6 +498,20 @@ impl IpState {
         self.weight.count_at(now_ms, MINUTE_MS) == 0
             && now_ms >= self.banned_until_ms
             && !self.remembered(now_ms, limits)
+    }
+
+    /// Ban the address from `now_ms`, longer for a repeat offender; the ban's end.
+    fn ban(&mut self, now_ms: u64, limits: &Limits) -> u64 {
+        if !self.remembered(now_ms, limits) {
+            self.bans = 0;
+        }
+        let until_ms =
+            now_ms.saturating_add(ban_ms(limits.ban_first_ms, limits.ban_max_ms, self.bans));
+        self.bans = self.bans.saturating_add(1);
+        self.banned_until_ms = until_ms;
+        self.refusals = 0;
+        self.failures = 0;
+        until_ms
     }
 
     /// Whether a ban now would be a repeat offence: an earlier ban ended less than
@@ -607,19 +650,34 @@ impl Limiter {
             };
         }
         // Kept sending after its 429s: ban, longer for a repeat offender.
-        if !state.remembered(now_ms, limits) {
-            state.bans = 0;
-        }
-        let until_ms =
-            now_ms.saturating_add(ban_ms(limits.ban_first_ms, limits.ban_max_ms, state.bans));
-        state.bans = state.bans.saturating_add(1);
-        state.banned_until_ms = until_ms;
-        state.refusals = 0;
+        let until_ms = state.ban(now_ms, limits);
         WeightDecision::Banned {
             used,
             until_ms,
             retry_after_s: seconds_until(now_ms, until_ms),
         }
+    }
+
+    /// Count a failed authentication or an oversized request from `ip` at `now_ms`;
+    /// past [`Limits::failures_before_ban`] in one window the address is banned, and
+    /// the end of its ban is returned.
+    pub fn count_failure(&self, ip: IpAddr, now_ms: u64) -> Option<u64> {
+        let limits = &self.limits;
+        let mut ips = lock(&self.ips);
+        let state = ips.touch(client_key(ip), IpState::default);
+        state.roll(now_ms);
+        if now_ms < state.banned_until_ms {
+            return Some(state.banned_until_ms);
+        }
+        state.failures = state.failures.saturating_add(1);
+        (state.failures > limits.failures_before_ban).then(|| state.ban(now_ms, limits))
+    }
+
+    /// Whether `ip` is banned at `now_ms` (for refusing its connections at once).
+    pub fn banned(&self, ip: IpAddr, now_ms: u64) -> bool {
+        lock(&self.ips)
+            .get_mut(&client_key(ip))
+            .is_some_and(|s| now_ms < s.banned_until_ms)
     }
 
     /// Count one new order for the key numbered `key` at `now_ms`, unless a window is
@@ -767,7 +825,10 @@ pub(crate) async fn admit<B: Backend>(
             retry_after_s,
         } => {
             tracing::debug!(%ip, until_ms, "api: request from a banned address");
-            return with_used_weight(refuse(Failure::Banned { until_ms }, retry_after_s), used);
+            return closing(with_used_weight(
+                refuse(Failure::Banned { until_ms }, retry_after_s),
+                used,
+            ));
         }
     };
 
@@ -796,6 +857,14 @@ pub(crate) async fn admit<B: Backend>(
     };
 
     let mut response = next.run(Request::from_parts(parts, body)).await;
+    let failed = response.extensions().get::<ForgedRequest>().is_some()
+        || matches!(response.status().as_u16(), 413 | 414 | 431);
+    if failed {
+        if let Some(until_ms) = limiter.count_failure(ip, gate.backend.now_ms()) {
+            tracing::debug!(%ip, until_ms, "api: address banned for forged or oversized requests");
+            response = closing(response);
+        }
+    }
     if let Some(r) = reservation {
         let counts = if response.status().is_success() {
             r.counts
@@ -805,6 +874,16 @@ pub(crate) async fn admit<B: Backend>(
         set_order_counts(&mut response, counts);
     }
     with_used_weight(response, used)
+}
+
+/// Ask the client to close the connection after this answer (a banned address must
+/// come back through accept, where its connections are refused).
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+    response
 }
 
 fn with_used_weight(mut response: Response, used: u64) -> Response {

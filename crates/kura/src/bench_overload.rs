@@ -206,6 +206,36 @@ pub struct OverloadArgs {
     /// Where to create the temporary data directory (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run the attackers' threads at normal priority. By default they run under
+    /// `SCHED_IDLE`, on CPU time the server and the honest clients leave: on one machine
+    /// the attack's own generators would otherwise take a CPU from the server they
+    /// attack, which attackers on other machines do not.
+    #[arg(long)]
+    attackers_at_normal_priority: bool,
+}
+
+/// A one-thread runtime for attack traffic: under `SCHED_IDLE` unless `normal`.
+fn attack_runtime(name: &str, normal: bool) -> Result<Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(1).thread_name(name).enable_all();
+    if !normal {
+        builder.on_thread_start(|| {
+            use thread_priority::unix::{
+                set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+                ThreadSchedulePolicy,
+            };
+            if let Err(e) = set_thread_priority_and_policy(
+                thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            ) {
+                eprintln!("could not run an attacker thread under SCHED_IDLE: {e:?}");
+            }
+        });
+    }
+    builder
+        .build()
+        .with_context(|| format!("starting the {name} runtime"))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1226,8 +1256,9 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
     let server_threads = a.server_threads.unwrap_or(cpus);
     let server_rt = runtime(server_threads, "kura-http")?;
     let honest_rt = runtime(1, "bench-honest")?;
-    let attack_rt = runtime(1, "bench-attack")?;
-    let storm_rt = runtime(1, "bench-storm")?;
+    let attack_rt = attack_runtime("bench-attack", a.attackers_at_normal_priority)?;
+    let storm_rt = attack_runtime("bench-storm", a.attackers_at_normal_priority)?;
+    let fanout_rt = runtime(1, "bench-fanout")?;
     let parent = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = TempDir::new(&parent, "overload")?;
     let dir = tmp.0.join("exchange");
@@ -1511,7 +1542,7 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
         "fan-out: {} subscribers, {} orders/s for {:?} ...",
         a.subscribers, a.fanout_rate, a.fanout_secs
     );
-    let fanout_json = fanout(a, &honest, server, &honest_rt, &attack_rt, 0, 1)?;
+    let fanout_json = fanout(a, &honest, server, &honest_rt, &fanout_rt, 0, 1)?;
     eprintln!("  {} messages/s delivered", fanout_json["messages_per_sec"]);
 
     drop(honest);
@@ -1529,8 +1560,11 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
             "client, attackers and server share this machine's {cpus} CPUs in one process \
              (server: {server_threads} tokio workers, the sequencer with the journal's \
              fsync, the read-model projector; honest client: 1 worker and the pacing \
-             thread; HTTP attackers: 1 worker; WebSocket storm: 1 worker). RSS is the whole process's."
+             thread; HTTP attackers: 1 worker; WebSocket storm: 1 worker; the attackers' \
+             workers under {}). RSS is the whole process's.",
+            if a.attackers_at_normal_priority { "normal priority" } else { "SCHED_IDLE" }
         ),
+        "attackers_priority": if a.attackers_at_normal_priority { "normal" } else { "SCHED_IDLE" },
         "cpus": cpus,
         "loadavg_at_start": load_at_start,
         "disk": tmp.0.display().to_string(),

@@ -3,10 +3,11 @@
 //! speed. Latency ratios are the benchmark's business and are not asserted here.
 //!
 //! Expected answers, by attack (the server's admission control and limits):
-//! - unsigned orders (no `X-MBX-APIKEY`): 401 (`-2014`) until the address has used its
-//!   request weight, then 429 (`-1003`), then 418 (banned); never a closed connection;
-//! - badly signed orders (a real key, a wrong signature): 400 (`-1022`), then 429, then
-//!   418; never a closed connection;
+//! - unsigned orders (no `X-MBX-APIKEY`): 401 (`-2014`) for a handful, then the address
+//!   is banned: the answer that bans closes the connection, and its later connections
+//!   are reset at accept (a few pipelined requests may still get 429/418), so most of
+//!   the flood is never answered;
+//! - badly signed orders (a real key, a wrong signature): 400 (`-1022`), then the same;
 //! - maximum-size requests: a body at the limit or one byte beyond, a 1 MiB body, a
 //!   64 KiB query string: 400 (`-1101`) or 401 (key checks before parameters), then
 //!   429/418; a 256 KiB header block: 431 from the HTTP server, which then closes the
@@ -135,26 +136,24 @@ fn the_exchange_stays_up_under_a_flood() {
     only("bad signature", &bad, &[400, 429, 418]);
     let big = statuses(&kinds["oversized"]["answered_by_status"]);
     only("oversized", &big, &[200, 400, 401, 431, 429, 418]);
-    for (name, seen) in [("unsigned", &unsigned), ("bad signature", &bad)] {
-        // The per-address limit applied: refusals, then bans.
-        assert!(
-            seen.get(&418).copied().unwrap_or(0) > 0,
-            "{name}: no ban: {v}"
-        );
-    }
     assert!(unsigned.get(&401).copied().unwrap_or(0) > 0, "{v}");
     assert!(bad.get(&400).copied().unwrap_or(0) > 0, "{v}");
     for kind in ["unsigned", "bad_signature"] {
+        // Forged requests ban their address after a handful: the answer that bans
+        // closes the connection, and the address's later connections are reset at
+        // accept. So the server answered a small part of the flood and cut off the rest.
         let k = &kinds[kind];
-        assert_eq!(
-            number(k, "unanswered_connection_closed"),
-            0,
-            "{kind}: the server dropped requests: {v}"
-        );
-        assert_eq!(number(k, "connection_refusals"), 0, "{kind}: {v}");
         let answered: u64 = statuses(&k["answered_by_status"]).values().sum();
-        // Requests in flight when the flood was stopped are the only unanswered ones.
-        assert!(answered > 0 && answered <= number(k, "sent"), "{kind}: {v}");
+        let sent = number(k, "sent");
+        assert!(answered > 0, "{kind}: {v}");
+        assert!(
+            answered * 4 <= sent,
+            "{kind}: {answered} of {sent} forged requests were answered: {v}"
+        );
+        assert!(
+            number(k, "connections_closed_by_server") + number(k, "connection_refusals") > 0,
+            "{kind}: never cut off: {v}"
+        );
     }
 
     let storm = &v["attack"]["ws_storm"];

@@ -104,8 +104,19 @@ pub fn router<B: Backend>(backend: B) -> Router {
 /// Build the REST router over `backend`; every request passes admission
 /// ([`crate::limits`]) first.
 pub fn router_with<B: Backend>(backend: B, config: RouterConfig) -> Router {
+    let limiter = std::sync::Arc::new(crate::limits::Limiter::new(config.limits.clone()));
+    router_with_limiter(backend, config, limiter)
+}
+
+/// [`router_with`], counting in `limiter` (which the server's listener also consults,
+/// to refuse a banned address's connections at once). `limiter` should have been made
+/// from `config.limits`.
+pub fn router_with_limiter<B: Backend>(
+    backend: B,
+    config: RouterConfig,
+    limiter: std::sync::Arc<crate::limits::Limiter>,
+) -> Router {
     let advertised = axum::Extension(config.limits.clone());
-    let limiter = std::sync::Arc::new(crate::limits::Limiter::new(config.limits));
     let gate = crate::limits::Gate::new(backend.clone(), limiter);
     ROUTES
         .iter()
@@ -217,26 +228,47 @@ pub(crate) use trading::{budget_spent, side_name, tif_name};
 
 // ---- errors ----------------------------------------------------------------------
 
-/// An error answer: HTTP status and Binance's `{"code":…,"msg":…}`.
+/// An error answer: HTTP status and Binance's `{"code":…,"msg":…}`, and whether it
+/// refuses a forged or anonymous request (which admission counts toward a ban).
 #[derive(Debug)]
-pub(crate) struct Fail(ApiError);
+pub(crate) struct Fail(ApiError, bool);
+
+/// Marks a response that refused a request for its credentials: no API key, a
+/// malformed or unknown one, or a bad signature ([`crate::limits`] counts these per
+/// address). A disabled key, an address off the allow-list or a stale timestamp are an
+/// honest client's mistakes and are not marked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ForgedRequest;
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut response = (
             status,
             [(CONTENT_TYPE, "application/json;charset=UTF-8")],
             self.0.to_json(),
         )
-            .into_response()
+            .into_response();
+        if self.1 {
+            response.extensions_mut().insert(ForgedRequest);
+        }
+        response
     }
 }
 
 impl From<Failure> for Fail {
     fn from(f: Failure) -> Fail {
-        Fail(api_error(&f))
+        let forged = matches!(
+            f,
+            Failure::Auth(
+                auth::AuthError::MissingApiKey
+                    | auth::AuthError::BadApiKeyFormat
+                    | auth::AuthError::UnknownApiKey
+                    | auth::AuthError::BadSignature
+            )
+        );
+        Fail(api_error(&f), forged)
     }
 }
 

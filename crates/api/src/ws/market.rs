@@ -2,10 +2,11 @@
 //! stream hub ([`super::streams`]) keeps and renders for every connection at once
 //! (ticker and kline state, the event renderers).
 //!
-//! Depth diffs, trades and aggregate trades are sent as their batch arrives. Partial
-//! books, book tickers, tickers and klines are marked when a batch changes them and sent
-//! by the hub's flush (every 100 ms for `@100ms` and book tickers, every second
-//! otherwise), with one engine query for all of them.
+//! Trades and aggregate trades are sent as their batch arrives; depth diffs are merged
+//! until their stream's flush. Partial books, book tickers, tickers and klines are
+//! marked when a batch changes them and sent by the hub's flush (every 100 ms for
+//! `@100ms` and book tickers, every second otherwise), with one engine query for all of
+//! them.
 
 use crate::backend::{Backend, BackendError};
 use crate::feed::BookDiff;

@@ -22,10 +22,12 @@
 //!
 //! # Where events come from
 //! Only from the feed, which the node publishes for durable commands. Depth diffs are
-//! the feed's [`crate::feed::BookDiff`]s, one event per diff, unchanged: `U`/`u` are
-//! the market's update ids shared with REST `depth`'s `lastUpdateId`, so a client
-//! applying them to a REST snapshot stays in sync, and `U == previous u + 1` always
-//! holds on a connection. Partial books, book tickers and full tickers (which carry the
+//! the feed's [`crate::feed::BookDiff`]s merged per update speed (every 100 ms for
+//! `@depth@100ms`, every second for `@depth`): each message holds every level touched
+//! since the previous one at its latest quantity, with `U` the first update id merged
+//! and `u` the last. Update ids are the market's, shared with REST `depth`'s
+//! `lastUpdateId`, so a client applying them to a REST snapshot stays in sync, and
+//! `U == previous u + 1` always holds on a connection. Partial books, book tickers and full tickers (which carry the
 //! best bid and ask) are read from the engine when the feed says the market changed,
 //! at most once per 100 ms (`@100ms`, book tickers) or per second. Klines and 24-hour
 //! tickers are seeded from the read model when first subscribed and then kept from the
@@ -58,8 +60,7 @@
 //!   last `POST`/`PUT`.
 //!
 //! Known limitations: a 24-hour ticker drops trades that leave its window only when it
-//! re-seeds from the read model, once a minute; `@depth` (1000 ms) sends every diff as it comes, like
-//! `@depth@100ms`; klines are sent when a trade changes them (and once more, closed,
+//! re-seeds from the read model, once a minute; klines are sent when a trade changes them (and once more, closed,
 //! when their interval ends), not every 2 s.
 
 mod conn;

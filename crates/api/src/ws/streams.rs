@@ -18,9 +18,13 @@
 //!   by the hub before the first message of the stream, and the connection waits for
 //!   the hub to have registered it), unsubscribe (acknowledged after the last message),
 //!   leave;
-//! - the feed: depth diffs (`U`/`u` exactly as published, so a subscriber sees every
-//!   diff after its subscription, contiguous), trades, aggregate trades and the trades
-//!   that move tickers and klines;
+//! - the feed: depth diffs, trades, aggregate trades and the trades that move tickers
+//!   and klines. Depth diffs are merged per market until the flush their stream is
+//!   updated at (`@depth@100ms` every 100 ms, `@depth` every second, as Binance): one
+//!   message carries every level touched since the last one, at its latest quantity,
+//!   with `U` the first update id merged and `u` the last, so a subscriber's messages
+//!   stay contiguous (each `U` is the previous `u` + 1) while a busy book costs each
+//!   subscriber ten messages a second, not one per batch;
 //! - the flush timer (100 ms; every tenth tick is the 1000 ms flush);
 //! - seeds: tickers and klines are seeded from the read model by tasks of their own
 //!   (not on the hub's path); trades that arrive meanwhile are kept and counted into
@@ -47,11 +51,11 @@ use super::market::{
     KlineState, OpenKline, Span, StreamName, TickerState, TradeSeen,
 };
 use crate::backend::{Backend, BackendError};
-use crate::feed::Published;
+use crate::feed::{BookDiff, Published};
 use crate::http::MarketInfo;
 use axum::extract::ws::Utf8Bytes;
 use kura_engine::EventKind;
-use kura_units::MarketId;
+use kura_units::{MarketId, PriceTicks, QtyLots};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -353,8 +357,65 @@ struct Fanout<B> {
     traded: BTreeSet<MarketId>,
     klines_dirty: BTreeSet<(MarketId, Span)>,
     book_tickers_sent: BTreeMap<MarketId, [String; 4]>,
+    /// Depth diffs merged since the last fast (`@depth@100ms`) / slow (`@depth`) flush.
+    diffs_fast: BTreeMap<MarketId, MergedDiff>,
+    diffs_slow: BTreeMap<MarketId, MergedDiff>,
     ticks: u64,
     counters: Counters,
+}
+
+/// Consecutive depth diffs of one market, merged: the update ids they span and every
+/// level they touched at its latest quantity (zero: removed).
+#[derive(Clone, Debug)]
+struct MergedDiff {
+    first_update_id: u64,
+    last_update_id: u64,
+    bids: BTreeMap<PriceTicks, QtyLots>,
+    asks: BTreeMap<PriceTicks, QtyLots>,
+    /// Time of the last batch merged.
+    at: u64,
+}
+
+impl MergedDiff {
+    fn new(d: &BookDiff, at: u64) -> MergedDiff {
+        let mut merged = MergedDiff {
+            first_update_id: d.first_update_id,
+            last_update_id: d.last_update_id,
+            bids: BTreeMap::new(),
+            asks: BTreeMap::new(),
+            at,
+        };
+        merged.add(d, at);
+        merged
+    }
+
+    fn add(&mut self, d: &BookDiff, at: u64) {
+        self.last_update_id = d.last_update_id;
+        self.bids.extend(d.bids.iter().copied());
+        self.asks.extend(d.asks.iter().copied());
+        self.at = at;
+    }
+
+    /// As one diff: bids best (highest) first, asks best (lowest) first.
+    fn diff(&self, market: MarketId) -> BookDiff {
+        BookDiff {
+            market,
+            first_update_id: self.first_update_id,
+            last_update_id: self.last_update_id,
+            bids: self.bids.iter().rev().map(|(p, q)| (*p, *q)).collect(),
+            asks: self.asks.iter().map(|(p, q)| (*p, *q)).collect(),
+        }
+    }
+}
+
+/// Merge `d` into the pending diff of its market.
+fn merge_diff(pending: &mut BTreeMap<MarketId, MergedDiff>, d: &BookDiff, at: u64) {
+    match pending.get_mut(&d.market) {
+        Some(m) => m.add(d, at),
+        None => {
+            pending.insert(d.market, MergedDiff::new(d, at));
+        }
+    }
 }
 
 fn market_of(markets: &[MarketInfo], id: MarketId) -> Option<&MarketInfo> {
@@ -385,6 +446,8 @@ impl<B: Backend> Fanout<B> {
             traded: BTreeSet::new(),
             klines_dirty: BTreeSet::new(),
             book_tickers_sent: BTreeMap::new(),
+            diffs_fast: BTreeMap::new(),
+            diffs_slow: BTreeMap::new(),
             ticks: 0,
             counters: Counters::default(),
         }
@@ -614,6 +677,8 @@ impl<B: Backend> Fanout<B> {
         self.traded.clear();
         self.klines_dirty.clear();
         self.book_tickers_sent.clear();
+        self.diffs_fast.clear();
+        self.diffs_slow.clear();
     }
 
     // ---- seeds -------------------------------------------------------------------
@@ -764,14 +829,16 @@ impl<B: Backend> Fanout<B> {
                 self.book_fast.insert(diff.market);
                 self.book_slow.insert(diff.market);
             }
-            let mut raw = None;
-            for t in topics.values_mut().filter(|t| t.name.kind == Kind::Depth) {
-                let Some(m) = market_of(&self.markets, diff.market) else {
-                    break;
-                };
-                let raw = raw
-                    .get_or_insert_with(|| render(&mut self.counters, &depth_update(m, diff, at)));
-                t.deliver(raw, &mut self.counters);
+            let depth = |fast: bool| {
+                topics
+                    .values()
+                    .any(|t| t.name.kind == Kind::Depth && t.name.fast == fast && t.has_members())
+            };
+            if depth(true) {
+                merge_diff(&mut self.diffs_fast, diff, at);
+            }
+            if depth(false) {
+                merge_diff(&mut self.diffs_slow, diff, at);
             }
         }
         for (ctx, events) in batch.commands.iter() {
@@ -883,11 +950,45 @@ impl<B: Backend> Fanout<B> {
 
     // ---- flushes -----------------------------------------------------------------
 
+    /// Send the merged depth diffs of one update speed to its depth streams.
+    fn flush_diffs(&mut self, fast: bool) {
+        let pending = std::mem::take(if fast {
+            &mut self.diffs_fast
+        } else {
+            &mut self.diffs_slow
+        });
+        for (market, merged) in pending {
+            let (Some(topics), Some(m)) = (
+                self.topics.get_mut(&market),
+                market_of(&self.markets, market),
+            ) else {
+                continue;
+            };
+            let mut raw = None;
+            for t in topics
+                .values_mut()
+                .filter(|t| t.name.kind == Kind::Depth && t.name.fast == fast)
+            {
+                let raw = raw.get_or_insert_with(|| {
+                    render(
+                        &mut self.counters,
+                        &depth_update(m, &merged.diff(market), merged.at),
+                    )
+                });
+                t.deliver(raw, &mut self.counters);
+            }
+        }
+    }
+
     /// Send what the timer is due for.
     async fn flush(&mut self) {
         self.ticks += 1;
         let slow = self.ticks.is_multiple_of(SLOW_EVERY_TICKS);
         let now = self.b.now_ms();
+        self.flush_diffs(true);
+        if slow {
+            self.flush_diffs(false);
+        }
         if slow {
             self.sweep();
             self.reseed_tickers(now);
@@ -1387,15 +1488,18 @@ mod tests {
         }
         assert_eq!(w.hub.counters, Counters::default());
         w.trade();
-        // Two batches: the resting sell (one diff), the buy (one diff, one trade).
+        // Two batches: the resting sell (one diff), the buy (one diff, one trade). The
+        // trade is sent at once; the two diffs are merged until the 100 ms flush.
+        assert_eq!(w.hub.counters.renders, 1);
+        w.hub.flush().await;
         let c = w.hub.counters;
-        assert_eq!(c.renders, 3, "one rendering per event, not per subscriber");
-        assert_eq!(c.wraps, 3, "one combined wrapper per event and stream");
-        assert_eq!(c.queued, 60 * 3);
+        assert_eq!(c.renders, 2, "one rendering per event, not per subscriber");
+        assert_eq!(c.wraps, 2, "one combined wrapper per event and stream");
+        assert_eq!(c.queued, 60 * 2);
 
         let texts: Vec<Vec<Utf8Bytes>> = raw.iter_mut().map(drained).collect();
-        assert!(texts.iter().all(|t| t.len() == 3));
-        for i in 0..3 {
+        assert!(texts.iter().all(|t| t.len() == 2));
+        for i in 0..2 {
             let first = &texts[0][i];
             for t in &texts {
                 assert_eq!(
@@ -1406,7 +1510,7 @@ mod tests {
             }
         }
         let wrapped: Vec<Vec<Utf8Bytes>> = combined.iter_mut().map(drained).collect();
-        for i in 0..3 {
+        for i in 0..2 {
             let first = &wrapped[0][i];
             assert!(wrapped
                 .iter()
@@ -1423,11 +1527,68 @@ mod tests {
             assert_eq!(stream, expected);
             assert!(first.as_str().starts_with("{\"stream\":"));
         }
-        let trade: Value = serde_json::from_str(texts[0][2].as_str()).expect("json");
+        let trade: Value = serde_json::from_str(texts[0][0].as_str()).expect("json");
         assert_eq!(
             (&trade["e"], &trade["s"]),
             (&json_str("trade"), &json_str("BTCJPY"))
         );
+        // The merged diff spans both batches' update ids; the sell rested and was
+        // taken, so its level is there at zero.
+        let diff: Value = serde_json::from_str(texts[0][1].as_str()).expect("json");
+        assert_eq!(diff["e"], "depthUpdate");
+        let (first, last) = (
+            diff["U"].as_u64().expect("U"),
+            diff["u"].as_u64().expect("u"),
+        );
+        assert_eq!(last, first + 1, "two updates merged: {diff}");
+        assert_eq!(
+            diff["a"],
+            serde_json::json!([[w.price(15_000_000), "0.00000000"]])
+        );
+    }
+
+    #[tokio::test]
+    async fn merged_diffs_stay_contiguous_and_each_speed_flushes_on_its_own_clock() {
+        let mut w = world();
+        let mut fast = client(256, false);
+        let mut slow = client(256, false);
+        w.hub
+            .subscribe(&fast.peer, names(&["btcjpy@depth@100ms"]), None)
+            .await;
+        w.hub
+            .subscribe(&slow.peer, names(&["btcjpy@depth"]), None)
+            .await;
+        let diffs = |c: &mut Client| -> Vec<Value> {
+            drained(c)
+                .iter()
+                .map(|t| serde_json::from_str(t.as_str()).expect("json"))
+                .filter(|v: &Value| v["e"] == "depthUpdate")
+                .collect()
+        };
+        let mut fast_seen = Vec::new();
+        for round in 0..12u64 {
+            for i in 0..3 {
+                w.limit(w.users.0, Side::Sell, 16_000_000 + round * 10 + i);
+            }
+            w.pump();
+            w.hub.flush().await;
+            let got = diffs(&mut fast);
+            assert_eq!(got.len(), 1, "one message per 100 ms flush, round {round}");
+            fast_seen.extend(got);
+        }
+        // The fast stream: every update once, contiguous, three levels per message.
+        for pair in fast_seen.windows(2) {
+            assert_eq!(pair[1]["U"].as_u64(), pair[0]["u"].as_u64().map(|u| u + 1));
+        }
+        assert!(fast_seen
+            .iter()
+            .all(|d| d["a"].as_array().map(Vec::len) == Some(3)));
+        // The slow stream: flushed at the tenth tick only, the same ids merged.
+        let slow_seen = diffs(&mut slow);
+        assert_eq!(slow_seen.len(), 1, "{slow_seen:?}");
+        assert_eq!(slow_seen[0]["U"], fast_seen[0]["U"]);
+        assert_eq!(slow_seen[0]["u"], fast_seen[9]["u"]);
+        assert_eq!(slow_seen[0]["a"].as_array().map(Vec::len), Some(30));
     }
 
     fn json_str(s: &str) -> Value {

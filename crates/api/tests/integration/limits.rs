@@ -536,3 +536,56 @@ async fn exchange_info_advertises_the_limits_enforced() {
     assert_eq!(advertised[0]["limit"], 1234);
     assert_eq!(advertised[1]["limit"], 7);
 }
+
+#[tokio::test]
+async fn forged_requests_ban_their_address_after_a_handful() {
+    let mut t = setup(Limits {
+        failures_before_ban: 5,
+        ..Limits::default()
+    });
+    let u = t.user();
+    let closes = |r: &Resp| r.headers.get("connection").is_some_and(|v| v == "close");
+    // Bad signatures from A: five are answered -1022; the sixth bans A and its answer
+    // closes the connection.
+    let payload = format!("{BUY}&timestamp={NOW}&recvWindow=10000");
+    for i in 0..6 {
+        let r = t
+            .signed_raw(
+                A,
+                &u,
+                Method::POST,
+                "/api/v3/order",
+                &payload,
+                &"0".repeat(64),
+            )
+            .await;
+        assert_eq!((r.status.as_u16(), &r.body["code"]), (400, &(-1022).into()));
+        assert_eq!(closes(&r), i == 5, "request {i}: {:?}", r.headers);
+    }
+    let r = t.get(A, "/api/v3/ping").await;
+    r.banned_until(NOW + kura_api::limits::BAN_FIRST_MS);
+    assert!(closes(&r));
+    // No API key at all, from C: the same.
+    for _ in 0..6 {
+        let req = Request::post("/api/v3/order")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(Body::from(payload.clone()))
+            .unwrap();
+        assert_eq!(t.send(C, req).await.status, StatusCode::UNAUTHORIZED);
+    }
+    t.get(C, "/api/v3/ping")
+        .await
+        .banned_until(NOW + kura_api::limits::BAN_FIRST_MS);
+    // An honest client's mistakes do not ban: B's stale timestamps, ten times over.
+    let stale = format!("{BUY}&timestamp={}&recvWindow=5000", NOW - 60_000);
+    let signature = u.secret.sign(stale.as_bytes());
+    for _ in 0..10 {
+        let r = t
+            .signed_raw(B, &u, Method::POST, "/api/v3/order", &stale, &signature)
+            .await;
+        assert_eq!((r.status.as_u16(), &r.body["code"]), (400, &(-1021).into()));
+    }
+    t.get(B, "/api/v3/ping").await.ok();
+    // And the key's owner, from B, still trades.
+    t.order(B, &u, BUY).await.ok();
+}

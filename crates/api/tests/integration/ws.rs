@@ -403,19 +403,20 @@ async fn depth_diffs_applied_to_the_rest_snapshot_reproduce_the_rest_book() {
 
 #[tokio::test]
 async fn a_skipped_update_id_is_detectable_by_the_client() {
-    // Two connections see the same diffs; dropping one diff from the sequence breaks
-    // the U == previous u + 1 rule, which is what a client checks.
+    // Dropping one diff from the sequence breaks the U == previous u + 1 rule, which
+    // is what a client checks. One order per 100 ms flush: one message each.
     let mut srv = serve().await;
     let (a, b) = (srv.user(), srv.user());
-    let mut ws = srv.connect("/ws/btcjpy@depth").await;
+    let mut ws = srv.connect("/ws/btcjpy@depth@100ms").await;
     send(&mut ws, json!({"method":"LIST_SUBSCRIPTIONS","id":1})).await;
-    assert_eq!(next(&mut ws).await["result"], json!(["btcjpy@depth"]));
-    for i in 0..3 {
-        srv.limit(&a, Side::Buy, 14_000_000 + i, 1, None);
-    }
-    srv.limit(&b, Side::Sell, 14_000_000, 1, None);
+    assert_eq!(next(&mut ws).await["result"], json!(["btcjpy@depth@100ms"]));
     let mut ids = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
+        if i < 3 {
+            srv.limit(&a, Side::Buy, 14_000_000 + i, 1, None);
+        } else {
+            srv.limit(&b, Side::Sell, 14_000_000, 1, None);
+        }
         let d = next(&mut ws).await;
         ids.push((d["U"].as_u64().unwrap(), d["u"].as_u64().unwrap()));
     }

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod backend;
 pub mod custody;
 pub mod files;
+pub mod listener;
 pub mod payout;
 
 use crate::node::{self, AppliedCommand, Node, NodeConfig, Observer};
@@ -319,7 +320,20 @@ impl Exchange {
             wait_true(stop_rx.clone()),
         ));
         files::write_server_json(&dir, addr)?;
-        let router = kura_api::http::router_with(self.backend.clone(), self.config.api.clone());
+        let limiter = std::sync::Arc::new(kura_api::limits::Limiter::new(
+            self.config.api.limits.clone(),
+        ));
+        let router = kura_api::http::router_with_limiter(
+            self.backend.clone(),
+            self.config.api.clone(),
+            std::sync::Arc::clone(&limiter),
+        );
+        // Banned addresses and addresses over their connection cap are refused at
+        // accept; `tap_io` keeps axum's `ConnectInfo<SocketAddr>` for the guarded stream.
+        let listener = axum::serve::ListenerExt::tap_io(
+            listener::GuardedListener::new(listener, limiter, payout::now_ms),
+            |_| {},
+        );
         let http = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -7,6 +7,7 @@
 //! share the machine with other tests.
 
 mod admin_withdrawal;
+mod admission;
 mod audit_cli;
 mod band;
 mod bench_api;

@@ -1,0 +1,119 @@
+//! Admission at the listener of a served node: an address that sends forged requests
+//! (no API key, a bad signature) is banned after a handful, the answer that bans it
+//! closes its connection, and from then on its connections are reset at accept, before
+//! any HTTP is read, while other addresses are served; and an address holds at most
+//! `connections_per_address` connections at once.
+
+use crate::node_common::{serve, shutdown};
+use kura::server::ServerConfig;
+use kura_api::limits::Limits;
+use std::net::{Ipv4Addr, SocketAddr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn connect(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from((from, 0))).expect("bind");
+    socket.connect(to).await.expect("connect")
+}
+
+/// Write `request` and read one answer: its status and head, or `None` when the server
+/// closed or reset the connection without answering.
+async fn exchange(stream: &mut TcpStream, request: &str) -> Option<(u16, String)> {
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return None;
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while seen.len() < head_end + length {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let status = head.get(9..12).and_then(|s| s.parse().ok())?;
+    Some((status, head))
+}
+
+const PING: &str = "GET /api/v3/ping HTTP/1.1\r\nHost: kura\r\n\r\n";
+const UNSIGNED_ORDER: &str = "POST /api/v3/order HTTP/1.1\r\nHost: kura\r\n\
+    Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\n\r\n\
+    symbol=BTCJPY&side=BUY&x";
+
+#[test]
+fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::new(dir.path());
+    config.api.limits = Limits {
+        failures_before_ban: 3,
+        connections_per_address: 4,
+        ..Limits::default()
+    };
+    let s = serve(config);
+    let addr = s.addr;
+    s.runtime.block_on(async {
+        // Three unsigned orders are answered 401; the fourth bans the address, and its
+        // answer closes the connection.
+        let forger = Ipv4Addr::new(127, 9, 0, 1);
+        let mut c = connect(forger, addr).await;
+        for _ in 0..3 {
+            let (status, head) = exchange(&mut c, UNSIGNED_ORDER).await.expect("answered");
+            assert_eq!(status, 401, "{head}");
+            assert!(!head.contains("connection: close"), "{head}");
+        }
+        let (status, head) = exchange(&mut c, UNSIGNED_ORDER).await.expect("answered");
+        assert_eq!(status, 401, "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(
+            exchange(&mut c, PING).await.is_none(),
+            "the connection is closed"
+        );
+        // A new connection from the banned address is reset before any answer.
+        let mut again = connect(forger, addr).await;
+        assert_eq!(exchange(&mut again, PING).await, None);
+        // Another address is served.
+        let mut other = connect(Ipv4Addr::new(127, 9, 0, 2), addr).await;
+        assert_eq!(exchange(&mut other, PING).await.map(|a| a.0), Some(200));
+
+        // Four connections from one address are served; a fifth is reset.
+        let busy = Ipv4Addr::new(127, 9, 0, 3);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut c = connect(busy, addr).await;
+            assert_eq!(exchange(&mut c, PING).await.map(|a| a.0), Some(200));
+            held.push(c);
+        }
+        let mut fifth = connect(busy, addr).await;
+        assert_eq!(exchange(&mut fifth, PING).await, None);
+        // Once one is closed, the address may connect again.
+        drop(held.pop());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut c = connect(busy, addr).await;
+            if exchange(&mut c, PING).await.map(|a| a.0) == Some(200) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a closed connection was never given back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    shutdown(s);
+}
