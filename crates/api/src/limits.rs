@@ -38,7 +38,8 @@
 //!   credentials (no API key, a malformed or unknown key, a bad signature) or for its
 //!   size (413, 414) counts as a failure of its address; past
 //!   [`Limits::failures_before_ban`] (20) in one window the address is banned on the
-//!   spot, with the same ladder. An honest client's mistakes (a stale timestamp, an
+//!   spot, with the same ladder. WebSocket upgrades refused over the per-address
+//!   connection limit count the same way. An honest client's mistakes (a stale timestamp, an
 //!   address off the key's allow-list, a missing parameter) do not count. The answer
 //!   that bans, and every 418, carries `Connection: close`; the server's listener
 //!   (`kura::server::listener`) then resets the banned address's new connections at
@@ -99,7 +100,7 @@
 use crate::auth::{ApiKeyId, API_KEY_HEADER};
 use crate::backend::Backend;
 use crate::errors::Failure;
-use crate::http::{Fail, ForgedRequest};
+use crate::http::{Fail, Offence};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -857,7 +858,7 @@ pub(crate) async fn admit<B: Backend>(
     };
 
     let mut response = next.run(Request::from_parts(parts, body)).await;
-    let failed = response.extensions().get::<ForgedRequest>().is_some()
+    let failed = response.extensions().get::<Offence>().is_some()
         || matches!(response.status().as_u16(), 413 | 414 | 431);
     if failed {
         if let Some(until_ms) = limiter.count_failure(ip, gate.backend.now_ms()) {

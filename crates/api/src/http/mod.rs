@@ -233,12 +233,13 @@ pub(crate) use trading::{budget_spent, side_name, tif_name};
 #[derive(Debug)]
 pub(crate) struct Fail(ApiError, bool);
 
-/// Marks a response that refused a request for its credentials: no API key, a
-/// malformed or unknown one, or a bad signature ([`crate::limits`] counts these per
-/// address). A disabled key, an address off the allow-list or a stale timestamp are an
+/// Marks a response that refused a request admission counts toward its address's ban
+/// ([`crate::limits`]): one refused for its credentials (no API key, a malformed or
+/// unknown one, a bad signature), or a WebSocket connection over the per-address
+/// limit. A disabled key, an address off the allow-list or a stale timestamp are an
 /// honest client's mistakes and are not marked.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ForgedRequest;
+pub(crate) struct Offence;
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
@@ -251,7 +252,7 @@ impl IntoResponse for Fail {
         )
             .into_response();
         if self.1 {
-            response.extensions_mut().insert(ForgedRequest);
+            response.extensions_mut().insert(Offence);
         }
         response
     }

@@ -393,8 +393,12 @@ fn fail(failure: Failure) -> Response {
         .into_response()
 }
 
+/// 429, counted toward the address's ban (a storm of upgrades over the limit ends in
+/// its connections being reset at accept).
 fn too_many_connections() -> Response {
-    fail(Failure::TooManyRequests)
+    let mut response = fail(Failure::TooManyRequests);
+    response.extensions_mut().insert(crate::http::Offence);
+    response
 }
 
 /// Upgrade to a connection running `mode`, if the connection limits allow it.

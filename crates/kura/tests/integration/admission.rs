@@ -11,10 +11,23 @@ use std::net::{Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// A connection from `from`; an error when the server reset it at once (on loopback
+/// the reset may come before the connect completes).
+async fn try_connect(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
 async fn connect(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::from((from, 0))).expect("bind");
-    socket.connect(to).await.expect("connect")
+    try_connect(from, to).await.expect("connect")
+}
+
+/// One request on a new connection from `from`: its answer, or `None` if the
+/// connection was refused, reset or closed without one.
+async fn once(from: Ipv4Addr, to: SocketAddr, request: &str) -> Option<(u16, String)> {
+    let mut stream = try_connect(from, to).await.ok()?;
+    exchange(&mut stream, request).await
 }
 
 /// Write `request` and read one answer: its status and head, or `None` when the server
@@ -84,8 +97,7 @@ fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped()
             "the connection is closed"
         );
         // A new connection from the banned address is reset before any answer.
-        let mut again = connect(forger, addr).await;
-        assert_eq!(exchange(&mut again, PING).await, None);
+        assert_eq!(once(forger, addr, PING).await, None);
         // Another address is served.
         let mut other = connect(Ipv4Addr::new(127, 9, 0, 2), addr).await;
         assert_eq!(exchange(&mut other, PING).await.map(|a| a.0), Some(200));
@@ -98,14 +110,12 @@ fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped()
             assert_eq!(exchange(&mut c, PING).await.map(|a| a.0), Some(200));
             held.push(c);
         }
-        let mut fifth = connect(busy, addr).await;
-        assert_eq!(exchange(&mut fifth, PING).await, None);
+        assert_eq!(once(busy, addr, PING).await, None, "a fifth connection");
         // Once one is closed, the address may connect again.
         drop(held.pop());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let mut c = connect(busy, addr).await;
-            if exchange(&mut c, PING).await.map(|a| a.0) == Some(200) {
+            if once(busy, addr, PING).await.map(|a| a.0) == Some(200) {
                 break;
             }
             assert!(
@@ -114,6 +124,57 @@ fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped()
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    });
+    shutdown(s);
+}
+
+#[test]
+fn a_storm_of_websocket_upgrades_over_the_limit_is_banned_and_then_reset_at_accept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = serve(ServerConfig::new(dir.path()));
+    let addr = s.addr;
+    s.runtime.block_on(async {
+        let storm = Ipv4Addr::new(127, 9, 0, 4);
+        // An upgrade: the connection, or the refusal's HTTP status (`None`: reset).
+        let upgrade = |from: Ipv4Addr| async move {
+            let stream = try_connect(from, addr).await.map_err(|_| None)?;
+            match tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                    Err(Some(r.status().as_u16()))
+                }
+                Err(_) => Err(None),
+            }
+        };
+        // The address holds as many WebSocket connections as the limit allows …
+        let mut held = Vec::new();
+        for _ in 0..kura_api::ws::WsConfig::default().connections_per_ip_max {
+            held.push(upgrade(storm).await.expect("upgraded"));
+        }
+        // … then each further upgrade is refused with 429, and past the allowed
+        // failures the address is banned: its next connections are reset at accept.
+        let mut refusals = 0;
+        let mut reset = false;
+        for _ in 0..Limits::default().failures_before_ban + 5 {
+            match upgrade(storm).await {
+                Err(Some(status)) => {
+                    assert_eq!(status, 429);
+                    refusals += 1;
+                }
+                Err(None) => {
+                    reset = true;
+                    break;
+                }
+                Ok(_) => panic!("upgraded over the limit"),
+            }
+        }
+        assert!(reset, "never banned after {refusals} refused upgrades");
+        assert_eq!(refusals, Limits::default().failures_before_ban + 1);
+        // Another address still upgrades.
+        upgrade(Ipv4Addr::new(127, 9, 0, 5))
+            .await
+            .expect("another address");
+        drop(held);
     });
     shutdown(s);
 }
