@@ -88,8 +88,12 @@
 //!
 //! # Known limitations
 //!
-//! - The client address is the TCP peer (`ConnectInfo`); behind a reverse proxy every
-//!   client shares the proxy's address (no `X-Forwarded-For` is trusted).
+//! - The client address is the TCP peer (`ConnectInfo`), or, when the peer is one of
+//!   [`Limits::trusted_proxies`], the last address of `X-Forwarded-For` that is not a
+//!   trusted proxy ([`client_ip`]); admission puts it in the request's extensions
+//!   ([`ClientIp`]) for the handlers, which journal it in the command's origin. The
+//!   listener's accept-time checks see only the TCP peer, so they leave trusted proxies
+//!   alone (no connection cap, never refused as banned).
 //! - Weights are read from the query string: `computeCommissionRates=true` sent in a
 //!   form body to `order/test` weighs 1, not 20.
 //! - Binance's "unfilled order count" (orders that trade are given back) is not
@@ -182,6 +186,11 @@ pub struct Limits {
     /// Connections one address may hold open; more are closed as soon as they are
     /// accepted (default 512).
     pub connections_per_address: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (default none): a request
+    /// whose peer is one of them is counted, banned and journaled under the address
+    /// the header gives, read from the right past any further trusted proxy. From any
+    /// other peer the header is ignored, so a client cannot choose its own address.
+    pub trusted_proxies: Vec<IpAddr>,
     /// Address table capacity (default 65 536; at least 1).
     pub ip_table_max: usize,
     /// API-key table capacity (default 65 536; at least 1).
@@ -200,6 +209,7 @@ impl Limits {
         offender_memory_ms: OFFENDER_MEMORY_MS,
         failures_before_ban: FAILURES_BEFORE_BAN,
         connections_per_address: CONNECTIONS_PER_ADDRESS,
+        trusted_proxies: Vec::new(),
         ip_table_max: IP_TABLE_MAX,
         key_table_max: KEY_TABLE_MAX,
     };
@@ -789,6 +799,47 @@ fn set_order_counts(response: &mut Response, counts: OrderCounts) {
     );
 }
 
+/// The client's address as admission decided it (see [`client_ip`]), for handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The client of a request from `peer` with these headers: `peer` itself, unless it is
+/// a trusted proxy; then the rightmost address of `X-Forwarded-For` (all of its
+/// headers, in order) that is not a trusted proxy, or the leftmost if all are. A
+/// malformed entry ends the walk at the last good address (the proxy, if none).
+pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| client_key(*t) == client_key(*ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// Whether `ip` is one of the trusted proxies (the listener leaves them alone).
+pub fn is_trusted_proxy(ip: IpAddr, limits: &Limits) -> bool {
+    limits
+        .trusted_proxies
+        .iter()
+        .any(|t| client_key(*t) == client_key(ip))
+}
+
 /// Admission for every request of the router (installed by
 /// [`crate::http::router_with`]).
 pub(crate) async fn admit<B: Backend>(
@@ -798,10 +849,12 @@ pub(crate) async fn admit<B: Backend>(
 ) -> Response {
     let now_ms = gate.backend.now_ms();
     let (mut parts, body) = request.into_parts();
-    let ip = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &()).await {
+    let peer = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &()).await {
         Ok(ConnectInfo(addr)) => addr.ip(),
         Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
+    let ip = client_ip(peer, &parts.headers, &gate.limiter.limits().trusted_proxies);
+    parts.extensions.insert(ClientIp(ip));
     let path = parts.uri.path();
     let kind = RequestKind::of(&parts.method, path);
     let weight = request_weight(&parts.method, path, parts.uri.query().unwrap_or(""));
@@ -904,6 +957,37 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(198, 51, 100, last))
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
+        let (proxy, inner, client) = (ip(1), ip(2), ip(9));
+        let trusted = [proxy, inner];
+        let headers = |values: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let forged = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66));
+        // Two trusted hops, and an address the client wrote itself further left.
+        let h = headers(&["203.0.113.66, 198.51.100.9", "198.51.100.2"]);
+        assert_eq!(client_ip(proxy, &h, &trusted), client);
+        // From an untrusted peer the header means nothing.
+        assert_eq!(client_ip(client, &h, &trusted), client);
+        assert_eq!(
+            client_ip(forged, &headers(&["198.51.100.1"]), &trusted),
+            forged
+        );
+        // No header, or nothing parseable: the proxy itself.
+        assert_eq!(client_ip(proxy, &headers(&[]), &trusted), proxy);
+        assert_eq!(client_ip(proxy, &headers(&["unknown"]), &trusted), proxy);
+        // Only trusted hops: the leftmost.
+        assert_eq!(
+            client_ip(proxy, &headers(&["198.51.100.2"]), &trusted),
+            inner
+        );
     }
 
     #[test]

@@ -48,6 +48,11 @@ request_weight_per_minute = 6000
 orders_per_10s = 100
 orders_per_day = 200000
 
+# Reverse proxies (nginx, a load balancer) whose X-Forwarded-For is believed: requests
+# through them are counted, banned and journaled under the client address the header
+# gives. From any other peer the header is ignored. None by default.
+trusted_proxies = []
+
 # Where the chain comes from: "none" (deposits only by operator credit), "devnet"
 # (the built-in regtest chain in DATA/devnet, its JSON-RPC on loopback for
 # `kura devnet`), or "bitcoind" (Bitcoin Core's JSON-RPC, wallet disabled).
@@ -132,6 +137,13 @@ pub struct ServeArgs {
     pub request_weight_per_minute: Option<u32>,
     #[arg(long, env = "KURA_ORDERS_PER_10S")]
     pub orders_per_10s: Option<u32>,
+    /// A reverse proxy whose X-Forwarded-For is believed (repeat, or separate by commas).
+    #[arg(
+        long = "trusted-proxy",
+        env = "KURA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     #[arg(long, env = "KURA_ORDERS_PER_DAY")]
     pub orders_per_day: Option<u32>,
     /// none, devnet or bitcoind.
@@ -207,6 +219,7 @@ pub struct FileConfig {
     pub read_wait_ms: Option<u64>,
     pub request_weight_per_minute: Option<u32>,
     pub orders_per_10s: Option<u32>,
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
     pub orders_per_day: Option<u32>,
     pub chain: Option<String>,
     pub block_interval_secs: Option<u64>,
@@ -284,6 +297,11 @@ pub fn resolve(args: &ServeArgs) -> Result<ServerConfig> {
     }
     if let Some(v) = args.orders_per_day.or(file.orders_per_day) {
         limits.orders_per_day = v.max(1);
+    }
+    if !args.trusted_proxies.is_empty() {
+        limits.trusted_proxies = args.trusted_proxies.clone();
+    } else if let Some(v) = &file.trusted_proxies {
+        limits.trusted_proxies = v.clone();
     }
     if let Some(v) = args.solvency_every_blocks.or(file.solvency_every_blocks) {
         config.solvency.every_blocks = v;
@@ -480,7 +498,7 @@ mod tests {
         assert!(file.queue_capacity.is_some() && file.batch_max.is_some());
         assert!(file.snapshot_every_commands.is_some() && file.snapshot_every_secs.is_some());
         assert!(file.request_weight_per_minute.is_some() && file.orders_per_10s.is_some());
-        assert!(file.orders_per_day.is_some());
+        assert!(file.orders_per_day.is_some() && file.trusted_proxies.is_some());
         assert!(file.solvency_every_blocks.is_some() && file.solvency_every_minutes.is_some());
         assert_eq!(from_file.solvency, defaults.solvency);
         assert!(file.audit_checkpoint_every_secs.is_some());

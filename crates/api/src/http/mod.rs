@@ -340,9 +340,12 @@ impl<S: Send + Sync> FromRequest<S> for Req {
 
     async fn from_request(req: Request, state: &S) -> Result<Req, Fail> {
         let (mut parts, body) = req.into_parts();
-        let ip = match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state).await {
-            Ok(ConnectInfo(addr)) => addr.ip(),
-            Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        let ip = match parts.extensions.get::<crate::limits::ClientIp>() {
+            Some(c) => c.0,
+            None => match ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state).await {
+                Ok(ConnectInfo(addr)) => addr.ip(),
+                Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
         };
         let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
         let api_key = parts

@@ -360,8 +360,9 @@ pub fn router<B: Backend>(backend: B, hub: Arc<Hub>) -> Router {
     routes_with(backend, hub)
 }
 
-/// The client's address (unspecified when the server was not started with
-/// `into_make_service_with_connect_info`).
+/// The client's address: admission's ([`crate::limits::ClientIp`], which believes a
+/// trusted proxy's `X-Forwarded-For`), else the TCP peer (unspecified when the server
+/// was not started with `into_make_service_with_connect_info`).
 #[derive(Debug)]
 struct PeerIp(IpAddr);
 
@@ -369,6 +370,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<PeerIp, Self::Rejection> {
+        if let Some(c) = parts.extensions.get::<crate::limits::ClientIp>() {
+            return Ok(PeerIp(c.0));
+        }
         Ok(PeerIp(
             match ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await {
                 Ok(ConnectInfo(addr)) => addr.ip(),

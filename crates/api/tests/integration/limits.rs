@@ -589,3 +589,62 @@ async fn forged_requests_ban_their_address_after_a_handful() {
     // And the key's owner, from B, still trades.
     t.order(B, &u, BUY).await.ok();
 }
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_address_is_the_client_and_nobody_elses_is() {
+    let proxy = A;
+    let mut t = setup(Limits {
+        trusted_proxies: vec![IpAddr::V4(proxy)],
+        ..small()
+    });
+    let u = t.user();
+    let through = |client: &str, path: &str| {
+        Request::get(path)
+            .header("X-Forwarded-For", client)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Through the proxy, each client has its own budget: C spends its 100 …
+    loop {
+        let r = t
+            .send(proxy, through("203.0.113.9, 198.51.100.3", "/api/v3/ping"))
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        r.ok();
+    }
+    // … while another client behind the same proxy, and the proxy's own address, still
+    // have all of theirs.
+    assert_eq!(
+        t.send(proxy, through("198.51.100.7", "/api/v3/ping"))
+            .await
+            .used(),
+        1
+    );
+    assert_eq!(t.get(proxy, "/api/v3/ping").await.used(), 1);
+    // C's budget is C's wherever it comes from; a header from an untrusted peer is
+    // ignored: B is counted as B, not as the address it claims.
+    t.get(C, "/api/v3/ping").await.weight_limited(100);
+    let r = t.send(B, through("198.51.100.8", "/api/v3/ping")).await;
+    assert_eq!(r.used(), 1);
+    assert_eq!(t.get(B, "/api/v3/ping").await.used(), 2);
+    // The order journaled through the proxy carries the client's address.
+    let payload = format!("{BUY}&timestamp={NOW}&recvWindow=10000");
+    let signature = u.secret.sign(payload.as_bytes());
+    let req = Request::post("/api/v3/order")
+        .header("X-MBX-APIKEY", u.key.as_str())
+        .header("X-Forwarded-For", "198.51.100.9")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("{payload}&signature={signature}")))
+        .unwrap();
+    t.send(proxy, req).await.ok();
+    let origin = t.b.entries().unwrap().last().unwrap().origin.clone();
+    match origin {
+        kura_engine::codec::Origin::Api { ip, .. } => assert_eq!(
+            ip,
+            kura_engine::codec::ip_to_bytes(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9)))
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -49,6 +49,10 @@ impl GuardedListener {
 
     /// Whether a connection from `ip` may be served now; counts it if so.
     fn admit(&self, ip: IpAddr) -> bool {
+        // A trusted proxy carries many clients: admission judges them one by one.
+        if kura_api::limits::is_trusted_proxy(ip, self.limiter.limits()) {
+            return true;
+        }
         if self.limiter.banned(ip, (self.now_ms)()) {
             return false;
         }
