@@ -10,7 +10,8 @@ Two customers trade BTC/JPY through REST while CCXT Pro watches:
   - watch_balance, watch_orders and watch_my_trades (user data over the WS-API,
     userDataStream.subscribe.signature) see the first customer's order go open ->
     closed, the fill with the same id and fee as fetch_my_trades, and the balance
-    fetch_balance reports;
+    fetch_balance reports; then another order filled in two parts (open with filled
+    and remaining after each, each fill in watch_my_trades) and its rest canceled;
   - a depth update id lost on its way into the client is detected (ChecksumError),
     and watching again resynchronises.
 
@@ -463,6 +464,68 @@ async def trade_phase(mkt, a, b, watcher):
     await watcher.compare(b, "after the last cancel")
 
 
+async def order_update(a, fut, oid, cond, what):
+    """Await the armed watch_orders future `fut`, re-arming it, until an update of
+    order `oid` satisfies `cond`; returns that update and every update seen."""
+    deadline = time.monotonic() + WAIT
+    seen = []
+    while True:
+        orders = await within(what, fut, max(0.1, deadline - time.monotonic()))
+        seen += [(o["id"], o["status"], o["filled"], o["remaining"]) for o in orders]
+        hit = [o for o in orders if o["id"] == oid and cond(o)]
+        if hit:
+            return hit[-1], seen
+        fut = asyncio.ensure_future(a.watch_orders(JPY))
+
+
+async def arm_orders(a, with_trades=False):
+    """watch_orders (and watch_my_trades) armed before the action they are to see."""
+    ord_t = asyncio.ensure_future(a.watch_orders(JPY))
+    mt_t = asyncio.ensure_future(a.watch_my_trades(JPY)) if with_trades else None
+    hashes = ["orders:" + JPY] + (["myTrades:" + JPY] if with_trades else [])
+    await wait_armed(a, hashes, "watch_orders armed")
+    return ord_t, mt_t
+
+
+async def partial_phase(a, b):
+    """Partial fills: customer1's resting sell is taken a part at a time; watch_orders
+    shows it open with what is filled and what remains, watch_my_trades each fill, and
+    the cancel of the rest shows it canceled with its fills kept."""
+    price = P + 2 * STEP
+    whole, part = Decimal("0.004"), Decimal("0.001")
+    ord_t, _ = await arm_orders(a)
+    created = await a.create_order(JPY, "limit", "sell", float(whole), float(price))
+    oid = created["id"]
+    await order_update(a, ord_t, oid, lambda o: o["status"] == "open", "watch_orders: the new sell")
+    fills = []
+    for n in (1, 2):
+        ord_t, mt_t = await arm_orders(a, with_trades=True)
+        taken = await b.create_order(JPY, "limit", "buy", float(part), float(price))
+        check_eq(f"partial fill {n}: customer2's buy fills completely",
+                 (taken["status"], dec(taken["filled"])), ("closed", part))
+        o, seen = await order_update(a, ord_t, oid, lambda o, n=n: dec(o["filled"]) == n * part,
+                                     f"watch_orders: partial fill {n}")
+        check_eq(f"watch_orders after partial fill {n}: open, filled and remaining",
+                 (o["status"], dec(o["filled"]), dec(o["remaining"])),
+                 ("open", n * part, whole - n * part), f"updates {seen}")
+        trades = await within(f"watch_my_trades: partial fill {n}", mt_t)
+        mine = [t for t in trades if str(t["order"]) == str(oid)]
+        check(f"watch_my_trades sees partial fill {n} of the order",
+              bool(mine) and dec(mine[-1]["amount"]) == part and dec(mine[-1]["price"]) == price,
+              f"a fill of {part} at {price}", [(t["order"], t["amount"], t["price"]) for t in trades])
+        fills.append(str(mine[-1]["id"]))
+    check("the two partial fills are distinct trades", len(set(fills)) == 2, "two ids", fills)
+    ord_t, _ = await arm_orders(a)
+    await a.cancel_order(oid, JPY)
+    o, seen = await order_update(a, ord_t, oid, lambda o: o["status"] == "canceled",
+                                 "watch_orders: the cancel of the rest")
+    check_eq("watch_orders after the cancel: canceled with its fills kept",
+             (dec(o["filled"]), dec(o["remaining"])), (2 * part, whole - 2 * part), f"updates {seen}")
+    rest = await a.fetch_order(oid, JPY)
+    check_eq("fetch_order agrees: canceled, filled 2 parts",
+             (rest["status"], dec(rest["filled"])), ("canceled", 2 * part))
+
+
 async def gap_phase(args, b):
     """A depth update id lost on the way in is detected: CCXT rejects the watched book
     with ChecksumError (Binance's rule: each event's U is the previous event's u + 1),
@@ -503,6 +566,7 @@ async def run(args):
         watcher = await book_phase(pub, b)
         await trade_phase(mkt, a, b, watcher)
         watcher.task.cancel()
+        await partial_phase(a, b)
         await gap_phase(args, b)
     finally:
         for ex in CLIENTS:
