@@ -114,6 +114,9 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Worker threads of the WebSocket runtime (see [`WsConfig::runtime_threads`]).
 pub const RUNTIME_THREADS: usize = 1;
+/// The WebSocket runtime's thread priority on the crate `thread-priority`'s 0–99
+/// scale, which it maps to Linux nice values from 19 (0) to -20 (99): 25 is nice 9.
+pub const RUNTIME_PRIORITY: u8 = 25;
 /// Binance: a listen key expires 60 minutes after its last keepalive.
 pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
 /// Characters of a listen key (Binance's are 60; ours 64, like an API key id).
@@ -441,12 +444,31 @@ fn ws_runtime(config: &WsConfig) -> Option<tokio::runtime::Handle> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("kura-ws")
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()
             .map_err(|e| tracing::warn!(error = %e, "ws: no runtime of its own; sharing"))
             .ok()
     });
     Some(own.as_ref().map_or(current, |rt| rt.handle().clone()))
+}
+
+/// Where this is supported (Linux), the WebSocket runtime's threads run at a lower
+/// priority than the rest of the server (nice 9, from [`RUNTIME_PRIORITY`]): when the machine is busy, order entry, cancels and the
+/// journal come before market data, so a storm of subscribers can slow the streams but
+/// not the REST API. On an idle machine it changes nothing.
+fn lower_priority() {
+    let outcome = thread_priority::ThreadPriorityValue::try_from(RUNTIME_PRIORITY)
+        .map_err(|e| e.to_owned())
+        .and_then(|p| {
+            thread_priority::set_current_thread_priority(
+                thread_priority::ThreadPriority::Crossplatform(p),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    if let Err(e) = outcome {
+        tracing::debug!(error = %e, "ws: the runtime keeps the server's priority");
+    }
 }
 
 /// The socket limits of [`WsConfig`]: message and frame size, initial read buffer,

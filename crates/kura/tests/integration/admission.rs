@@ -178,3 +178,42 @@ fn a_storm_of_websocket_upgrades_over_the_limit_is_banned_and_then_reset_at_acce
     });
     shutdown(s);
 }
+
+/// The nice values of this process's threads named `name` (Linux: /proc/self/task).
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which ends with ')'): state is field 3,
+            // nice field 19.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split_whitespace().nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn market_data_runs_below_order_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = serve(ServerConfig::new(dir.path()));
+    let addr = s.addr;
+    s.runtime.block_on(async {
+        let stream = connect(Ipv4Addr::new(127, 9, 0, 6), addr).await;
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+            .await
+            .expect("upgraded");
+        let ws_threads = nice_of_threads("kura-ws");
+        assert!(!ws_threads.is_empty(), "no WebSocket runtime thread found");
+        assert!(
+            ws_threads.iter().all(|n| *n > 0),
+            "the WebSocket runtime's threads run at nice {ws_threads:?}"
+        );
+        drop(ws);
+    });
+    shutdown(s);
+}
