@@ -282,6 +282,39 @@ pub async fn serve_with_chain(
     Ok(())
 }
 
+/// An operator's action on an open batch, run on the custody task: a reason is
+/// required and journaled with the operator's name; answers the batch, the action and
+/// the transaction it concerns.
+async fn batch_action(
+    chain: &ChainContext,
+    op: &str,
+    batch: u64,
+    reason: String,
+    action: &'static str,
+    run: impl FnOnce(super::custody::CustodyControl, Origin) -> Result<kura_chain::bitcoin::Txid>
+        + Send
+        + 'static,
+) -> Result<Value> {
+    if reason.trim().is_empty() {
+        bail!("a reason is required");
+    }
+    let control = chain
+        .control
+        .clone()
+        .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
+    let by = origin(op, &reason);
+    let txid = tokio::task::spawn_blocking(move || run(control, by))
+        .await
+        .map_err(|e| anyhow!("{e}"))??;
+    tracing::warn!(operator = %op, batch, action, %reason, %txid, "operator acted on a withdrawal batch");
+    Ok(json!({
+        "batch": batch,
+        "action": action,
+        "txid": txid.to_string(),
+        "reason": reason,
+    }))
+}
+
 fn origin(operator: &str, reason: &str) -> Origin {
     Origin::Admin {
         operator: operator.chars().take(64).collect(),
@@ -616,15 +649,8 @@ pub async fn handle_with_chain(
             fee_rate_sat_vb,
             reason,
         } => {
-            if reason.trim().is_empty() {
-                bail!("a reason is required");
-            }
-            let control = chain
-                .control
-                .clone()
-                .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
-            let by = origin(&op, &reason);
-            let txid = tokio::task::spawn_blocking(move || {
+            let action = if cancel { "cancel" } else { "bump" };
+            batch_action(chain, &op, batch, reason, action, move |control, by| {
                 if cancel {
                     control.cancel_as(batch, fee_rate_sat_vb, by)
                 } else {
@@ -632,34 +658,12 @@ pub async fn handle_with_chain(
                 }
             })
             .await
-            .map_err(|e| anyhow!("{e}"))??;
-            tracing::warn!(operator = %op, batch, cancel, %reason, %txid, "operator replaced a withdrawal batch's transaction");
-            Ok(json!({
-                "batch": batch,
-                "action": if cancel { "cancel" } else { "bump" },
-                "txid": txid.to_string(),
-                "reason": reason,
-            }))
         }
         Request::BatchAbandon { batch, reason } => {
-            if reason.trim().is_empty() {
-                bail!("a reason is required");
-            }
-            let control = chain
-                .control
-                .clone()
-                .ok_or_else(|| anyhow!("this node follows no chain; start it with --chain"))?;
-            let by = origin(&op, &reason);
-            let txid = tokio::task::spawn_blocking(move || control.abandon_as(batch, by))
-                .await
-                .map_err(|e| anyhow!("{e}"))??;
-            tracing::warn!(operator = %op, batch, %reason, %txid, "operator abandoned a refill");
-            Ok(json!({
-                "batch": batch,
-                "action": "abandon",
-                "txid": txid.to_string(),
-                "reason": reason,
-            }))
+            batch_action(chain, &op, batch, reason, "abandon", move |control, by| {
+                control.abandon_as(batch, by)
+            })
+            .await
         }
         Request::WalletRegisterCold { descriptor, reason } => {
             if reason.trim().is_empty() {
