@@ -390,7 +390,10 @@ pub fn run(args: &AdminArgs) -> Result<()> {
         }
     };
     let is_balances = matches!(request, Request::Balances { .. });
-    let is_withdrawals = matches!(request, Request::WithdrawalList { .. });
+    let withdrawals_in = match &request {
+        Request::WithdrawalList { state } => Some(state.clone().unwrap_or_else(|| "review".into())),
+        _ => None,
+    };
     let is_key = matches!(request, Request::KeyCreate { .. });
     let mut answer = call(
         &args.data,
@@ -406,8 +409,8 @@ pub fn run(args: &AdminArgs) -> Result<()> {
         println!("{answer}");
     } else if is_balances {
         print_balances(&answer);
-    } else if is_withdrawals {
-        print_withdrawals(&answer);
+    } else if let Some(state) = &withdrawals_in {
+        print_withdrawals(&answer, state);
     } else if is_key {
         let field = |k: &str| {
             answer
@@ -448,13 +451,17 @@ fn print_balances(answer: &Value) {
     }
 }
 
-fn print_withdrawals(answer: &Value) {
+fn print_withdrawals(answer: &Value, state: &str) {
     let Some(rows) = answer.as_array() else {
         println!("{answer}");
         return;
     };
     if rows.is_empty() {
-        println!("no withdrawals");
+        if state == "all" {
+            println!("no withdrawals");
+        } else {
+            println!("no withdrawals in state {state} (--state all lists every one)");
+        }
         return;
     }
     println!(

@@ -223,7 +223,10 @@ fn review_list_approve_and_reject() {
     assert!(list(data, "review").is_empty());
     assert_eq!(ids(&list(data, "approved")), ["wd-big", "wd-small"]);
     let empty = ok(&["admin", "--data", data, "withdrawal", "list"]);
-    assert_eq!(empty.trim(), "no withdrawals");
+    assert_eq!(
+        empty.trim(),
+        "no withdrawals in state review (--state all lists every one)"
+    );
 
     // Approving again, or an unknown id: a clear error and exit code 1.
     let again = fails(&["admin", "--data", data, "withdrawal", "approve", "wd-big"]);
