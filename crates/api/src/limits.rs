@@ -137,6 +137,9 @@ pub const FAILURES_BEFORE_BAN: u32 = 20;
 /// Connections one address may hold open at once (above the WebSocket limit per
 /// address, so that limit answers first with its 429).
 pub const CONNECTIONS_PER_ADDRESS: u32 = 512;
+/// New bans buffered for a slow follower of the ban feed (one that lags loses the
+/// oldest; bans are rare).
+const BAN_FEED_CAPACITY: usize = 256;
 /// Entries in the address table (about 10 MB at the cap).
 pub const IP_TABLE_MAX: usize = 65_536;
 /// Entries in the API-key table.
@@ -606,6 +609,9 @@ pub struct Limiter {
     limits: Limits,
     ips: Mutex<Table<IpAddr, IpState>>,
     keys: Mutex<Table<u64, KeyState>>,
+    /// Each new ban's address (its table key), for whoever must act on it at once:
+    /// WebSocket connections of a banned address close.
+    bans: tokio::sync::broadcast::Sender<IpAddr>,
 }
 
 /// A poisoned table is still a table of counters: keep using it.
@@ -619,11 +625,17 @@ impl Limiter {
             ips: Mutex::new(Table::new(limits.ip_table_max)),
             keys: Mutex::new(Table::new(limits.key_table_max)),
             limits,
+            bans: tokio::sync::broadcast::channel(BAN_FEED_CAPACITY).0,
         }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The feed of new bans: each banned address (IPv6 by /64) as it is banned.
+    pub fn ban_feed(&self) -> tokio::sync::broadcast::Sender<IpAddr> {
+        self.bans.clone()
     }
 
     /// Count `weight` for `ip` at `now_ms`. A cancel (`never_shed`) is always admitted
@@ -662,6 +674,7 @@ impl Limiter {
         }
         // Kept sending after its 429s: ban, longer for a repeat offender.
         let until_ms = state.ban(now_ms, limits);
+        let _ = self.bans.send(client_key(ip));
         WeightDecision::Banned {
             used,
             until_ms,
@@ -681,7 +694,12 @@ impl Limiter {
             return Some(state.banned_until_ms);
         }
         state.failures = state.failures.saturating_add(1);
-        (state.failures > limits.failures_before_ban).then(|| state.ban(now_ms, limits))
+        if state.failures <= limits.failures_before_ban {
+            return None;
+        }
+        let until_ms = state.ban(now_ms, limits);
+        let _ = self.bans.send(client_key(ip));
+        Some(until_ms)
     }
 
     /// Whether `ip` is banned at `now_ms` (for refusing its connections at once).

@@ -117,13 +117,17 @@ pub fn router_with_limiter<B: Backend>(
     limiter: std::sync::Arc<crate::limits::Limiter>,
 ) -> Router {
     let advertised = axum::Extension(config.limits.clone());
+    let bans = limiter.ban_feed();
     let gate = crate::limits::Gate::new(backend.clone(), limiter);
     ROUTES
         .iter()
         .fold(Router::new(), |r, (method, path)| {
             r.route(path, endpoint::<B>(method, path))
         })
-        .merge(crate::ws::routes(backend.clone()))
+        .merge(crate::ws::routes_with(
+            backend.clone(),
+            crate::ws::Hub::following_bans(crate::ws::WsConfig::default(), bans),
+        ))
         .fallback(stubs::not_found)
         .method_not_allowed_fallback(stubs::method_not_allowed)
         .layer(advertised)

@@ -289,6 +289,8 @@ pub(crate) async fn run<B: Backend>(
     slot: ConnectionSlot,
 ) {
     let config = hub.config().clone();
+    let address = crate::limits::client_key(slot.ip);
+    let mut bans = hub.bans();
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel(config.send_queue_max.max(1));
     let (kill_tx, kill_rx) = oneshot::channel();
@@ -402,6 +404,18 @@ pub(crate) async fn run<B: Backend>(
                     })
                 }
             }
+            // Admission banned an address: if it is this connection's, it ends now.
+            banned = next_ban(&mut bans) => match banned {
+                Ok(ip) if ip == address => {
+                    out.close(CLOSE_POLICY, "this address is banned");
+                    Err(Closing)
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => Ok(()),
+                Err(RecvError::Closed) => {
+                    bans = None;
+                    Ok(())
+                }
+            },
             // Closed by the hub (slow consumer, lagged hub) or by the writer.
             _ = peer.closed() => Err(Closing),
             () = shut_down(&mut shutdown) => {
@@ -415,6 +429,16 @@ pub(crate) async fn run<B: Backend>(
     }
     out.close(CLOSE_NORMAL, "");
     session.leave();
+}
+
+/// The next ban of the feed, or never without one.
+async fn next_ban(
+    bans: &mut Option<tokio::sync::broadcast::Receiver<IpAddr>>,
+) -> Result<IpAddr, RecvError> {
+    match bans {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Incoming-message budget: `rate` tokens, refilled at `rate` per second.

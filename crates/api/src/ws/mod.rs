@@ -177,6 +177,8 @@ pub struct Hub {
     config: WsConfig,
     connections: Mutex<Connections>,
     listen_keys: Mutex<BTreeMap<String, ListenKey>>,
+    /// Admission's new bans: a connection from a banned address closes.
+    bans: Option<tokio::sync::broadcast::Sender<IpAddr>>,
 }
 
 #[derive(Debug, Default)]
@@ -197,7 +199,29 @@ impl Hub {
             config,
             connections: Mutex::new(Connections::default()),
             listen_keys: Mutex::new(BTreeMap::new()),
+            bans: None,
         })
+    }
+
+    /// A hub whose connections close as soon as admission bans their address
+    /// ([`crate::limits::Limiter::ban_feed`]).
+    pub fn following_bans(
+        config: WsConfig,
+        bans: tokio::sync::broadcast::Sender<IpAddr>,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            connections: Mutex::new(Connections::default()),
+            listen_keys: Mutex::new(BTreeMap::new()),
+            bans: Some(bans),
+        })
+    }
+
+    /// New bans, for a connection to follow.
+    fn bans(&self) -> Option<tokio::sync::broadcast::Receiver<IpAddr>> {
+        self.bans
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
     }
 
     pub fn config(&self) -> &WsConfig {

@@ -2,7 +2,9 @@
 //! (no API key, a bad signature) is banned after a handful, the answer that bans it
 //! closes its connection, and from then on its connections are reset at accept, before
 //! any HTTP is read, while other addresses are served; and an address holds at most
-//! `connections_per_address` connections at once.
+//! `connections_per_address` connections at once. A storm of WebSocket upgrades over the
+//! per-address limit bans its address too, and the ban closes the WebSocket connections
+//! it already held.
 
 use crate::node_common::{serve, shutdown};
 use kura::server::ServerConfig;
@@ -170,6 +172,21 @@ fn a_storm_of_websocket_upgrades_over_the_limit_is_banned_and_then_reset_at_acce
         }
         assert!(reset, "never banned after {refusals} refused upgrades");
         assert_eq!(refusals, Limits::default().failures_before_ban + 1);
+        // The ban also ends the connections the address already held.
+        for ws in held.iter_mut().take(3) {
+            let reason = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                use futures_util::StreamExt;
+                while let Some(message) = ws.next().await {
+                    if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = message {
+                        return frame.map(|f| f.reason.to_string());
+                    }
+                }
+                None
+            })
+            .await
+            .expect("closed in time");
+            assert_eq!(reason.as_deref(), Some("this address is banned"));
+        }
         // Another address still upgrades.
         upgrade(Ipv4Addr::new(127, 9, 0, 5))
             .await
