@@ -826,7 +826,7 @@ pub struct ClientIp(pub IpAddr);
 /// headers, in order) that is not a trusted proxy, or the leftmost if all are. A
 /// malformed entry ends the walk at the last good address (the proxy, if none).
 pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| client_key(*t) == client_key(*ip));
+    let is_trusted = |ip: &IpAddr| in_list(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }
@@ -852,10 +852,12 @@ pub fn client_ip(peer: IpAddr, headers: &axum::http::HeaderMap, trusted: &[IpAdd
 
 /// Whether `ip` is one of the trusted proxies (the listener leaves them alone).
 pub fn is_trusted_proxy(ip: IpAddr, limits: &Limits) -> bool {
-    limits
-        .trusted_proxies
-        .iter()
-        .any(|t| client_key(*t) == client_key(ip))
+    in_list(ip, &limits.trusted_proxies)
+}
+
+/// Whether `ip` counts as one of `list` (compared as admission keys them).
+fn in_list(ip: IpAddr, list: &[IpAddr]) -> bool {
+    list.iter().any(|t| client_key(*t) == client_key(ip))
 }
 
 /// Admission for every request of the router (installed by

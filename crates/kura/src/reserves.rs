@@ -35,9 +35,8 @@
 //! take the transaction (`testmempoolaccept`; it must not).
 
 use crate::server::admin::{call, Envelope, Request};
-use crate::server::files;
+use crate::signing::keys::{self, Missing};
 use anyhow::{anyhow, bail, Context, Result};
-use kura_chain::bitcoin::bip32::Xpriv;
 use kura_chain::bitcoin::consensus::encode::serialize_hex;
 use kura_chain::bitcoin::hashes::Hash as _;
 use kura_chain::bitcoin::psbt::Psbt;
@@ -146,42 +145,6 @@ fn str_of<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
     field(v, name)?
         .as_str()
         .ok_or_else(|| anyhow!("the node's custody_coins answer: {name:?} is not text"))
-}
-
-/// A 32-byte secret kept as hex by the node (`server::files`), which must exist.
-fn existing_secret(path: &Path, what: &str) -> Result<[u8; 32]> {
-    if !path.exists() {
-        bail!(
-            "{what} {} does not exist (is this the data directory of a node started with --chain?)",
-            path.display()
-        );
-    }
-    files::load_or_create_secret(path, what)
-}
-
-/// The hot key as the node opens it: `DIR/signer/hot.key` with the passphrase in
-/// `KURA_SIGNER_PASSPHRASE`, or else the one kept in `DIR/signer/hot.pass`.
-fn open_hot_key(data: &Path) -> Result<kura_signer::HotKey> {
-    let signer = data.join("signer");
-    let passphrase = match std::env::var("KURA_SIGNER_PASSPHRASE") {
-        Ok(p) if !p.is_empty() => p.into_bytes(),
-        _ => hex::encode(existing_secret(
-            &signer.join("hot.pass"),
-            "the hot key's passphrase (or set KURA_SIGNER_PASSPHRASE)",
-        )?)
-        .into_bytes(),
-    };
-    let path = signer.join("hot.key");
-    kura_signer::keyfile::open(&path, &passphrase)
-        .map_err(|e| anyhow!("opening the hot key {}: {e}", path.display()))
-}
-
-fn deposit_master(data: &Path, network: Network) -> Result<Xpriv> {
-    let seed = existing_secret(
-        &data.join("signer").join("deposit.seed"),
-        "the deposit wallet seed",
-    )?;
-    Xpriv::new_master(network, &seed).context("deriving the deposit master key")
 }
 
 /// Who signs the hot and deposit coins of a proof: the node's keys opened here, or the
@@ -331,9 +294,9 @@ pub fn prove_from(data: &Path, answer: &Value, message: &str, out: &Path) -> Res
         Some(socket) => HotReserves::Remote(crate::signing::client::Client::new(Path::new(socket))),
         None => HotReserves::Local(
             kura_signer::ReservesSigner::new(
-                open_hot_key(data)?,
+                keys::hot_key(data, network, Missing::Refuse)?,
                 descriptors.clone(),
-                vec![deposit_master(data, network)?],
+                vec![keys::deposit_master(data, network, Missing::Refuse)?],
             )
             .map_err(|e| anyhow!("opening the hot signer: {e}"))?,
         ),

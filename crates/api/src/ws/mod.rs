@@ -195,12 +195,7 @@ struct ListenKey {
 
 impl Hub {
     pub fn new(config: WsConfig) -> Arc<Hub> {
-        Arc::new(Hub {
-            config,
-            connections: Mutex::new(Connections::default()),
-            listen_keys: Mutex::new(BTreeMap::new()),
-            bans: None,
-        })
+        Hub::with_bans(config, None)
     }
 
     /// A hub whose connections close as soon as admission bans their address
@@ -209,11 +204,18 @@ impl Hub {
         config: WsConfig,
         bans: tokio::sync::broadcast::Sender<IpAddr>,
     ) -> Arc<Hub> {
+        Hub::with_bans(config, Some(bans))
+    }
+
+    fn with_bans(
+        config: WsConfig,
+        bans: Option<tokio::sync::broadcast::Sender<IpAddr>>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             config,
             connections: Mutex::new(Connections::default()),
             listen_keys: Mutex::new(BTreeMap::new()),
-            bans: Some(bans),
+            bans,
         })
     }
 

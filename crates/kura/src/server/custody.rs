@@ -302,8 +302,9 @@ impl SignerKeys {
     fn open(dir: &Path, socket: Option<&Path>, network: Network) -> Result<Descriptors> {
         match socket {
             None => {
-                let hot = signing::keys::hot_key(dir, network)?;
-                let deposit = signing::keys::deposit_master(dir, network)?;
+                let hot = signing::keys::hot_key(dir, network, signing::keys::Missing::Create)?;
+                let deposit =
+                    signing::keys::deposit_master(dir, network, signing::keys::Missing::Create)?;
                 Ok(Descriptors {
                     hot_descriptor: signing::keys::hot_descriptor_of(&hot)?,
                     deposit_descriptor: signing::keys::deposit_descriptor_of(&deposit, network)?,

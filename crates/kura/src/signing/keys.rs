@@ -25,36 +25,62 @@ fn account_path(network: Network) -> &'static str {
     }
 }
 
+/// What to do when a secret file is not there yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Create it (the signer's first start).
+    Create,
+    /// Refuse: a tool that only uses the keys of a node that has run.
+    Refuse,
+}
+
+/// A 32-byte secret kept as hex (`server::files`), created or required per `missing`.
+fn secret(path: &Path, what: &str, missing: Missing) -> Result<[u8; 32]> {
+    if missing == Missing::Refuse && !path.exists() {
+        anyhow::bail!(
+            "{what} {} does not exist (is this the data directory of a node started with --chain?)",
+            path.display()
+        );
+    }
+    files::load_or_create_secret(path, what)
+}
+
 /// The deposit wallet's master key, from the seed kept in `DIR/signer/deposit.seed`
-/// (created on first use; only the public descriptor reaches the engine).
-pub fn deposit_master(data: &Path, network: Network) -> Result<Xpriv> {
-    let seed = files::load_or_create_secret(
+/// (only the public descriptor reaches the engine).
+pub fn deposit_master(data: &Path, network: Network, missing: Missing) -> Result<Xpriv> {
+    let seed = secret(
         &signer_dir(data).join("deposit.seed"),
         "the deposit wallet seed",
+        missing,
     )?;
     Xpriv::new_master(network, &seed).context("deriving the deposit master key")
 }
 
-/// The hot key, `DIR/signer/hot.key` (created on first use), encrypted with the
-/// passphrase in the environment variable `KURA_SIGNER_PASSPHRASE`, or else with a
-/// random one kept beside it in `DIR/signer/hot.pass` (mode 0600; fine for the demo and
-/// tests, not for production).
-pub fn hot_key(data: &Path, network: Network) -> Result<kura_signer::HotKey> {
+/// The hot key, `DIR/signer/hot.key`, encrypted with the passphrase in the environment
+/// variable `KURA_SIGNER_PASSPHRASE`, or else with a random one kept beside it in
+/// `DIR/signer/hot.pass` (mode 0600; fine for the demo and tests, not for production).
+/// Created on first use with [`Missing::Create`].
+pub fn hot_key(data: &Path, network: Network, missing: Missing) -> Result<kura_signer::HotKey> {
     let signer = signer_dir(data);
     let passphrase = match std::env::var("KURA_SIGNER_PASSPHRASE") {
         Ok(p) if !p.is_empty() => p.into_bytes(),
         _ => {
-            let secret =
-                files::load_or_create_secret(&signer.join("hot.pass"), "the hot key's passphrase")?;
-            tracing::warn!(
-                "the hot key's passphrase is kept beside it in {}; set KURA_SIGNER_PASSPHRASE in production",
-                signer.join("hot.pass").display()
-            );
+            let secret = secret(
+                &signer.join("hot.pass"),
+                "the hot key's passphrase (or set KURA_SIGNER_PASSPHRASE)",
+                missing,
+            )?;
+            if missing == Missing::Create {
+                tracing::warn!(
+                    "the hot key's passphrase is kept beside it in {}; set KURA_SIGNER_PASSPHRASE in production",
+                    signer.join("hot.pass").display()
+                );
+            }
             hex::encode(secret).into_bytes()
         }
     };
     let path = signer.join("hot.key");
-    if !path.exists() {
+    if missing == Missing::Create && !path.exists() {
         kura_signer::keyfile::create(&path, &passphrase, network)
             .map_err(|e| anyhow!("creating the hot key {}: {e}", path.display()))?;
         tracing::info!(file = %path.display(), "created the hot key");

@@ -80,8 +80,8 @@ impl Service {
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
         let lock = DirLock::acquire(&dir)?;
-        let hot = keys::hot_key(&config.data, config.network)?;
-        let deposit = keys::deposit_master(&config.data, config.network)?;
+        let hot = keys::hot_key(&config.data, config.network, keys::Missing::Create)?;
+        let deposit = keys::deposit_master(&config.data, config.network, keys::Missing::Create)?;
         let hot_descriptor = keys::hot_descriptor_of(&hot)?;
         let deposit_descriptor = keys::deposit_descriptor_of(&deposit, config.network)?;
         let follower = Follower::open(&config.data)?;
