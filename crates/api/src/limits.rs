@@ -39,13 +39,19 @@
 //!   size (413, 414) counts as a failure of its address; past
 //!   [`Limits::failures_before_ban`] (20) in one window the address is banned on the
 //!   spot, with the same ladder. WebSocket upgrades refused over the per-address
-//!   connection limit count the same way. An honest client's mistakes (a stale timestamp, an
-//!   address off the key's allow-list, a missing parameter) do not count. The answer
-//!   that bans, and every 418, carries `Connection: close`; the server's listener
-//!   (`kura::server::listener`) then resets the banned address's new connections at
-//!   accept, so a banned flood costs an accept and a close per connection, not a parse
-//!   and a signature check per request. The same listener caps the connections an
-//!   address holds at [`Limits::connections_per_address`] (512).
+//!   limits (300 held at once, [`Limits::ws_connections_per_5m`] new ones per 5
+//!   minutes) count the same way, and so does a WebSocket connection closed for
+//!   breaking a rule (too many messages, a binary or oversized message, a send queue
+//!   left full): Binance bans addresses that are disconnected again and again. An
+//!   honest client's mistakes (a stale timestamp, an address off the key's allow-list,
+//!   a missing parameter) do not count. The answer that bans, and every 418, carries
+//!   `Connection: close`. Each new ban is published ([`Limiter::ban_feed`]): the
+//!   server's kernel filter (`kura::server::ban_filter`) then drops the banned
+//!   address's packets before a handshake, and its listener (`kura::server::listener`)
+//!   resets at accept whatever gets past the filter, so a banned flood costs a few
+//!   instructions per SYN, not a parse and a signature check per request. The same
+//!   listener caps the connections an address holds at
+//!   [`Limits::connections_per_address`] (512).
 //! - An order over a key's 10-second or daily count gets HTTP 429, `-1015` "Too many
 //!   new orders; current limit is 100 orders per 10 SECOND." with `Retry-After`.
 //!
@@ -137,6 +143,9 @@ pub const FAILURES_BEFORE_BAN: u32 = 20;
 /// Connections one address may hold open at once (above the WebSocket limit per
 /// address, so that limit answers first with its 429).
 pub const CONNECTIONS_PER_ADDRESS: u32 = 512;
+/// Binance: new WebSocket connections one address may open per 5 minutes. More are
+/// refused with 429, and each refusal counts toward a ban like a forged request.
+pub const WS_CONNECTIONS_PER_5M: u32 = 300;
 /// New bans buffered for a slow follower of the ban feed (one that lags loses the
 /// oldest; bans are rare).
 const BAN_FEED_CAPACITY: usize = 256;
@@ -146,6 +155,7 @@ pub const IP_TABLE_MAX: usize = 65_536;
 pub const KEY_TABLE_MAX: usize = 65_536;
 
 const MINUTE_MS: u64 = 60_000;
+const FIVE_MINUTES_MS: u64 = 5 * MINUTE_MS;
 const TEN_SECONDS_MS: u64 = 10_000;
 const DAY_MS: u64 = 24 * 60 * 60 * 1_000;
 /// Idle entries dropped per request, at most: more than one, so idle entries leave the
@@ -189,6 +199,9 @@ pub struct Limits {
     /// Connections one address may hold open; more are closed as soon as they are
     /// accepted (default 512).
     pub connections_per_address: u32,
+    /// New WebSocket connections one address may open per 5-minute window (default
+    /// 300, Binance's). Refusals count toward a ban as forged requests do.
+    pub ws_connections_per_5m: u32,
     /// Reverse proxies whose `X-Forwarded-For` is believed (default none): a request
     /// whose peer is one of them is counted, banned and journaled under the address
     /// the header gives, read from the right past any further trusted proxy. From any
@@ -212,6 +225,7 @@ impl Limits {
         offender_memory_ms: OFFENDER_MEMORY_MS,
         failures_before_ban: FAILURES_BEFORE_BAN,
         connections_per_address: CONNECTIONS_PER_ADDRESS,
+        ws_connections_per_5m: WS_CONNECTIONS_PER_5M,
         trusted_proxies: Vec::new(),
         ip_table_max: IP_TABLE_MAX,
         key_table_max: KEY_TABLE_MAX,
@@ -496,6 +510,8 @@ struct IpState {
     /// Failed authentications and oversized requests in the current weight window.
     failures: u32,
     banned_until_ms: u64,
+    /// New WebSocket connections in the current 5-minute window.
+    ws_connections: Window,
     /// Bans that still count for doubling.
     bans: u32,
 }
@@ -510,6 +526,7 @@ impl IpState {
 
     fn idle(&self, now_ms: u64, limits: &Limits) -> bool {
         self.weight.count_at(now_ms, MINUTE_MS) == 0
+            && self.ws_connections.count_at(now_ms, FIVE_MINUTES_MS) == 0
             && now_ms >= self.banned_until_ms
             && !self.remembered(now_ms, limits)
     }
@@ -702,11 +719,45 @@ impl Limiter {
         Some(until_ms)
     }
 
+    /// Count a new WebSocket connection from `ip` at `now_ms`: false when the address
+    /// has opened [`Limits::ws_connections_per_5m`] already in this 5-minute window
+    /// (the caller refuses it, and counts the refusal with
+    /// [`Limiter::count_failure`]).
+    pub fn count_ws_connection(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let limits = &self.limits;
+        let mut ips = lock(&self.ips);
+        ips.evict_idle(EVICT_IDLE_PER_REQUEST, |s| s.idle(now_ms, limits));
+        let state = ips.touch(client_key(ip), IpState::default);
+        state.ws_connections.roll(now_ms, FIVE_MINUTES_MS);
+        if state.ws_connections.count >= u64::from(limits.ws_connections_per_5m) {
+            return false;
+        }
+        state.ws_connections.count += 1;
+        true
+    }
+
     /// Whether `ip` is banned at `now_ms` (for refusing its connections at once).
     pub fn banned(&self, ip: IpAddr, now_ms: u64) -> bool {
+        self.ban_end(ip, now_ms).is_some()
+    }
+
+    /// When the ban `ip` is under at `now_ms` ends, if it is banned.
+    pub fn ban_end(&self, ip: IpAddr, now_ms: u64) -> Option<u64> {
         lock(&self.ips)
             .get_mut(&client_key(ip))
-            .is_some_and(|s| now_ms < s.banned_until_ms)
+            .map(|s| s.banned_until_ms)
+            .filter(|until| now_ms < *until)
+    }
+
+    /// Every address (its table key) banned at `now_ms`, with the end of its ban. Walks
+    /// the whole table: for a follower of [`Limiter::ban_feed`] that fell behind.
+    pub fn bans_in_force(&self, now_ms: u64) -> Vec<(IpAddr, u64)> {
+        lock(&self.ips)
+            .slots
+            .iter()
+            .filter(|(_, s)| now_ms < s.value.banned_until_ms)
+            .map(|(ip, s)| (*ip, s.value.banned_until_ms))
+            .collect()
     }
 
     /// Count one new order for the key numbered `key` at `now_ms`, unless a window is
@@ -1217,6 +1268,51 @@ mod tests {
             refusals_before_ban: 2,
             ..Limits::DEFAULT
         }
+    }
+
+    #[test]
+    fn new_websocket_connections_are_counted_per_five_minutes() {
+        let l = Limiter::new(Limits {
+            ws_connections_per_5m: 3,
+            ..small()
+        });
+        let start = T0 - T0 % FIVE_MINUTES_MS;
+        for i in 0..3 {
+            assert!(l.count_ws_connection(ip(1), start + i), "connection {i}");
+        }
+        assert!(!l.count_ws_connection(ip(1), start + 10));
+        assert!(!l.count_ws_connection(ip(1), start + FIVE_MINUTES_MS - 1));
+        // Another address has its own count. An address that only opens WebSocket
+        // connections is remembered while its window lasts (it is not idle).
+        assert!(l.count_ws_connection(ip(2), start + 10));
+        let state = lock(&l.ips).get_mut(&ip(2)).copied().expect("remembered");
+        assert!(!state.idle(start + 20, l.limits()));
+        assert!(state.idle(start + FIVE_MINUTES_MS, l.limits()));
+        // The next window starts again.
+        assert!(l.count_ws_connection(ip(1), start + FIVE_MINUTES_MS));
+    }
+
+    #[test]
+    fn bans_in_force_and_their_ends() {
+        let l = Limiter::new(Limits {
+            failures_before_ban: 0,
+            ..small()
+        });
+        assert_eq!(l.ban_end(ip(1), T0), None);
+        let until = l.count_failure(ip(1), T0).expect("banned at once");
+        assert_eq!(l.ban_end(ip(1), T0 + 1), Some(until));
+        assert_eq!(l.ban_end(ip(1), until), None, "over when it ends");
+        assert_eq!(l.bans_in_force(T0 + 1), vec![(ip(1), until)]);
+        assert!(l.bans_in_force(until).is_empty());
+        // An IPv6 client is banned, and listed, by its /64.
+        let v6: IpAddr = "2001:db8:7:8::1".parse().expect("ip");
+        let end6 = l.count_failure(v6, T0).expect("banned");
+        let listed: Vec<_> = l.bans_in_force(T0 + 1).into_iter().map(|b| b.0).collect();
+        assert!(listed.contains(&client_key(v6)), "{listed:?}");
+        assert_eq!(
+            l.ban_end("2001:db8:7:8::ffff".parse().expect("ip"), T0 + 1),
+            Some(end6)
+        );
     }
 
     #[test]

@@ -115,6 +115,11 @@ const WINDOW_SLOTS: usize = 10;
 const WINDOW_MIN_SAMPLES: usize = 20;
 /// Any single read or write of an attacker that takes longer is counted as a timeout.
 const ATTACK_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an honest client waits for a new connection.
+const HONEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an attacker waits for a connection before trying again (the kernel's first
+/// SYN retransmission is after 1 s).
+const ATTACK_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A status outside 100..=599 (kept in its own bucket).
 const STATUS_SLOTS: usize = 600;
 
@@ -270,6 +275,21 @@ async fn connect_from(local: Ipv4Addr, server: SocketAddr) -> std::io::Result<Tc
     Ok(stream)
 }
 
+/// An attacker's connection attempt, given up after [`ATTACK_CONNECT_TIMEOUT`] with
+/// `TimedOut` (its SYNs were dropped: the server's kernel filter holds its ban).
+async fn attack_connect(
+    connect: impl std::future::Future<Output = std::io::Result<TcpStream>>,
+) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(ATTACK_CONNECT_TIMEOUT, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+fn unanswered_connect(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+}
+
 /// [`connect_from`] for a client that reconnects thousands of times a second from one
 /// address (the WebSocket storm): its socket is closed abortively (`SO_LINGER` 0, a
 /// reset), so it leaves no `TIME_WAIT` behind. Otherwise the ports of closed connections
@@ -312,6 +332,10 @@ impl Honest {
             .map(|i| {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
+                // A banned address's SYNs go unanswered: fail such a connection soon
+                // rather than after the kernel's retries (a closed-loop capacity client
+                // with a small weight limit gets itself banned).
+                connector.set_connect_timeout(Some(HONEST_CONNECT_TIMEOUT));
                 connector.set_local_address(Some(addr(HONEST_NET, first + i).into()));
                 Client::builder(TokioExecutor::new()).build(connector)
             })
@@ -495,6 +519,33 @@ impl Log {
     }
 }
 
+/// The p99 order acknowledgement (µs) of each whole or partial second of
+/// `[from_ns, to_ns)`: where in a phase its tail comes from.
+fn p99_by_second(log: &Log, from_ns: u64, to_ns: u64) -> Vec<u64> {
+    const SECOND: u64 = 1_000_000_000;
+    let mut seconds: Vec<Vec<u64>> =
+        vec![
+            Vec::new();
+            usize::try_from(to_ns.saturating_sub(from_ns).div_ceil(SECOND)).unwrap_or(0)
+        ];
+    for s in &log.samples {
+        if s.planned_ns >= from_ns && s.planned_ns < to_ns {
+            let i = usize::try_from((s.planned_ns - from_ns) / SECOND).unwrap_or(usize::MAX);
+            if let Some(v) = seconds.get_mut(i) {
+                v.push(s.place_ns);
+            }
+        }
+    }
+    seconds
+        .into_iter()
+        .map(|mut v| {
+            v.sort_unstable();
+            let i = (v.len() * 99).div_ceil(100).saturating_sub(1);
+            v.get(i).map_or(0, |ns| ns / 1_000)
+        })
+        .collect()
+}
+
 /// Honest figures of the orders planned in `[from_ns, to_ns)`.
 fn phase(log: &Log, from_ns: u64, to_ns: u64) -> Result<(Value, u64, u64)> {
     let mut place = histogram()?;
@@ -524,6 +575,7 @@ fn phase(log: &Log, from_ns: u64, to_ns: u64) -> Result<(Value, u64, u64)> {
     Ok((
         json!({
             "seconds": ratio(to_ns.saturating_sub(from_ns), 1_000_000_000),
+            "order_ack_p99_us_by_second": p99_by_second(log, from_ns, to_ns),
             "places": places,
             "places_by_status": place_status,
             "cancels_sent": cancels,
@@ -631,6 +683,8 @@ struct AttackStats {
     unanswered: AtomicU64,
     /// Connections the attacker could not open.
     connect_errors: AtomicU64,
+    /// Connection attempts never answered (SYNs dropped by the server's kernel filter).
+    connects_unanswered: AtomicU64,
     /// Connections the server closed (after answering, or not).
     closed_by_server: AtomicU64,
     timeouts: AtomicU64,
@@ -643,6 +697,7 @@ impl AttackStats {
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             unanswered: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            connects_unanswered: AtomicU64::new(0),
             closed_by_server: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
         }
@@ -852,8 +907,12 @@ async fn attacker(
         depth.max(1)
     };
     loop {
-        let stream = match connect_from(local, server).await {
+        let stream = match attack_connect(connect_from(local, server)).await {
             Ok(s) => s,
+            Err(e) if unanswered_connect(&e) => {
+                stats.connects_unanswered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             Err(_) => {
                 stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -918,6 +977,8 @@ struct StormStats {
     upgraded: u64,
     refused_by_status: BTreeMap<u16, u64>,
     connect_errors: u64,
+    /// Connection attempts never answered (SYNs dropped by the server's kernel filter).
+    connects_unanswered: u64,
     /// Upgraded connections the server closed, by close code.
     closed_by_code: BTreeMap<u16, u64>,
     /// Upgraded connections that ended without a close frame.
@@ -966,8 +1027,12 @@ async fn storm(local: Ipv4Addr, server: SocketAddr, flood: bool, stats: Arc<Mute
     let subscribe = json!({"method": "SUBSCRIBE", "params": too_many, "id": 1}).to_string();
     loop {
         lock(&stats).attempts += 1;
-        let stream = match connect_abortive_from(local, server).await {
+        let stream = match attack_connect(connect_abortive_from(local, server)).await {
             Ok(s) => s,
+            Err(e) if unanswered_connect(&e) => {
+                lock(&stats).connects_unanswered += 1;
+                continue;
+            }
             Err(_) => {
                 lock(&stats).connect_errors += 1;
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1173,6 +1238,7 @@ fn http_attack_json(stats: &[(Kind, Arc<AttackStats>)], elapsed: Duration) -> Va
     let mut kinds = serde_json::Map::new();
     let mut total: BTreeMap<u16, u64> = BTreeMap::new();
     let (mut sent, mut unanswered, mut connect_errors, mut closed, mut timeouts) = (0, 0, 0, 0, 0);
+    let mut connects_unanswered = 0;
     for (kind, s) in stats {
         let statuses = s.statuses();
         for (st, n) in &statuses {
@@ -1183,6 +1249,8 @@ fn http_attack_json(stats: &[(Kind, Arc<AttackStats>)], elapsed: Duration) -> Va
         let k_connect = s.connect_errors.load(Ordering::Relaxed);
         let k_closed = s.closed_by_server.load(Ordering::Relaxed);
         let k_timeouts = s.timeouts.load(Ordering::Relaxed);
+        let k_silent = s.connects_unanswered.load(Ordering::Relaxed);
+        connects_unanswered += k_silent;
         sent += k_sent;
         unanswered += k_unanswered;
         connect_errors += k_connect;
@@ -1198,6 +1266,7 @@ fn http_attack_json(stats: &[(Kind, Arc<AttackStats>)], elapsed: Duration) -> Va
                 "unanswered_connection_closed": k_unanswered,
                 "connections_closed_by_server": k_closed,
                 "connection_refusals": k_connect,
+                "connects_unanswered": k_silent,
                 "timeouts": k_timeouts,
             }),
         );
@@ -1209,6 +1278,7 @@ fn http_attack_json(stats: &[(Kind, Arc<AttackStats>)], elapsed: Duration) -> Va
         "unanswered_connection_closed": unanswered,
         "connections_closed_by_server": closed,
         "connection_refusals": connect_errors,
+        "connects_unanswered": connects_unanswered,
         "timeouts": timeouts,
         "by_kind": kinds,
     })
@@ -1225,6 +1295,7 @@ fn storm_json(s: &StormStats) -> Value {
         "upgraded": s.upgraded,
         "refused_by_status": by(&s.refused_by_status),
         "connection_refusals": s.connect_errors,
+        "connects_unanswered": s.connects_unanswered,
         "closed_by_server_by_code": by(&s.closed_by_code),
         "ended_without_close_frame": s.ended_without_close,
         "subscribe_errors": s.subscribe_errors,

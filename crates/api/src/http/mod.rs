@@ -117,17 +117,14 @@ pub fn router_with_limiter<B: Backend>(
     limiter: std::sync::Arc<crate::limits::Limiter>,
 ) -> Router {
     let advertised = axum::Extension(config.limits.clone());
-    let bans = limiter.ban_feed();
+    let hub = crate::ws::Hub::under_admission(crate::ws::WsConfig::default(), limiter.clone());
     let gate = crate::limits::Gate::new(backend.clone(), limiter);
     ROUTES
         .iter()
         .fold(Router::new(), |r, (method, path)| {
             r.route(path, endpoint::<B>(method, path))
         })
-        .merge(crate::ws::routes_with(
-            backend.clone(),
-            crate::ws::Hub::following_bans(crate::ws::WsConfig::default(), bans),
-        ))
+        .merge(crate::ws::routes_with(backend.clone(), hub))
         .fallback(stubs::not_found)
         .method_not_allowed_fallback(stubs::method_not_allowed)
         .layer(advertised)

@@ -79,6 +79,8 @@ pub(crate) struct Peer {
     closed_wake: Notify,
     /// Market events wrapped `{"stream":…,"data":…}` (`/stream`, `SET_PROPERTY`).
     combined: AtomicBool,
+    /// Closed for breaking a rule (an offence of its address).
+    broke_rule: AtomicBool,
     limit: usize,
 }
 
@@ -98,6 +100,7 @@ impl Peer {
             closed: AtomicBool::new(false),
             closed_wake: Notify::new(),
             combined: AtomicBool::new(false),
+            broke_rule: AtomicBool::new(false),
             limit,
         }
     }
@@ -136,7 +139,7 @@ impl Peer {
                     self.limit
                 );
                 tracing::debug!(%reason, "ws: closing");
-                self.close(CLOSE_POLICY, &reason);
+                self.close_for_breaking_a_rule(CLOSE_POLICY, &reason);
                 Err(Closing)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -144,6 +147,20 @@ impl Peer {
                 Err(Closing)
             }
         }
+    }
+
+    /// [`Peer::close`], for breaking one of the connection rules: an offence of the
+    /// address (if this close is the first).
+    pub(crate) fn close_for_breaking_a_rule(&self, code: u16, reason: &str) {
+        if !self.is_closed() {
+            self.broke_rule.store(true, Ordering::Relaxed);
+        }
+        self.close(code, reason);
+    }
+
+    /// Whether the connection was closed for breaking a rule.
+    fn broke_rule(&self) -> bool {
+        self.broke_rule.load(Ordering::Relaxed)
     }
 
     /// Close the connection with `code` and `reason` (the first close wins).
@@ -192,6 +209,11 @@ impl Outbox {
     /// Close the connection with `code` and `reason` (once).
     pub(crate) fn close(&mut self, code: u16, reason: &str) {
         self.peer.close(code, reason);
+    }
+
+    /// Close the connection for breaking a rule (see [`Peer::close_for_breaking_a_rule`]).
+    fn close_for_breaking_a_rule(&mut self, code: u16, reason: &str) {
+        self.peer.close_for_breaking_a_rule(code, reason);
     }
 }
 
@@ -345,7 +367,7 @@ pub(crate) async fn run<B: Backend>(
                         // Oversized frames end here too.
                         let reason = e.to_string();
                         if reason.contains("too long") || reason.contains("Space limit") {
-                            out.close(CLOSE_TOO_BIG, "message too big");
+                            out.close_for_breaking_a_rule(CLOSE_TOO_BIG, "message too big");
                         }
                         break;
                     }
@@ -356,7 +378,7 @@ pub(crate) async fn run<B: Backend>(
                                 if bucket.take(Instant::now()) {
                                     session.on_text(text.as_str(), &mut out).await
                                 } else {
-                                    out.close(CLOSE_POLICY, &format!(
+                                    out.close_for_breaking_a_rule(CLOSE_POLICY, &format!(
                                         "too many messages: at most {} per second",
                                         config.messages_per_second
                                     ));
@@ -364,14 +386,17 @@ pub(crate) async fn run<B: Backend>(
                                 }
                             }
                             Message::Binary(_) => {
-                                out.close(CLOSE_POLICY, "binary messages are not accepted");
+                                out.close_for_breaking_a_rule(
+                                    CLOSE_POLICY,
+                                    "binary messages are not accepted",
+                                );
                                 Err(Closing)
                             }
                             Message::Ping(_) => {
                                 if bucket.take(Instant::now()) {
                                     Ok(()) // the socket answers pings itself
                                 } else {
-                                    out.close(CLOSE_POLICY, "too many pings");
+                                    out.close_for_breaking_a_rule(CLOSE_POLICY, "too many pings");
                                     Err(Closing)
                                 }
                             }
@@ -428,6 +453,9 @@ pub(crate) async fn run<B: Backend>(
         }
     }
     out.close(CLOSE_NORMAL, "");
+    if peer.broke_rule() {
+        hub.offence(address, backend.now_ms());
+    }
     session.leave();
 }
 

@@ -177,8 +177,10 @@ pub struct Hub {
     config: WsConfig,
     connections: Mutex<Connections>,
     listen_keys: Mutex<BTreeMap<String, ListenKey>>,
-    /// Admission's new bans: a connection from a banned address closes.
-    bans: Option<tokio::sync::broadcast::Sender<IpAddr>>,
+    /// Admission: its new bans close a banned address's connections, it counts each
+    /// address's new connections, and a connection closed for breaking a rule counts
+    /// as an offence toward its address's ban.
+    limiter: Option<Arc<crate::limits::Limiter>>,
 }
 
 #[derive(Debug, Default)]
@@ -195,35 +197,50 @@ struct ListenKey {
 
 impl Hub {
     pub fn new(config: WsConfig) -> Arc<Hub> {
-        Hub::with_bans(config, None)
+        Hub::with_limiter(config, None)
     }
 
-    /// A hub whose connections close as soon as admission bans their address
-    /// ([`crate::limits::Limiter::ban_feed`]).
-    pub fn following_bans(
-        config: WsConfig,
-        bans: tokio::sync::broadcast::Sender<IpAddr>,
-    ) -> Arc<Hub> {
-        Hub::with_bans(config, Some(bans))
+    /// A hub under admission (`limiter`): its connections close as soon as their
+    /// address is banned ([`crate::limits::Limiter::ban_feed`]); an address opens at
+    /// most [`crate::limits::Limits::ws_connections_per_5m`] connections per window;
+    /// and a connection closed for breaking a rule (too many messages, a binary or
+    /// oversized message, a full send queue) counts toward its address's ban, as
+    /// Binance bans addresses that are disconnected again and again.
+    pub fn under_admission(config: WsConfig, limiter: Arc<crate::limits::Limiter>) -> Arc<Hub> {
+        Hub::with_limiter(config, Some(limiter))
     }
 
-    fn with_bans(
-        config: WsConfig,
-        bans: Option<tokio::sync::broadcast::Sender<IpAddr>>,
-    ) -> Arc<Hub> {
+    fn with_limiter(config: WsConfig, limiter: Option<Arc<crate::limits::Limiter>>) -> Arc<Hub> {
         Arc::new(Hub {
             config,
             connections: Mutex::new(Connections::default()),
             listen_keys: Mutex::new(BTreeMap::new()),
-            bans,
+            limiter,
         })
     }
 
     /// New bans, for a connection to follow.
     fn bans(&self) -> Option<tokio::sync::broadcast::Receiver<IpAddr>> {
-        self.bans
+        self.limiter.as_ref().map(|l| l.ban_feed().subscribe())
+    }
+
+    /// Count a new connection from `ip` against its address's window (always allowed
+    /// without admission).
+    fn count_new_connection(&self, ip: IpAddr, now_ms: u64) -> bool {
+        self.limiter
             .as_ref()
-            .map(tokio::sync::broadcast::Sender::subscribe)
+            .is_none_or(|l| l.count_ws_connection(ip, now_ms))
+    }
+
+    /// A connection from `ip` was closed for breaking a rule: one offence toward a ban.
+    pub(crate) fn offence(&self, ip: IpAddr, now_ms: u64) {
+        if let Some(until_ms) = self
+            .limiter
+            .as_ref()
+            .and_then(|l| l.count_failure(ip, now_ms))
+        {
+            tracing::debug!(%ip, until_ms, "ws: address banned for repeated disconnections");
+        }
     }
 
     pub fn config(&self) -> &WsConfig {
@@ -444,6 +461,9 @@ fn upgrade<B: Backend>(
     let Some(rt) = ws_runtime(&st.hub.config) else {
         return fail(Failure::Internal);
     };
+    if !st.hub.count_new_connection(ip, st.backend.now_ms()) {
+        return too_many_connections();
+    }
     let Some(slot) = st.hub.admit(ip) else {
         return too_many_connections();
     };

@@ -99,6 +99,9 @@ pub struct NodeBackend {
     inner: Arc<Inner>,
 }
 
+/// Read-model connections kept open, and reads running at once.
+const READERS_MAX: usize = 8;
+
 struct Inner {
     handle: NodeHandle,
     keys: KeyTable,
@@ -109,6 +112,11 @@ struct Inner {
     store_seq: watch::Receiver<u64>,
     store_path: PathBuf,
     readers: Mutex<Vec<Store>>,
+    /// One permit per read-model connection: at most [`READERS_MAX`] reads run at once,
+    /// each on a pooled connection. A burst of reads waits for a connection instead of
+    /// opening (and preparing, and closing) one per read, work that grows with the
+    /// burst just when the machine is busiest.
+    reading: Arc<tokio::sync::Semaphore>,
     read_wait: Duration,
     feed: broadcast::Sender<Arc<Published>>,
     chain: Option<Arc<dyn kura_api::backend::Chain>>,
@@ -174,6 +182,7 @@ impl NodeBackend {
                 store_seq: parts.store_seq,
                 store_path: parts.store_path,
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(tokio::sync::Semaphore::new(READERS_MAX)),
                 read_wait: parts.read_wait,
                 feed: parts.feed,
                 chain: parts.chain,
@@ -197,7 +206,7 @@ impl NodeBackend {
 
     fn give_back(&self, store: Store) {
         if let Ok(mut pool) = self.inner.readers.lock() {
-            if pool.len() < 8 {
+            if pool.len() < READERS_MAX {
                 pool.push(store);
             }
         }
@@ -286,10 +295,15 @@ impl Backend for NodeBackend {
                     )))
                 }
             }
+            let permit = Arc::clone(&this.inner.reading)
+                .acquire_owned()
+                .await
+                .map_err(|e| BackendError::ReadModel(e.to_string()))?;
             tokio::task::spawn_blocking(move || {
                 let store = this.reader()?;
                 let r = f(&store);
                 this.give_back(store);
+                drop(permit);
                 Ok(r)
             })
             .await

@@ -5,7 +5,11 @@
 //! signature check and an answer per request. And an address may hold at most
 //! [`Limits::connections_per_address`](kura_api::limits::Limits) connections; more are
 //! closed the same way.
+//!
+//! In front of both, the kernel drops a banned address's packets before a handshake
+//! ([`super::ban_filter`]); the check at accept catches what the filter does not hold.
 
+use super::ban_filter::BanFilter;
 use axum::serve::Listener;
 use kura_api::limits::{client_key, Limiter};
 use std::collections::HashMap;
@@ -29,16 +33,31 @@ pub struct GuardedListener {
     now_ms: fn() -> u64,
     /// Connections refused at accept since start (banned, or over the cap).
     refused: Arc<std::sync::atomic::AtomicU64>,
+    /// The kernel filter following the bans, when the socket could be shared with it.
+    filter: Option<BanFilter>,
 }
 
 impl GuardedListener {
+    /// Guard `inner` with `limiter`'s bans and caps. Within a Tokio runtime, this also
+    /// starts the kernel filter that follows the bans.
     pub fn new(inner: TcpListener, limiter: Arc<Limiter>, now_ms: fn() -> u64) -> Self {
+        let filter = match socket2::SockRef::from(&inner).try_clone() {
+            Ok(socket) if tokio::runtime::Handle::try_current().is_ok() => {
+                Some(BanFilter::follow(socket, Arc::clone(&limiter), now_ms))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!("no kernel ban filter: cannot share the listening socket: {e}");
+                None
+            }
+        };
         GuardedListener {
             inner,
             limiter,
             open: Arc::default(),
             now_ms,
             refused: Arc::default(),
+            filter,
         }
     }
 
@@ -76,6 +95,9 @@ impl Listener for GuardedListener {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
             let ip = client_key(addr.ip());
             if self.admit(ip) {
+                if self.filter.as_ref().is_some_and(BanFilter::attached) {
+                    super::ban_filter::detach(&stream);
+                }
                 return (
                     CountedStream {
                         stream,

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod ban_filter;
 pub mod custody;
 pub mod files;
 pub mod listener;

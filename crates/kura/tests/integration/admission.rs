@@ -1,10 +1,12 @@
 //! Admission at the listener of a served node: an address that sends forged requests
 //! (no API key, a bad signature) is banned after a handful, the answer that bans it
-//! closes its connection, and from then on its connections are reset at accept, before
-//! any HTTP is read, while other addresses are served; and an address holds at most
+//! closes its connection, and from then on its connections never reach the HTTP server
+//! (the kernel drops their SYNs, or they are reset at accept), while other addresses are
+//! served; when the ban ends the address connects again. An address holds at most
 //! `connections_per_address` connections at once. A storm of WebSocket upgrades over the
-//! per-address limit bans its address too, and the ban closes the WebSocket connections
-//! it already held.
+//! per-address limits bans its address too, and so do WebSocket connections closed again
+//! and again for breaking the rules; a ban closes the WebSocket connections the address
+//! already held.
 
 use crate::node_common::{serve, shutdown};
 use kura::server::ServerConfig;
@@ -13,12 +15,39 @@ use std::net::{Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// How long a connection attempt may wait for its handshake. The kernel retransmits a
+/// dropped SYN after 1 s; an answered one completes in microseconds on loopback.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_millis(2_500);
+
 /// A connection from `from`; an error when the server reset it at once (on loopback
-/// the reset may come before the connect completes).
+/// the reset may come before the connect completes), or `TimedOut` when its SYNs went
+/// unanswered for [`CONNECT_WAIT`] (the kernel ban filter dropped them).
 async fn try_connect(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((from, 0)))?;
-    socket.connect(to).await
+    match tokio::time::timeout(CONNECT_WAIT, socket.connect(to)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Whether a connection attempt from `from` goes unanswered (the kernel drops a banned
+/// address's SYNs), rather than being accepted, refused or reset.
+async fn unanswered(from: Ipv4Addr, to: SocketAddr) -> bool {
+    matches!(try_connect(from, to).await, Err(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// Wait until `from`'s connection attempts go unanswered: the filter follows a ban a
+/// moment after it is made, and meanwhile the address is reset at accept.
+async fn until_unanswered(from: Ipv4Addr, to: SocketAddr) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !unanswered(from, to).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{from}'s SYNs were still answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 async fn connect(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
@@ -98,8 +127,10 @@ fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped()
             exchange(&mut c, PING).await.is_none(),
             "the connection is closed"
         );
-        // A new connection from the banned address is reset before any answer.
+        // A new connection from the banned address gets no answer: the kernel filter
+        // drops its SYNs (or, until the filter has the ban, it is reset at accept).
         assert_eq!(once(forger, addr, PING).await, None);
+        until_unanswered(forger, addr).await;
         // Another address is served.
         let mut other = connect(Ipv4Addr::new(127, 9, 0, 2), addr).await;
         assert_eq!(exchange(&mut other, PING).await.map(|a| a.0), Some(200));
@@ -126,6 +157,130 @@ fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped()
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    });
+    shutdown(s);
+}
+
+#[test]
+fn the_kernel_drops_a_banned_address_until_its_ban_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::new(dir.path());
+    config.api.limits = Limits {
+        failures_before_ban: 1,
+        ban_first_ms: 3_000,
+        ..Limits::default()
+    };
+    let s = serve(config);
+    let addr = s.addr;
+    s.runtime.block_on(async {
+        let forger = Ipv4Addr::new(127, 9, 1, 1);
+        let neighbour = Ipv4Addr::new(127, 9, 1, 2);
+        for _ in 0..2 {
+            assert_eq!(
+                once(forger, addr, UNSIGNED_ORDER).await.map(|a| a.0),
+                Some(401)
+            );
+        }
+        let banned_at = std::time::Instant::now();
+        until_unanswered(forger, addr).await;
+        // The filter holds one address, not its neighbours.
+        assert_eq!(once(neighbour, addr, PING).await.map(|a| a.0), Some(200));
+        // When the ban ends, the address is taken out of the filter and served again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if once(forger, addr, PING).await.map(|a| a.0) == Some(200) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the address was never let back in"
+            );
+        }
+        assert!(
+            banned_at.elapsed() >= std::time::Duration::from_millis(2_500),
+            "let back in {:?} after a 3 s ban",
+            banned_at.elapsed()
+        );
+    });
+    shutdown(s);
+}
+
+#[test]
+fn websocket_connections_closed_for_breaking_the_rules_ban_their_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::new(dir.path());
+    config.api.limits = Limits {
+        failures_before_ban: 2,
+        ws_connections_per_5m: 6,
+        ..Limits::default()
+    };
+    let s = serve(config);
+    let addr = s.addr;
+    s.runtime.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let upgrade = |from: Ipv4Addr| async move {
+            let stream = try_connect(from, addr).await.map_err(|_| None)?;
+            match tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                    Err(Some(r.status().as_u16()))
+                }
+                Err(_) => Err(None),
+            }
+        };
+        let close_reason = |mut ws: tokio_tungstenite::WebSocketStream<TcpStream>| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), async move {
+                while let Some(message) = ws.next().await {
+                    if let Ok(Message::Close(frame)) = message {
+                        return frame.map(|f| f.reason.to_string());
+                    }
+                }
+                None
+            })
+            .await
+            .expect("closed in time")
+        };
+
+        // New connections per window: six are allowed from one address, even when
+        // none is held any more; the seventh is refused.
+        let counted = Ipv4Addr::new(127, 9, 2, 1);
+        for _ in 0..6 {
+            let mut ws = upgrade(counted).await.expect("upgraded");
+            ws.close(None).await.expect("closed");
+        }
+        assert_eq!(upgrade(counted).await.err(), Some(Some(429)));
+
+        // Connections closed for sending too many messages: offences of their address.
+        let rude = Ipv4Addr::new(127, 9, 2, 2);
+        let quiet = upgrade(rude).await.expect("upgraded");
+        for round in 0..3 {
+            let mut ws = upgrade(rude).await.expect("upgraded");
+            let reason = loop {
+                let ping = r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#;
+                if ws.send(Message::text(ping)).await.is_err() {
+                    break close_reason(ws).await;
+                }
+                if let Some(Ok(Message::Close(frame))) = ws.next().await {
+                    break frame.map(|f| f.reason.to_string());
+                }
+            };
+            let reason = reason.unwrap_or_default();
+            assert!(
+                reason.starts_with("too many messages"),
+                "round {round}: {reason}"
+            );
+        }
+        // The third offence banned the address: the connection it still held is closed
+        // and its next attempts are dropped.
+        assert_eq!(
+            close_reason(quiet).await.as_deref(),
+            Some("this address is banned")
+        );
+        until_unanswered(rude, addr).await;
+        upgrade(Ipv4Addr::new(127, 9, 2, 3))
+            .await
+            .expect("another address");
     });
     shutdown(s);
 }
