@@ -312,12 +312,12 @@ pub(crate) async fn run<B: Backend>(
 ) {
     let config = hub.config().clone();
     let address = crate::limits::client_key(slot.ip);
-    let mut bans = hub.bans();
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel(config.send_queue_max.max(1));
     let (kill_tx, kill_rx) = oneshot::channel();
     tokio::spawn(write_loop(sink, rx, kill_rx, slot));
     let peer = Arc::new(Peer::new(tx, kill_tx, config.send_queue_max));
+    hub.register(address, &peer);
     let mut out = Outbox {
         peer: Arc::clone(&peer),
     };
@@ -350,6 +350,7 @@ pub(crate) async fn run<B: Backend>(
     if started.is_err() {
         out.close(CLOSE_TRY_AGAIN, "the exchange is unavailable");
         session.leave();
+        hub.unregister(address, peer.id());
         return;
     }
 
@@ -429,19 +430,8 @@ pub(crate) async fn run<B: Backend>(
                     })
                 }
             }
-            // Admission banned an address: if it is this connection's, it ends now.
-            banned = next_ban(&mut bans) => match banned {
-                Ok(ip) if ip == address => {
-                    out.close(CLOSE_POLICY, "this address is banned");
-                    Err(Closing)
-                }
-                Ok(_) | Err(RecvError::Lagged(_)) => Ok(()),
-                Err(RecvError::Closed) => {
-                    bans = None;
-                    Ok(())
-                }
-            },
-            // Closed by the hub (slow consumer, lagged hub) or by the writer.
+            // Closed by the hub (slow consumer, lagged hub, a ban of the address) or by
+            // the writer.
             _ = peer.closed() => Err(Closing),
             () = shut_down(&mut shutdown) => {
                 out.close(CLOSE_GOING_AWAY, "the server is shutting down");
@@ -453,6 +443,7 @@ pub(crate) async fn run<B: Backend>(
         }
     }
     out.close(CLOSE_NORMAL, "");
+    hub.unregister(address, peer.id());
     if peer.broke_rule() {
         hub.offence(address, backend.now_ms());
     }
@@ -460,15 +451,6 @@ pub(crate) async fn run<B: Backend>(
 }
 
 /// The next ban of the feed, or never without one.
-async fn next_ban(
-    bans: &mut Option<tokio::sync::broadcast::Receiver<IpAddr>>,
-) -> Result<IpAddr, RecvError> {
-    match bans {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Incoming-message budget: `rate` tokens, refilled at `rate` per second.
 #[derive(Debug)]
 struct TokenBucket {

@@ -181,12 +181,17 @@ pub struct Hub {
     /// address's new connections, and a connection closed for breaking a rule counts
     /// as an offence toward its address's ban.
     limiter: Option<Arc<crate::limits::Limiter>>,
+    /// Whether the task that closes banned addresses' connections was started.
+    following_bans: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct Connections {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// The running connections by address (admission's key), for closing an address's
+    /// connections when it is banned.
+    peers: HashMap<IpAddr, HashMap<u64, std::sync::Weak<conn::Peer>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -216,12 +221,64 @@ impl Hub {
             connections: Mutex::new(Connections::default()),
             listen_keys: Mutex::new(BTreeMap::new()),
             limiter,
+            following_bans: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// New bans, for a connection to follow.
-    fn bans(&self) -> Option<tokio::sync::broadcast::Receiver<IpAddr>> {
-        self.limiter.as_ref().map(|l| l.ban_feed().subscribe())
+    /// Count `peer` among the running connections of `address` (admission's key), so
+    /// that a ban of the address closes it. The first registration starts, on the
+    /// caller's runtime, the one task that follows admission's bans: a ban wakes that
+    /// task, not every connection.
+    pub(crate) fn register(self: &Arc<Hub>, address: IpAddr, peer: &Arc<conn::Peer>) {
+        if let Ok(mut c) = self.connections.lock() {
+            c.peers
+                .entry(address)
+                .or_default()
+                .insert(peer.id(), Arc::downgrade(peer));
+        }
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        if !self
+            .following_bans
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tokio::spawn(close_banned(
+                Arc::downgrade(self),
+                limiter.ban_feed().subscribe(),
+            ));
+        }
+    }
+
+    /// Forget a connection of `address` that ended.
+    pub(crate) fn unregister(&self, address: IpAddr, peer: u64) {
+        if let Ok(mut c) = self.connections.lock() {
+            if let Some(peers) = c.peers.get_mut(&address) {
+                peers.remove(&peer);
+                if peers.is_empty() {
+                    c.peers.remove(&address);
+                }
+            }
+        }
+    }
+
+    /// Close the running connections of `address`, banned.
+    fn close_address(&self, address: IpAddr) {
+        let peers = match self.connections.lock() {
+            Ok(mut c) => c.peers.remove(&address).unwrap_or_default(),
+            Err(_) => return,
+        };
+        for peer in peers.values().filter_map(std::sync::Weak::upgrade) {
+            peer.close(conn::CLOSE_POLICY, "this address is banned");
+        }
+    }
+
+    /// The addresses with running connections.
+    fn addresses(&self) -> Vec<IpAddr> {
+        self.connections
+            .lock()
+            .map(|c| c.peers.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Count a new connection from `ip` against its address's window (always allowed
@@ -324,6 +381,41 @@ fn random_listen_key() -> String {
     (0..LISTEN_KEY_LEN)
         .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
         .collect()
+}
+
+/// Close the connections of each address admission bans, for as long as the hub lives.
+async fn close_banned(
+    hub: std::sync::Weak<Hub>,
+    mut bans: tokio::sync::broadcast::Receiver<IpAddr>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let banned = bans.recv().await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        match banned {
+            Ok(address) => hub.close_address(address),
+            // Bans were missed: look each address with connections up.
+            Err(RecvError::Lagged(_)) => {
+                if let Some(limiter) = &hub.limiter {
+                    let now = wall_clock_ms();
+                    for address in hub.addresses() {
+                        if limiter.banned(address, now) {
+                            hub.close_address(address);
+                        }
+                    }
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One counted connection; dropping it uncounts it.
