@@ -9,8 +9,8 @@
 //!   never even sent;
 //! - badly signed orders (a real key, a wrong signature): 400 (`-1022`), then the same;
 //! - maximum-size requests: a body at the limit or one byte beyond, a 1 MiB body, a
-//!   64 KiB query string: 400 (`-1101`) or 401 (key checks before parameters), then
-//!   429/418; a 256 KiB header block: 431 from the HTTP server, which then closes the
+//!   64 KiB query string: 400 (`-1101`, an offence when over the limit, like a forged
+//!   request) or 401 (key checks before parameters), then 429/418; a 256 KiB header block: 431 from the HTTP server, which then closes the
 //!   connection; `depth?limit=5000`: 200 until the weight is used, then 429/418. An
 //!   over-limit request may lose its answer to the connection being closed (the server
 //!   does not read the rest of a body it refused).

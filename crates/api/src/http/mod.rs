@@ -236,9 +236,11 @@ pub(crate) struct Fail(ApiError, bool);
 
 /// Marks a response that refused a request admission counts toward its address's ban
 /// ([`crate::limits`]): one refused for its credentials (no API key, a malformed or
-/// unknown one, a bad signature), or a WebSocket connection over the per-address
-/// limit. A disabled key, an address off the allow-list or a stale timestamp are an
-/// honest client's mistakes and are not marked.
+/// unknown one, a bad signature), one over the size limits (a query over 8 KiB, a body
+/// over 16 KiB, too many parameters: no client of this API sends those), or a
+/// WebSocket connection over the per-address limits. A disabled key, an address off
+/// the allow-list, a stale timestamp or a missing parameter are an honest client's
+/// mistakes and are not marked.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Offence;
 
@@ -268,7 +270,7 @@ impl From<Failure> for Fail {
                     | auth::AuthError::BadApiKeyFormat
                     | auth::AuthError::UnknownApiKey
                     | auth::AuthError::BadSignature
-            )
+            ) | Failure::Param(ParamError::TooLarge | ParamError::TooMany)
         );
         Fail(api_error(&f), forged)
     }

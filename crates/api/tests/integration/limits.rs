@@ -576,6 +576,29 @@ async fn forged_requests_ban_their_address_after_a_handful() {
     t.get(C, "/api/v3/ping")
         .await
         .banned_until(NOW + kura_api::limits::BAN_FIRST_MS);
+    // Requests over the size limits, from D: a body over 16 KiB and a query over 8 KiB
+    // are answered -1101, and count the same.
+    let d = Ipv4Addr::new(198, 51, 100, 4);
+    for i in 0..6 {
+        let req = if i % 2 == 0 {
+            Request::post("/api/v3/order")
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("pad={}", "a".repeat(20 << 10))))
+                .unwrap()
+        } else {
+            Request::get(format!(
+                "/api/v3/depth?symbol=BTCJPY&pad={}",
+                "a".repeat(9 << 10)
+            ))
+            .body(Body::empty())
+            .unwrap()
+        };
+        let r = t.send(d, req).await;
+        assert_eq!((r.status.as_u16(), &r.body["code"]), (400, &(-1101).into()));
+    }
+    t.get(d, "/api/v3/ping")
+        .await
+        .banned_until(NOW + kura_api::limits::BAN_FIRST_MS);
     // An honest client's mistakes do not ban: B's stale timestamps, ten times over.
     let stale = format!("{BUY}&timestamp={}&recvWindow=5000", NOW - 60_000);
     let signature = u.secret.sign(stale.as_bytes());
