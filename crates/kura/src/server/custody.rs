@@ -131,6 +131,9 @@ pub struct Custody {
     control: crossbeam_channel::Sender<Control>,
     thread: Option<JoinHandle<()>>,
     devnet: Option<DevnetParts>,
+    /// `DIR/signer/`'s lock while this node signs in process (so that no `kura signer
+    /// serve` opens the same secrets and velocity record at once).
+    _signer_lock: Option<super::files::DirLock>,
 }
 
 #[derive(Debug)]
@@ -287,6 +290,7 @@ enum SignerKeys {
     Local {
         hot: Box<kura_signer::HotKey>,
         deposit: Xpriv,
+        lock: super::files::DirLock,
     },
     Remote(signing::client::Client),
 }
@@ -302,6 +306,7 @@ impl SignerKeys {
     fn open(dir: &Path, socket: Option<&Path>, network: Network) -> Result<Descriptors> {
         match socket {
             None => {
+                let lock = signing::keys::lock_signer_dir(dir)?;
                 let hot = signing::keys::hot_key(dir, network, signing::keys::Missing::Create)?;
                 let deposit =
                     signing::keys::deposit_master(dir, network, signing::keys::Missing::Create)?;
@@ -311,6 +316,7 @@ impl SignerKeys {
                     keys: SignerKeys::Local {
                         hot: Box::new(hot),
                         deposit,
+                        lock,
                     },
                 })
             }
@@ -343,19 +349,22 @@ impl Descriptors {
         ours: Vec<String>,
         policy: kura_signer::Policy,
         dir: &Path,
-    ) -> Result<signing::HotSigner> {
+    ) -> Result<(signing::HotSigner, Option<super::files::DirLock>)> {
         Ok(match self.keys {
-            SignerKeys::Local { hot, deposit } => signing::HotSigner::Local(Box::new(
-                kura_signer::Signer::new(
-                    *hot,
-                    ours,
-                    vec![deposit],
-                    policy,
-                    &signing::keys::signer_dir(dir).join("velocity.log"),
-                )
-                .map_err(|e| anyhow!("starting the signer: {e}"))?,
-            )),
-            SignerKeys::Remote(client) => signing::HotSigner::Remote(client),
+            SignerKeys::Local { hot, deposit, lock } => (
+                signing::HotSigner::Local(Box::new(
+                    kura_signer::Signer::new(
+                        *hot,
+                        ours,
+                        vec![deposit],
+                        policy,
+                        &signing::keys::signer_dir(dir).join("velocity.log"),
+                    )
+                    .map_err(|e| anyhow!("starting the signer: {e}"))?,
+                )),
+                Some(lock),
+            ),
+            SignerKeys::Remote(client) => (signing::HotSigner::Remote(client), None),
         })
     }
 }
@@ -476,7 +485,7 @@ impl Custody {
                     .collect::<Vec<_>>()
             })
             .map_err(|e| anyhow!("{e}"))?;
-        let signer = keys.signer(ours, config.signer_policy, dir)?;
+        let (signer, signer_lock) = keys.signer(ours, config.signer_policy, dir)?;
         let payout = super::payout::Payout::new(
             signer,
             config.payout,
@@ -520,6 +529,7 @@ impl Custody {
             control,
             thread: Some(thread),
             devnet,
+            _signer_lock: signer_lock,
         }))
     }
 

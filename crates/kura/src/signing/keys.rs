@@ -16,6 +16,20 @@ pub fn signer_dir(data: &Path) -> std::path::PathBuf {
     data.join("signer")
 }
 
+/// Create `DIR/signer/` (mode 0700) if needed and take its lock: one process at a time
+/// holds the signer's secrets and appends to its velocity record, whether that is
+/// `kura signer serve` or a node signing in process.
+pub fn lock_signer_dir(data: &Path) -> Result<crate::server::files::DirLock> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = signer_dir(data);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    crate::server::files::DirLock::acquire(&dir)
+}
+
 /// The deposit wallet's account path (BIP-84 on a test network / mainnet).
 fn account_path(network: Network) -> &'static str {
     if network == Network::Bitcoin {

@@ -71,15 +71,7 @@ impl Service {
     /// the journal.
     pub fn open(config: &ServiceConfig) -> Result<Service> {
         let dir = keys::signer_dir(&config.data);
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let lock = DirLock::acquire(&dir)?;
+        let lock = keys::lock_signer_dir(&config.data)?;
         let hot = keys::hot_key(&config.data, config.network, keys::Missing::Create)?;
         let deposit = keys::deposit_master(&config.data, config.network, keys::Missing::Create)?;
         let hot_descriptor = keys::hot_descriptor_of(&hot)?;

@@ -319,3 +319,27 @@ fn a_separate_signer_past_its_cap_refuses_the_node_until_restarted_with_room() {
     ex.stop().expect("stop");
     drop(signer);
 }
+
+/// A node that signs in process holds `DIR/signer/`'s lock: a `kura signer serve` on
+/// the same directory refuses to start while it runs (two processes would otherwise
+/// hold the hot key and append to one velocity record), and starts once it stopped.
+#[test]
+fn a_node_signing_in_process_keeps_a_separate_signer_off_its_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = |data: &Path| kura::signing::service::ServiceConfig {
+        data: data.to_path_buf(),
+        socket: data.join("signer").join("signer.sock"),
+        network: Network::Regtest,
+        policy: kura_signer::Policy::default(),
+    };
+    let ex = Exchange::open(config(dir.path()), |_| {}).expect("open");
+    let refused = kura::signing::service::Service::open(&service(dir.path()))
+        .expect_err("the signer started beside a node signing in process");
+    assert!(
+        format!("{refused:#}").contains("in use by another kura process"),
+        "{refused:#}"
+    );
+    ex.stop().expect("stop");
+    kura::signing::service::Service::open(&service(dir.path()))
+        .expect("the signer starts once the node stopped");
+}
