@@ -118,6 +118,19 @@ fn print_status(s: &Value, out: &mut dyn Write) -> Result<()> {
             "last error   {}",
             chain["last_error"].as_str().unwrap_or("none")
         )?;
+        let signer = &chain["signer"];
+        match signer["kind"].as_str() {
+            Some("separate") => writeln!(
+                out,
+                "signer       a separate process (kura signer serve) at {}",
+                text(&signer["socket"])
+            )?,
+            Some("in_process") => writeln!(
+                out,
+                "signer       in this node's process (keys in its data directory's signer/)"
+            )?,
+            _ => {}
+        }
         writeln!(
             out,
             "unconfirmed  {} deposit(s), {} (credited at {} confirmations)",
@@ -246,6 +259,36 @@ mod tests {
             Some(u128::MAX)
         );
         assert_eq!(minor(&Value::Null), None);
+    }
+
+    #[test]
+    fn names_the_signer_the_node_uses() {
+        let with = |signer: Value| {
+            let status = serde_json::json!({
+                "asset": "BTC", "scale": 8, "wallets": [], "descriptors": [],
+                "holdings": null, "liabilities_sat": 0, "reconciliation": null,
+                "withdrawals_halted": null, "batches": [], "withdrawals": {},
+                "chain": {"source": "devnet", "network": "regtest", "tip_height": 5,
+                          "tip_hash": "00aa", "followed_height": 5, "followed_hash": "00aa",
+                          "synced": true, "last_error": null, "confirmations_required": 3,
+                          "unconfirmed_deposits": 0, "unconfirmed_deposits_sat": 0,
+                          "signer": signer},
+            });
+            let mut buf = Vec::new();
+            print_status(&status, &mut buf).expect("print");
+            String::from_utf8(buf).expect("utf-8")
+        };
+        let separate = with(serde_json::json!({"kind": "separate", "socket": "/d/signer.sock"}));
+        assert!(
+            separate
+                .contains("signer       a separate process (kura signer serve) at /d/signer.sock"),
+            "{separate}"
+        );
+        let local = with(serde_json::json!({"kind": "in_process"}));
+        assert!(
+            local.contains("signer       in this node's process"),
+            "{local}"
+        );
     }
 
     #[test]

@@ -962,6 +962,10 @@ fn chain_status(source: &str, v: &CustodyView) -> ChainStatus {
             "confirmations_required": v.params.confirmations,
             "unconfirmed_deposits": pending,
             "unconfirmed_deposits_sat": big(pending_sat),
+            "signer": match &v.signer_socket {
+                Some(socket) => json!({"kind": "separate", "socket": socket.display().to_string()}),
+                None => json!({"kind": "in_process"}),
+            },
         }),
         by_wallet,
         holdings_sat: v.watcher.holdings_sat(),
