@@ -486,14 +486,7 @@ impl Custody {
             })
             .map_err(|e| anyhow!("{e}"))?;
         let (signer, signer_lock) = keys.signer(ours, config.signer_policy, dir)?;
-        let payout = super::payout::Payout::new(
-            signer,
-            config.payout,
-            network,
-            asset,
-            dir.join("signer").join("outbox"),
-            dir.join("custody").join("refills"),
-        )?;
+        let payout = super::payout::Payout::new(signer, config.payout, network, asset, dir)?;
         let params = PlanParams {
             asset,
             confirmations: config.confirmations.max(1),

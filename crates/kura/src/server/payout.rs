@@ -8,7 +8,7 @@
 //!    change index, the fee and the txid — before anything is signed;
 //! 3. the signer checks the PSBT against exactly that record and its own velocity caps,
 //!    and signs;
-//! 4. the signed transaction is written to `DIR/signer/outbox/<batch>.tx` (fsynced) and
+//! 4. the signed transaction is written to `DIR/custody/outbox/<batch>.tx` (fsynced) and
 //!    broadcast.
 //!
 //! A crash at any point is safe: before step 2 nothing happened; after it the batch is
@@ -268,7 +268,12 @@ pub struct Payout {
     config: PayoutConfig,
     network: Network,
     asset: AssetId,
+    /// Signed transactions kept until they are on the network: `<batch>.tx`
+    /// (`DIR/custody/outbox/`).
     outbox: PathBuf,
+    /// Where nodes before 2026-11-25 kept them (`DIR/signer/outbox/`, which is now
+    /// the signer's alone): still read, never written.
+    legacy_outbox: PathBuf,
     /// Where refill PSBTs wait for the offline ceremony: `<batch>.psbt`.
     refills: PathBuf,
     last_batch: Option<Instant>,
@@ -300,9 +305,10 @@ impl Payout {
         config: PayoutConfig,
         network: Network,
         asset: AssetId,
-        outbox: PathBuf,
-        refills: PathBuf,
+        data: &std::path::Path,
     ) -> Result<Payout> {
+        let outbox = data.join("custody").join("outbox");
+        let refills = data.join("custody").join("refills");
         std::fs::create_dir_all(&outbox)
             .with_context(|| format!("creating the outbox {}", outbox.display()))?;
         std::fs::create_dir_all(&refills)
@@ -313,6 +319,7 @@ impl Payout {
             network,
             asset,
             outbox,
+            legacy_outbox: data.join("signer").join("outbox"),
             refills,
             last_batch: None,
             psbts: HashMap::new(),
@@ -329,8 +336,13 @@ impl Payout {
         write_synced(&self.outbox_file(batch), serialize_hex(tx).as_bytes())
     }
 
+    /// The kept signed transaction of `batch`: from the outbox, or else from the
+    /// legacy outbox.
     fn kept(&self, batch: u64) -> Option<Transaction> {
-        let text = std::fs::read_to_string(self.outbox_file(batch)).ok()?;
+        let file = format!("{batch}.tx");
+        let text = std::fs::read_to_string(self.outbox.join(&file))
+            .or_else(|_| std::fs::read_to_string(self.legacy_outbox.join(&file)))
+            .ok()?;
         deserialize_hex(text.trim()).ok()
     }
 

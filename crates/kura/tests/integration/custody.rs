@@ -547,7 +547,7 @@ fn a_batch_journaled_but_never_kept_is_rebuilt_from_the_books_after_a_restart() 
     let recorded = first_txid_of_batch_0(&ex);
     drop(devnet);
     ex.stop().expect("stop");
-    let kept = dir.path().join("signer").join("outbox").join("0.tx");
+    let kept = dir.path().join("custody").join("outbox").join("0.tx");
     std::fs::remove_file(&kept).expect("the signed transaction was kept in the outbox");
 
     let ex = Exchange::open(config(dir.path()), |_| {}).expect("reopen");
