@@ -99,16 +99,50 @@ const UNSIGNED_ORDER: &str = "POST /api/v3/order HTTP/1.1\r\nHost: kura\r\n\
     Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\n\r\n\
     symbol=BTCJPY&side=BUY&x";
 
-#[test]
-fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped() {
+/// A served node (in a new directory) with these admission limits.
+fn serve_with(limits: Limits) -> (tempfile::TempDir, crate::node_common::Served) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = ServerConfig::new(dir.path());
-    config.api.limits = Limits {
+    config.api.limits = limits;
+    let served = serve(config);
+    (dir, served)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// A WebSocket upgrade from `from`: the connection, or the refusal's HTTP status
+/// (`None`: no answer, the connection was reset or its SYNs dropped).
+async fn upgrade(from: Ipv4Addr, to: SocketAddr) -> Result<Ws, Option<u16>> {
+    let stream = try_connect(from, to).await.map_err(|_| None)?;
+    match tokio_tungstenite::client_async(format!("ws://{to}/ws"), stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(Some(r.status().as_u16())),
+        Err(_) => Err(None),
+    }
+}
+
+/// The reason of the close frame that ends `ws` (waiting at most 30 s).
+async fn close_reason(ws: &mut Ws) -> Option<String> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(message) = ws.next().await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = message {
+                return frame.map(|f| f.reason.to_string());
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed in time")
+}
+
+#[test]
+fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped() {
+    let (_dir, s) = serve_with(Limits {
         failures_before_ban: 3,
         connections_per_address: 4,
         ..Limits::default()
-    };
-    let s = serve(config);
+    });
     let addr = s.addr;
     s.runtime.block_on(async {
         // Three unsigned orders are answered 401; the fourth bans the address, and its
@@ -163,14 +197,11 @@ fn forged_requests_get_an_address_refused_at_accept_and_connections_are_capped()
 
 #[test]
 fn the_kernel_drops_a_banned_address_until_its_ban_ends() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(dir.path());
-    config.api.limits = Limits {
+    let (_dir, s) = serve_with(Limits {
         failures_before_ban: 1,
         ban_first_ms: 3_000,
         ..Limits::default()
-    };
-    let s = serve(config);
+    });
     let addr = s.addr;
     s.runtime.block_on(async {
         let forger = Ipv4Addr::new(127, 9, 1, 1);
@@ -207,59 +238,34 @@ fn the_kernel_drops_a_banned_address_until_its_ban_ends() {
 
 #[test]
 fn websocket_connections_closed_for_breaking_the_rules_ban_their_address() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = ServerConfig::new(dir.path());
-    config.api.limits = Limits {
+    let (_dir, s) = serve_with(Limits {
         failures_before_ban: 2,
         ws_connections_per_5m: 6,
         ..Limits::default()
-    };
-    let s = serve(config);
+    });
     let addr = s.addr;
     s.runtime.block_on(async {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
-        let upgrade = |from: Ipv4Addr| async move {
-            let stream = try_connect(from, addr).await.map_err(|_| None)?;
-            match tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await {
-                Ok((ws, _)) => Ok(ws),
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-                    Err(Some(r.status().as_u16()))
-                }
-                Err(_) => Err(None),
-            }
-        };
-        let close_reason = |mut ws: tokio_tungstenite::WebSocketStream<TcpStream>| async move {
-            tokio::time::timeout(std::time::Duration::from_secs(30), async move {
-                while let Some(message) = ws.next().await {
-                    if let Ok(Message::Close(frame)) = message {
-                        return frame.map(|f| f.reason.to_string());
-                    }
-                }
-                None
-            })
-            .await
-            .expect("closed in time")
-        };
 
         // New connections per window: six are allowed from one address, even when
         // none is held any more; the seventh is refused.
         let counted = Ipv4Addr::new(127, 9, 2, 1);
         for _ in 0..6 {
-            let mut ws = upgrade(counted).await.expect("upgraded");
+            let mut ws = upgrade(counted, addr).await.expect("upgraded");
             ws.close(None).await.expect("closed");
         }
-        assert_eq!(upgrade(counted).await.err(), Some(Some(429)));
+        assert_eq!(upgrade(counted, addr).await.err(), Some(Some(429)));
 
         // Connections closed for sending too many messages: offences of their address.
         let rude = Ipv4Addr::new(127, 9, 2, 2);
-        let quiet = upgrade(rude).await.expect("upgraded");
+        let mut quiet = upgrade(rude, addr).await.expect("upgraded");
         for round in 0..3 {
-            let mut ws = upgrade(rude).await.expect("upgraded");
+            let mut ws = upgrade(rude, addr).await.expect("upgraded");
             let reason = loop {
                 let ping = r#"{"method":"LIST_SUBSCRIPTIONS","id":1}"#;
                 if ws.send(Message::text(ping)).await.is_err() {
-                    break close_reason(ws).await;
+                    break close_reason(&mut ws).await;
                 }
                 if let Some(Ok(Message::Close(frame))) = ws.next().await {
                     break frame.map(|f| f.reason.to_string());
@@ -274,11 +280,11 @@ fn websocket_connections_closed_for_breaking_the_rules_ban_their_address() {
         // The third offence banned the address: the connection it still held is closed
         // and its next attempts are dropped.
         assert_eq!(
-            close_reason(quiet).await.as_deref(),
+            close_reason(&mut quiet).await.as_deref(),
             Some("this address is banned")
         );
         until_unanswered(rude, addr).await;
-        upgrade(Ipv4Addr::new(127, 9, 2, 3))
+        upgrade(Ipv4Addr::new(127, 9, 2, 3), addr)
             .await
             .expect("another address");
     });
@@ -287,33 +293,21 @@ fn websocket_connections_closed_for_breaking_the_rules_ban_their_address() {
 
 #[test]
 fn a_storm_of_websocket_upgrades_over_the_limit_is_banned_and_then_reset_at_accept() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = serve(ServerConfig::new(dir.path()));
+    let (_dir, s) = serve_with(Limits::default());
     let addr = s.addr;
     s.runtime.block_on(async {
         let storm = Ipv4Addr::new(127, 9, 0, 4);
-        // An upgrade: the connection, or the refusal's HTTP status (`None`: reset).
-        let upgrade = |from: Ipv4Addr| async move {
-            let stream = try_connect(from, addr).await.map_err(|_| None)?;
-            match tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await {
-                Ok((ws, _)) => Ok(ws),
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-                    Err(Some(r.status().as_u16()))
-                }
-                Err(_) => Err(None),
-            }
-        };
         // The address holds as many WebSocket connections as the limit allows …
         let mut held = Vec::new();
         for _ in 0..kura_api::ws::WsConfig::default().connections_per_ip_max {
-            held.push(upgrade(storm).await.expect("upgraded"));
+            held.push(upgrade(storm, addr).await.expect("upgraded"));
         }
         // … then each further upgrade is refused with 429, and past the allowed
         // failures the address is banned: its next connections are reset at accept.
         let mut refusals = 0;
         let mut reset = false;
         for _ in 0..Limits::default().failures_before_ban + 5 {
-            match upgrade(storm).await {
+            match upgrade(storm, addr).await {
                 Err(Some(status)) => {
                     assert_eq!(status, 429);
                     refusals += 1;
@@ -329,21 +323,13 @@ fn a_storm_of_websocket_upgrades_over_the_limit_is_banned_and_then_reset_at_acce
         assert_eq!(refusals, Limits::default().failures_before_ban + 1);
         // The ban also ends the connections the address already held.
         for ws in held.iter_mut().take(3) {
-            let reason = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-                use futures_util::StreamExt;
-                while let Some(message) = ws.next().await {
-                    if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = message {
-                        return frame.map(|f| f.reason.to_string());
-                    }
-                }
-                None
-            })
-            .await
-            .expect("closed in time");
-            assert_eq!(reason.as_deref(), Some("this address is banned"));
+            assert_eq!(
+                close_reason(ws).await.as_deref(),
+                Some("this address is banned")
+            );
         }
         // Another address still upgrades.
-        upgrade(Ipv4Addr::new(127, 9, 0, 5))
+        upgrade(Ipv4Addr::new(127, 9, 0, 5), addr)
             .await
             .expect("another address");
         drop(held);
@@ -371,8 +357,7 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
 
 #[test]
 fn market_data_runs_below_order_entry() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = serve(ServerConfig::new(dir.path()));
+    let (_dir, s) = serve_with(Limits::default());
     let addr = s.addr;
     s.runtime.block_on(async {
         let stream = connect(Ipv4Addr::new(127, 9, 0, 6), addr).await;
