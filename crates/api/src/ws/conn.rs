@@ -450,7 +450,6 @@ pub(crate) async fn run<B: Backend>(
     session.leave();
 }
 
-/// The next ban of the feed, or never without one.
 /// Incoming-message budget: `rate` tokens, refilled at `rate` per second.
 #[derive(Debug)]
 struct TokenBucket {

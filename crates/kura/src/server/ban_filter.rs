@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// The kernel's limit on a classic BPF program's length (`BPF_MAXINSNS`).
 pub const MAX_INSTRUCTIONS: usize = 4096;
@@ -225,16 +225,19 @@ async fn run(
         }
         let next_end = bans.values().min().copied();
         let wait = next_end.map(|end| std::time::Duration::from_millis(end.saturating_sub(now)));
+        // One ban (or, for a follower that fell behind, every ban in force).
+        let take = |bans: &mut HashMap<IpAddr, u64>, got: Option<IpAddr>| match got {
+            Some(ip) => {
+                if let Some(end) = limiter.ban_end(ip, now_ms()) {
+                    bans.insert(ip, end);
+                }
+            }
+            None => *bans = limiter.bans_in_force(now_ms()).into_iter().collect(),
+        };
         tokio::select! {
             got = feed.recv() => match got {
-                Ok(ip) => {
-                    if let Some(end) = limiter.ban_end(ip, now_ms()) {
-                        bans.insert(ip, end);
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    bans = limiter.bans_in_force(now_ms()).into_iter().collect();
-                }
+                Ok(ip) => take(&mut bans, Some(ip)),
+                Err(RecvError::Lagged(_)) => take(&mut bans, None),
                 Err(RecvError::Closed) => return,
             },
             () = sleep_or_forever(wait) => {}
@@ -242,14 +245,8 @@ async fn run(
         // Take every ban already waiting before rebuilding the program once.
         loop {
             match feed.try_recv() {
-                Ok(ip) => {
-                    if let Some(end) = limiter.ban_end(ip, now_ms()) {
-                        bans.insert(ip, end);
-                    }
-                }
-                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
-                    bans = limiter.bans_in_force(now_ms()).into_iter().collect();
-                }
+                Ok(ip) => take(&mut bans, Some(ip)),
+                Err(TryRecvError::Lagged(_)) => take(&mut bans, None),
                 Err(_) => break,
             }
         }
