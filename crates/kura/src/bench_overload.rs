@@ -97,7 +97,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// Source addresses by role (see the module documentation).
 const HONEST_NET: u32 = 0x7F01_0000;
@@ -117,9 +117,15 @@ const WINDOW_MIN_SAMPLES: usize = 20;
 const ATTACK_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an honest client waits for a new connection.
 const HONEST_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an honest request may wait for its whole answer. A client whose address is
+/// banned while its connection is half open (its SYN answered, the rest dropped by the
+/// kernel filter) would otherwise wait for ever.
+const HONEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an attacker waits for a connection before trying again (the kernel's first
 /// SYN retransmission is after 1 s).
 const ATTACK_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Kinds of maximum-size request the oversized attackers send in turn.
+const OVERSIZED_VARIANTS: u64 = 6;
 /// A status outside 100..=599 (kept in its own bucket).
 const STATUS_SLOTS: usize = 600;
 
@@ -217,6 +223,11 @@ pub struct OverloadArgs {
     /// attack, which attackers on other machines do not.
     #[arg(long)]
     attackers_at_normal_priority: bool,
+    /// Also write every honest sample to this CSV file (planned time from the start of
+    /// the honest load, phase, order-ack and cancel latency in µs), to see where in a
+    /// phase its tail comes from.
+    #[arg(long)]
+    samples: Option<PathBuf>,
 }
 
 /// A one-thread runtime for attack traffic: under `SCHED_IDLE` unless `normal`.
@@ -408,16 +419,17 @@ impl Honest {
             return (0, Bytes::new());
         };
         let client = &self.clients[from % self.clients.len()];
-        match client.request(req).await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                match resp.into_body().collect().await {
-                    Ok(body) => (status, body.to_bytes()),
-                    Err(_) => (0, Bytes::new()),
-                }
-            }
-            Err(_) => (0, Bytes::new()),
-        }
+        let answer = async {
+            let resp = client.request(req).await.ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.ok()?;
+            Some((status, body.to_bytes()))
+        };
+        tokio::time::timeout(HONEST_REQUEST_TIMEOUT, answer)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or((0, Bytes::new()))
     }
 
     /// Place honest order `k` from address `from`, then cancel it once acknowledged.
@@ -544,6 +556,33 @@ fn p99_by_second(log: &Log, from_ns: u64, to_ns: u64) -> Vec<u64> {
             v.get(i).map_or(0, |ns| ns / 1_000)
         })
         .collect()
+}
+
+/// Every honest sample as CSV, with its phase (`attack`: planned in
+/// `[attack_from, attack_to)`).
+fn write_samples(
+    path: &std::path::Path,
+    log: &Log,
+    attack_from: u64,
+    attack_to: u64,
+) -> Result<()> {
+    let mut out = String::from("planned_us,phase,order_ack_us,cancel_ack_us\n");
+    for s in &log.samples {
+        let phase = match s.planned_ns {
+            t if t < attack_from => "before",
+            t if t < attack_to => "attack",
+            _ => "after",
+        };
+        let cancel = s
+            .cancel
+            .map_or(String::new(), |(ns, _)| (ns / 1_000).to_string());
+        out.push_str(&format!(
+            "{},{phase},{},{cancel}\n",
+            s.planned_ns / 1_000,
+            s.place_ns / 1_000
+        ));
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Honest figures of the orders planned in `[from_ns, to_ns)`.
@@ -760,9 +799,25 @@ struct Forge {
     host: String,
     /// A real key id of an attacker's own account (badly signed requests use it).
     key: String,
+    /// The maximum-size requests, built once: the generators share the server's CPUs,
+    /// and rebuilding megabytes per request would take CPU time from the server that
+    /// attackers on other machines do not.
+    oversized: Vec<Bytes>,
 }
 
 impl Forge {
+    fn new(host: String, key: String) -> Forge {
+        let mut forge = Forge {
+            host,
+            key,
+            oversized: Vec::new(),
+        };
+        forge.oversized = (0..OVERSIZED_VARIANTS)
+            .map(|i| Bytes::from(forge.build_oversized(i)))
+            .collect();
+        forge
+    }
+
     fn order_form() -> String {
         format!(
             "symbol={SYMBOL}&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.00100\
@@ -797,11 +852,18 @@ impl Forge {
         )
     }
 
-    /// The `i`-th maximum-size request (six variants, in turn).
-    fn oversized(&self, i: u64) -> Vec<u8> {
+    /// The `i`-th maximum-size request (the variants in turn).
+    fn oversized(&self, i: u64) -> Bytes {
+        let n = self.oversized.len().max(1) as u64;
+        let i = usize::try_from(i % n).unwrap_or(0);
+        self.oversized.get(i).cloned().unwrap_or_default()
+    }
+
+    /// Maximum-size request variant `i`.
+    fn build_oversized(&self, i: u64) -> Vec<u8> {
         let key = format!("X-MBX-APIKEY: {}\r\n", self.key);
         let pad = |n: usize| format!("pad={}", "a".repeat(n.saturating_sub(4)));
-        match i % 6 {
+        match i {
             // A body exactly at the limit, and one byte beyond.
             0 => self.post("/api/v3/order", &key, pad(MAX_BODY_LEN).as_bytes()),
             1 => self.post("/api/v3/order", &key, pad(MAX_BODY_LEN + 1).as_bytes()),
@@ -924,14 +986,20 @@ async fn attacker(
         loop {
             let due = start + interval.saturating_mul(u32::try_from(sent).unwrap_or(u32::MAX));
             tokio::time::sleep_until(due).await;
-            let mut batch = Vec::new();
-            for j in 0..depth {
-                batch.extend(match kind {
-                    Kind::Unsigned => forge.unsigned(),
-                    Kind::BadSignature => forge.bad_signature(),
-                    Kind::Oversized => forge.oversized(sent + j as u64),
-                });
-            }
+            let batch = match kind {
+                Kind::Oversized => forge.oversized(sent),
+                Kind::Unsigned | Kind::BadSignature => {
+                    let mut batch = Vec::new();
+                    for _ in 0..depth {
+                        batch.extend(if kind == Kind::Unsigned {
+                            forge.unsigned()
+                        } else {
+                            forge.bad_signature()
+                        });
+                    }
+                    Bytes::from(batch)
+                }
+            };
             let n = depth as u64;
             sent += n;
             stats.sent.fetch_add(n, Ordering::Relaxed);
@@ -1018,13 +1086,36 @@ fn every_stream() -> String {
     names.join("/")
 }
 
+/// What every storm connection sends, built once (the generators share the server's
+/// CPUs): its URL, naming every stream, and a SUBSCRIBE to more streams than allowed.
+struct StormScript {
+    url: String,
+    subscribe: Utf8Bytes,
+}
+
+impl StormScript {
+    fn new(server: SocketAddr) -> StormScript {
+        let too_many: Vec<String> = (0..1_100).map(|i| format!("x{i}jpy@trade")).collect();
+        StormScript {
+            url: format!("ws://{server}/stream?streams={}", every_stream()),
+            subscribe: json!({"method": "SUBSCRIBE", "params": too_many, "id": 1})
+                .to_string()
+                .into(),
+        }
+    }
+}
+
 /// One storm connection after another from `local`: upgrade, ask for more streams than
 /// allowed, then either send faster than the message-rate limit (`flood`) or never
 /// read. Runs until aborted.
-async fn storm(local: Ipv4Addr, server: SocketAddr, flood: bool, stats: Arc<Mutex<StormStats>>) {
-    let url = format!("ws://{server}/stream?streams={}", every_stream());
-    let too_many: Vec<String> = (0..1_100).map(|i| format!("x{i}jpy@trade")).collect();
-    let subscribe = json!({"method": "SUBSCRIBE", "params": too_many, "id": 1}).to_string();
+async fn storm(
+    local: Ipv4Addr,
+    server: SocketAddr,
+    flood: bool,
+    script: Arc<StormScript>,
+    stats: Arc<Mutex<StormStats>>,
+) {
+    let StormScript { url, subscribe } = &*script;
     loop {
         lock(&stats).attempts += 1;
         let stream = match attack_connect(connect_abortive_from(local, server)).await {
@@ -1463,10 +1554,7 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
     let (rss_before, _) = rss_kib();
 
     // 3. The flood.
-    let forge = Arc::new(Forge {
-        host: server.to_string(),
-        key: attacker_key,
-    });
+    let forge = Arc::new(Forge::new(server.to_string(), attacker_key));
     let connections_per_kind: BTreeMap<&str, u64> = Kind::ALL
         .iter()
         .map(|k| {
@@ -1511,12 +1599,14 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
         }
     }
     let mut storms: Vec<JoinHandle<()>> = Vec::new();
+    let script = Arc::new(StormScript::new(server));
     for i in 0..a.storm_addresses {
         for c in 0..a.storm_connections {
             storms.push(storm_rt.spawn(storm(
                 addr(STORM_NET, i as usize),
                 server,
                 c.is_multiple_of(4),
+                Arc::clone(&script),
                 Arc::clone(&storm_stats),
             )));
         }
@@ -1543,6 +1633,9 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
     let base_from = nanos(a.warmup_secs);
     let attack_from = nanos(attack_start.saturating_duration_since(origin));
     let attack_to = nanos(attack_stop.saturating_duration_since(origin));
+    if let Some(path) = &a.samples {
+        write_samples(path, &lock(&log), attack_from, attack_to)?;
+    }
     let (baseline_json, base_p99, base_p999) = phase(&lock(&log), base_from, attack_from)?;
     let band = base_p99.saturating_mul(3) / 2;
     let deadline = attack_stop + a.recovery_max_secs;
