@@ -37,7 +37,7 @@
 //! - **Forged and oversized requests ban sooner.** A request refused for its
 //!   credentials (no API key, a malformed or unknown key, a bad signature) or for its
 //!   size (413, 414) counts as a failure of its address; past
-//!   [`Limits::failures_before_ban`] (20) in one window the address is banned on the
+//!   [`Limits::failures_before_ban`] (10) in one window the address is banned on the
 //!   spot, with the same ladder. WebSocket upgrades refused over the per-address
 //!   limits (300 held at once, [`Limits::ws_connections_per_5m`] new ones per 5
 //!   minutes) count the same way, and so does a WebSocket connection closed for
@@ -113,7 +113,7 @@ use crate::errors::Failure;
 use crate::http::{Fail, Offence};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, HashMap};
@@ -138,11 +138,16 @@ pub const OFFENDER_MEMORY_MS: u64 = 24 * 60 * 60 * 1_000;
 /// 429s an address may receive in one window before the next refusal bans it.
 pub const REFUSALS_BEFORE_BAN: u32 = 10;
 /// Failed authentications (no key, a malformed or unknown key, a bad signature) and
-/// oversized requests an address may send in one window before it is banned.
-pub const FAILURES_BEFORE_BAN: u32 = 20;
+/// oversized requests an address may send in one window before it is banned. A client
+/// with a wrong secret learns it from the first answer; every forged request before the
+/// ban is work the server does for an attacker.
+pub const FAILURES_BEFORE_BAN: u32 = 10;
 /// Connections one address may hold open at once (above the WebSocket limit per
 /// address, so that limit answers first with its 429).
 pub const CONNECTIONS_PER_ADDRESS: u32 = 512;
+/// How long an address counts as a customer's after a correctly signed request from it:
+/// one hour.
+pub const CUSTOMER_MEMORY_MS: u64 = 60 * 60 * 1_000;
 /// Binance: new WebSocket connections one address may open per 5 minutes. More are
 /// refused with 429, and each refusal counts toward a ban like a forged request.
 pub const WS_CONNECTIONS_PER_5M: u32 = 300;
@@ -193,7 +198,7 @@ pub struct Limits {
     /// A ban within this long of the end of the previous one doubles (default 1 day).
     pub offender_memory_ms: u64,
     /// Failed authentications and oversized requests an address may send in one
-    /// window; the next one bans it (default 20: a client with a wrong secret learns
+    /// window; the next one bans it (default 10: a client with a wrong secret learns
     /// from the first answer; a flood of forgeries is cut off after a handful).
     pub failures_before_ban: u32,
     /// Connections one address may hold open; more are closed as soon as they are
@@ -202,6 +207,10 @@ pub struct Limits {
     /// New WebSocket connections one address may open per 5-minute window (default
     /// 300, Binance's). Refusals count toward a ban as forged requests do.
     pub ws_connections_per_5m: u32,
+    /// How long after its last correctly signed request an address counts as a
+    /// customer's (default one hour): the server serves a customer's new connections
+    /// ahead of strangers' when it is short of CPU.
+    pub customer_memory_ms: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed (default none): a request
     /// whose peer is one of them is counted, banned and journaled under the address
     /// the header gives, read from the right past any further trusted proxy. From any
@@ -226,6 +235,7 @@ impl Limits {
         failures_before_ban: FAILURES_BEFORE_BAN,
         connections_per_address: CONNECTIONS_PER_ADDRESS,
         ws_connections_per_5m: WS_CONNECTIONS_PER_5M,
+        customer_memory_ms: CUSTOMER_MEMORY_MS,
         trusted_proxies: Vec::new(),
         ip_table_max: IP_TABLE_MAX,
         key_table_max: KEY_TABLE_MAX,
@@ -514,6 +524,9 @@ struct IpState {
     ws_connections: Window,
     /// Bans that still count for doubling.
     bans: u32,
+    /// Until when the address counts as a customer's (a correctly signed request came
+    /// from it less than [`Limits::customer_memory_ms`] before).
+    customer_until_ms: u64,
 }
 
 impl IpState {
@@ -528,6 +541,7 @@ impl IpState {
         self.weight.count_at(now_ms, MINUTE_MS) == 0
             && self.ws_connections.count_at(now_ms, FIVE_MINUTES_MS) == 0
             && now_ms >= self.banned_until_ms
+            && now_ms >= self.customer_until_ms
             && !self.remembered(now_ms, limits)
     }
 
@@ -736,6 +750,23 @@ impl Limiter {
         true
     }
 
+    /// Record a correctly signed request from `ip` at `now_ms`: the address counts as a
+    /// customer's for [`Limits::customer_memory_ms`].
+    pub fn vouch(&self, ip: IpAddr, now_ms: u64) {
+        let until_ms = now_ms.saturating_add(self.limits.customer_memory_ms);
+        let mut ips = lock(&self.ips);
+        let state = ips.touch(client_key(ip), IpState::default);
+        state.customer_until_ms = state.customer_until_ms.max(until_ms);
+    }
+
+    /// Whether `ip` counts as a customer's at `now_ms` ([`Limiter::vouch`]), and is not
+    /// banned.
+    pub fn is_customer(&self, ip: IpAddr, now_ms: u64) -> bool {
+        lock(&self.ips)
+            .get_mut(&client_key(ip))
+            .is_some_and(|s| now_ms < s.customer_until_ms && now_ms >= s.banned_until_ms)
+    }
+
     /// Whether `ip` is banned at `now_ms` (for refusing its connections at once).
     pub fn banned(&self, ip: IpAddr, now_ms: u64) -> bool {
         self.ban_end(ip, now_ms).is_some()
@@ -872,6 +903,34 @@ fn set_order_counts(response: &mut Response, counts: OrderCounts) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// Which of the server's lanes a connection is served on, when the server has two (a
+/// request extension the server sets per connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The server's own runtime: connections from customers' addresses
+    /// ([`Limiter::is_customer`]) and trusted proxies.
+    Customer,
+    /// A runtime at a lower priority: every other connection. A correctly signed
+    /// request on it is answered with `Connection: close`, so that the customer's next
+    /// connection is served on [`Lane::Customer`].
+    Guest,
+}
+
+/// Set by authentication when a request's signature is correct (a request extension
+/// admission installs, and reads once the handler has answered).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Vouch(Arc<std::sync::atomic::AtomicBool>);
+
+impl Vouch {
+    pub(crate) fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The client of a request from `peer` with these headers: `peer` itself, unless it is
 /// a trusted proxy; then the rightmost address of `X-Forwarded-For` (all of its
 /// headers, in order) that is not a trusted proxy, or the leftmost if all are. A
@@ -926,6 +985,9 @@ pub(crate) async fn admit<B: Backend>(
     };
     let ip = client_ip(peer, &parts.headers, &gate.limiter.limits().trusted_proxies);
     parts.extensions.insert(ClientIp(ip));
+    let vouch = Vouch::default();
+    parts.extensions.insert(vouch.clone());
+    let lane = parts.extensions.get::<Lane>().copied();
     let path = parts.uri.path();
     let kind = RequestKind::of(&parts.method, path);
     let weight = request_weight(&parts.method, path, parts.uri.query().unwrap_or(""));
@@ -987,6 +1049,13 @@ pub(crate) async fn admit<B: Backend>(
     if failed {
         if let Some(until_ms) = limiter.count_failure(ip, gate.backend.now_ms()) {
             tracing::debug!(%ip, until_ms, "api: address banned for forged or oversized requests");
+            response = closing(response);
+        }
+    }
+    if vouch.is_set() {
+        limiter.vouch(ip, gate.backend.now_ms());
+        // A customer on the guest lane: its next connection takes the customers' lane.
+        if lane == Some(Lane::Guest) && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             response = closing(response);
         }
     }
@@ -1231,6 +1300,36 @@ mod tests {
         );
         assert_eq!(ban_ms(BAN_FIRST_MS, BAN_MAX_MS, u32::MAX), BAN_MAX_MS);
         assert_eq!(ban_ms(u64::MAX / 2 + 1, u64::MAX, 3), u64::MAX);
+    }
+
+    #[test]
+    fn a_signed_request_makes_its_address_a_customers_for_an_hour_unless_banned() {
+        let l = Limiter::new(Limits::default());
+        let v6 = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 7));
+        let v6_neighbour = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 8));
+        assert!(!l.is_customer(ip(1), T0));
+        l.vouch(ip(1), T0);
+        l.vouch(v6, T0);
+        assert!(l.is_customer(ip(1), T0));
+        assert!(!l.is_customer(ip(2), T0), "only the address that signed");
+        assert!(l.is_customer(v6_neighbour, T0), "an IPv6 /64 is one client");
+        assert!(l.is_customer(ip(1), T0 + CUSTOMER_MEMORY_MS - 1));
+        assert!(!l.is_customer(ip(1), T0 + CUSTOMER_MEMORY_MS));
+        // A customer's address is remembered while idle.
+        let state = IpState {
+            customer_until_ms: T0 + CUSTOMER_MEMORY_MS,
+            ..IpState::default()
+        };
+        assert!(!state.idle(T0 + 10 * MINUTE_MS, l.limits()));
+        assert!(state.idle(T0 + CUSTOMER_MEMORY_MS, l.limits()));
+        // A banned address is no customer's while its ban lasts.
+        l.vouch(ip(3), T0);
+        for _ in 0..=FAILURES_BEFORE_BAN {
+            l.count_failure(ip(3), T0);
+        }
+        assert!(l.banned(ip(3), T0));
+        assert!(!l.is_customer(ip(3), T0 + 1));
+        assert!(l.is_customer(ip(3), T0 + BAN_FIRST_MS));
     }
 
     #[test]

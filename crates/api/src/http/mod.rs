@@ -336,6 +336,8 @@ pub(crate) struct Req {
     api_key: Option<Vec<u8>>,
     ip: IpAddr,
     user_agent: String,
+    /// Told when the request's signature is correct (absent without admission).
+    vouch: Option<crate::limits::Vouch>,
 }
 
 impl<S: Send + Sync> FromRequest<S> for Req {
@@ -360,6 +362,7 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             .get(USER_AGENT)
             .map(|v| truncate_utf8(&String::from_utf8_lossy(v.as_bytes()), USER_AGENT_MAX))
             .unwrap_or_default();
+        let vouch = parts.extensions.get::<crate::limits::Vouch>().cloned();
         let body = axum::body::to_bytes(body, MAX_BODY_LEN)
             .await
             .map_err(|_| Fail::from(ParamError::TooLarge))?
@@ -370,6 +373,7 @@ impl<S: Send + Sync> FromRequest<S> for Req {
             api_key,
             ip,
             user_agent,
+            vouch,
         })
     }
 }
@@ -420,6 +424,9 @@ async fn authenticate<B: Backend>(
         permission,
         backend.now_ms(),
     )?;
+    if let Some(v) = &req.vouch {
+        v.set();
+    }
     // `authenticate` succeeded, so it found the record.
     let key_id = record.map(|r| r.number).ok_or(Failure::Internal)?;
     Ok(Caller {

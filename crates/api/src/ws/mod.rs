@@ -91,8 +91,11 @@ pub const SUBSCRIPTIONS_MAX: usize = 1024;
 pub const SEND_QUEUE_MAX: usize = 1024;
 /// Binance: 5 incoming messages per second per connection.
 pub const MESSAGES_PER_SECOND: u32 = 5;
-/// Binance: 300 connections per address (per 5 minutes there; at once here).
-pub const CONNECTIONS_PER_IP_MAX: usize = 300;
+/// Connections one address may hold open at once. Binance allows 300 new connections
+/// per address per 5 minutes ([`crate::limits::WS_CONNECTIONS_PER_5M`]); a trading
+/// client holds a few, and every connection a storm holds is one the fan-out feeds
+/// until its address is banned.
+pub const CONNECTIONS_PER_IP_MAX: usize = 100;
 /// Open WebSocket connections of the whole server.
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Largest incoming message (a SUBSCRIBE of 1024 long stream names fits).

@@ -671,3 +671,49 @@ async fn a_trusted_proxys_forwarded_address_is_the_client_and_nobody_elses_is() 
         other => panic!("{other:?}"),
     }
 }
+
+/// On the guest lane, the answer to a correctly signed request asks the client to
+/// reconnect (its next connection takes the customers' lane); no other answer does, and
+/// nothing on the customers' lane does.
+#[tokio::test]
+async fn a_correctly_signed_request_on_the_guest_lane_is_answered_connection_close() {
+    use kura_api::limits::Lane;
+    let mut t = setup(Limits::default());
+    let u = t.user();
+    let signed = |signature: Option<&str>, lane: Option<Lane>| {
+        let payload = format!("timestamp={NOW}&recvWindow=10000");
+        let signature = signature.map_or_else(|| u.secret.sign(payload.as_bytes()), str::to_owned);
+        let mut req = Request::get(format!("/api/v3/account?{payload}&signature={signature}"))
+            .header("X-MBX-APIKEY", u.key.as_str())
+            .body(Body::empty())
+            .unwrap();
+        if let Some(lane) = lane {
+            req.extensions_mut().insert(lane);
+        }
+        req
+    };
+    let closes = |r: &Resp| {
+        r.headers
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    };
+    let r = t.send(A, signed(None, Some(Lane::Guest))).await;
+    r.ok();
+    assert!(closes(&r), "{:?}", r.headers);
+    let r = t.send(A, signed(None, Some(Lane::Customer))).await;
+    r.ok();
+    assert!(!closes(&r), "{:?}", r.headers);
+    let r = t.send(A, signed(None, None)).await;
+    assert!(!closes(&r), "a server with one lane: {:?}", r.headers);
+    // A bad signature on the guest lane: refused, and the connection stays.
+    let bad = "0".repeat(64);
+    let r = t.send(B, signed(Some(&bad), Some(Lane::Guest))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(!closes(&r), "{:?}", r.headers);
+    // A public request on the guest lane is answered as any other.
+    let mut req = Request::get("/api/v3/time").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(Lane::Guest);
+    let r = t.send(C, req).await;
+    r.ok();
+    assert!(!closes(&r), "{:?}", r.headers);
+}

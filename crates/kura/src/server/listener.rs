@@ -101,8 +101,10 @@ impl Listener for GuardedListener {
                 return (
                     CountedStream {
                         stream,
-                        ip,
-                        open: Arc::clone(&self.open),
+                        _slot: OpenSlot {
+                            ip,
+                            open: Arc::clone(&self.open),
+                        },
                     },
                     addr,
                 );
@@ -125,11 +127,43 @@ impl Listener for GuardedListener {
 #[derive(Debug)]
 pub struct CountedStream {
     stream: TcpStream,
+    _slot: OpenSlot,
+}
+
+/// A [`CountedStream`] between two runtimes (see [`CountedStream::into_std`]).
+#[derive(Debug)]
+pub struct StdStream {
+    stream: std::net::TcpStream,
+    slot: OpenSlot,
+}
+
+impl CountedStream {
+    /// The connection, taken off this runtime's reactor (still counted).
+    pub fn into_std(self) -> io::Result<StdStream> {
+        let CountedStream { stream, _slot } = self;
+        Ok(StdStream {
+            stream: stream.into_std()?,
+            slot: _slot,
+        })
+    }
+
+    /// The connection, on the reactor of the runtime this is called on.
+    pub fn from_std(s: StdStream) -> io::Result<CountedStream> {
+        Ok(CountedStream {
+            stream: TcpStream::from_std(s.stream)?,
+            _slot: s.slot,
+        })
+    }
+}
+
+/// One open connection of an address, counted until dropped.
+#[derive(Debug)]
+struct OpenSlot {
     ip: IpAddr,
     open: OpenCounts,
 }
 
-impl Drop for CountedStream {
+impl Drop for OpenSlot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = open.get_mut(&self.ip) {

@@ -14,6 +14,7 @@ pub mod backend;
 pub mod ban_filter;
 pub mod custody;
 pub mod files;
+pub mod lanes;
 pub mod listener;
 pub mod payout;
 
@@ -57,6 +58,9 @@ pub struct ServerConfig {
     /// How often the server signs an audit checkpoint of its journal (`None`: never;
     /// `kura audit checkpoint` still can).
     pub audit_every: Option<Duration>,
+    /// Serve strangers' connections on the guest lane, at a lower priority than
+    /// customers' ([`lanes`]; on by default).
+    pub guest_lane: bool,
 }
 
 impl ServerConfig {
@@ -70,6 +74,7 @@ impl ServerConfig {
             custody: custody::CustodyConfig::default(),
             solvency: crate::solvency::Schedule::default(),
             audit_every: Some(Duration::from_secs(DEFAULT_AUDIT_EVERY_SECS)),
+            guest_lane: true,
         }
     }
 
@@ -330,25 +335,28 @@ impl Exchange {
             std::sync::Arc::clone(&limiter),
         );
         // Banned addresses and addresses over their connection cap are refused at
-        // accept; `tap_io` keeps axum's `ConnectInfo<SocketAddr>` for the guarded stream.
-        let listener = axum::serve::ListenerExt::tap_io(
-            listener::GuardedListener::new(listener, limiter, payout::now_ms),
-            |_| {},
-        );
-        let http = axum::serve(
+        // accept; customers' connections are served ahead of strangers'.
+        let listener = listener::GuardedListener::new(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait_true(stop_rx));
+            std::sync::Arc::clone(&limiter),
+            payout::now_ms,
+        );
+        let http = lanes::serve(
+            listener,
+            router,
+            limiter,
+            payout::now_ms,
+            self.config.guest_lane,
+            wait_true(stop_rx),
+        );
         let signal = tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let served = http.await.context("serving HTTP");
+        http.await;
         signal.abort();
         let admin_result = admin.await;
         files::remove_server_json(&dir);
-        served?;
         admin_result.map_err(|e| anyhow!("admin socket task: {e}"))??;
         Ok(())
     }

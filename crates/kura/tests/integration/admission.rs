@@ -374,3 +374,108 @@ fn market_data_runs_below_order_entry() {
     });
     shutdown(s);
 }
+
+/// A key for a new user of the served node in `dir`: (key, secret).
+async fn api_key(dir: &std::path::Path, name: &str) -> (String, String) {
+    use kura::server::admin::{call, Envelope, Request};
+    let dir = dir.to_path_buf();
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let admin = |request| {
+            call(
+                &dir,
+                &Envelope {
+                    operator: "ops-1".into(),
+                    request,
+                },
+            )
+        };
+        admin(Request::UserCreate { name: name.clone() }).expect("user");
+        let key = admin(Request::KeyCreate {
+            user: name,
+            perms: vec!["read".into()],
+            ed25519_public: None,
+            ip_allow: vec![],
+            label: String::new(),
+        })
+        .expect("key");
+        (
+            key["key"].as_str().expect("key").to_owned(),
+            key["secret"].as_str().expect("secret").to_owned(),
+        )
+    })
+    .await
+    .expect("join")
+}
+
+/// A signed `GET /api/v3/account` (a bad signature when `forged`).
+fn account_request(to: SocketAddr, key: &str, secret: &str, forged: bool) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let query = format!("timestamp={now}&recvWindow=10000");
+    let signature = if forged {
+        "0".repeat(64)
+    } else {
+        kura_api::auth::HmacSecret::from_text(secret).sign(query.as_bytes())
+    };
+    format!(
+        "GET /api/v3/account?{query}&signature={signature} HTTP/1.1\r\nHost: {to}\r\n\
+         X-MBX-APIKEY: {key}\r\n\r\n"
+    )
+}
+
+fn asks_to_close(head: &str) -> bool {
+    head.to_ascii_lowercase().contains("\r\nconnection: close")
+}
+
+#[test]
+fn customers_connections_take_their_own_lane_and_strangers_the_guest_lane() {
+    let (dir, s) = serve_with(Limits::default());
+    let to = s.addr;
+    s.runtime.block_on(async {
+        let (key, secret) = api_key(dir.path(), "ann").await;
+        let ann = Ipv4Addr::new(127, 9, 1, 1);
+        // A stranger's connection: served (on the guest runtime, below the server's
+        // priority), and kept open after a public request.
+        let mut first = connect(ann, to).await;
+        let get_time = format!("GET /api/v3/time HTTP/1.1\r\nHost: {to}\r\n\r\n");
+        let (status, head) = exchange(&mut first, &get_time).await.expect("answered");
+        assert_eq!(status, 200, "{head}");
+        assert!(!asks_to_close(&head), "{head}");
+        let guests = nice_of_threads("kura-guest");
+        assert!(!guests.is_empty(), "no guest runtime thread found");
+        assert!(
+            guests.iter().all(|n| *n > 0),
+            "the guest runtime's threads run at nice {guests:?}"
+        );
+        // A correctly signed request makes the address a customer's: the answer asks the
+        // client to come back on a new connection...
+        let (status, head) = exchange(&mut first, &account_request(to, &key, &secret, false))
+            .await
+            .expect("answered");
+        assert_eq!(status, 200, "{head}");
+        assert!(asks_to_close(&head), "{head}");
+        // ...which is a customer's: it stays open, request after request.
+        let mut second = connect(ann, to).await;
+        for _ in 0..2 {
+            let (status, head) = exchange(&mut second, &account_request(to, &key, &secret, false))
+                .await
+                .expect("answered");
+            assert_eq!(status, 200, "{head}");
+            assert!(!asks_to_close(&head), "{head}");
+        }
+        // A forged signature from a stranger makes no customer: refused, and its
+        // connection is not turned over.
+        let mut forged = connect(Ipv4Addr::new(127, 9, 1, 2), to).await;
+        for _ in 0..2 {
+            let (status, head) = exchange(&mut forged, &account_request(to, &key, &secret, true))
+                .await
+                .expect("answered");
+            assert_eq!(status, 400, "{head}");
+            assert!(!asks_to_close(&head), "{head}");
+        }
+    });
+    shutdown(s);
+}
