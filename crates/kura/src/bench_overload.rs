@@ -189,7 +189,8 @@ pub struct OverloadArgs {
     #[arg(long, default_value_t = 2)]
     storm_addresses: u32,
     /// WebSocket connections each storm address keeps trying to hold open (the server
-    /// allows 300 per address); three in four never read, the others flood.
+    /// allows 100 at once and 300 new per 5 minutes); three in four never read, the
+    /// others flood.
     #[arg(long, default_value_t = 400)]
     storm_connections: usize,
     /// WebSocket subscribers of the fan-out measurement.
@@ -1633,9 +1634,6 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
     let base_from = nanos(a.warmup_secs);
     let attack_from = nanos(attack_start.saturating_duration_since(origin));
     let attack_to = nanos(attack_stop.saturating_duration_since(origin));
-    if let Some(path) = &a.samples {
-        write_samples(path, &lock(&log), attack_from, attack_to)?;
-    }
     let (baseline_json, base_p99, base_p999) = phase(&lock(&log), base_from, attack_from)?;
     let band = base_p99.saturating_mul(3) / 2;
     let deadline = attack_stop + a.recovery_max_secs;
@@ -1691,6 +1689,9 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
     }
 
     let log = lock(&log);
+    if let Some(path) = &a.samples {
+        write_samples(path, &log, attack_from, attack_to)?;
+    }
     let (attack_json, attack_p99, attack_p999) = phase(&log, attack_from, attack_to)?;
     let end_ns = nanos(recovery_end.saturating_duration_since(origin));
     let (recovery_json, _, _) = phase(&log, attack_to, end_ns.saturating_add(1))?;
@@ -1737,7 +1738,14 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
             "refusals_before_ban": advertised.refusals_before_ban,
             "ban_first_ms": advertised.ban_first_ms,
             "orders_per_key": "lifted",
-            "ws": "defaults (300 connections per address, 1024 streams, 5 messages/s)",
+            "ws": format!(
+                "defaults ({} connections held and {} new per 5 minutes per address, {} \
+                 streams, {} messages/s)",
+                kura_api::ws::CONNECTIONS_PER_IP_MAX,
+                advertised.ws_connections_per_5m,
+                kura_api::ws::SUBSCRIPTIONS_MAX,
+                kura_api::ws::MESSAGES_PER_SECOND
+            ),
         },
         "capacity": {
             "connections": a.capacity_connections,

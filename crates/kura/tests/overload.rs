@@ -14,7 +14,7 @@
 //!   connection; `depth?limit=5000`: 200 until the weight is used, then 429/418. An
 //!   over-limit request may lose its answer to the connection being closed (the server
 //!   does not read the rest of a body it refused).
-//! - WebSocket storm: upgrades beyond 300 connections per address are refused with 429,
+//! - WebSocket storm: upgrades beyond 100 connections held per address are refused with 429,
 //!   and with 418 once the address is banned; a SUBSCRIBE beyond 1024 streams gets an
 //!   error answer; a connection sending more than 5 messages a second is closed with
 //!   1008.
