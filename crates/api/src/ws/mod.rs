@@ -599,7 +599,14 @@ fn ws_runtime(config: &WsConfig) -> Option<tokio::runtime::Handle> {
 /// journal come before market data, so a storm of subscribers can slow the streams but
 /// not the REST API. On an idle machine it changes nothing.
 fn lower_priority() {
-    let outcome = thread_priority::ThreadPriorityValue::try_from(RUNTIME_PRIORITY)
+    lower_thread_priority(RUNTIME_PRIORITY, "ws: the runtime");
+}
+
+/// Lower the calling thread's priority to `priority` on the crate `thread-priority`'s
+/// 0–99 scale (25 is nice 9 on Linux). Where that fails, the thread keeps its priority
+/// and `what` is logged at debug level.
+pub fn lower_thread_priority(priority: u8, what: &str) {
+    let outcome = thread_priority::ThreadPriorityValue::try_from(priority)
         .map_err(|e| e.to_owned())
         .and_then(|p| {
             thread_priority::set_current_thread_priority(
@@ -608,7 +615,7 @@ fn lower_priority() {
             .map_err(|e| format!("{e:?}"))
         });
     if let Err(e) = outcome {
-        tracing::debug!(error = %e, "ws: the runtime keeps the server's priority");
+        tracing::debug!(error = %e, "{what} keeps the server's priority");
     }
 }
 

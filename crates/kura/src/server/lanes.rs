@@ -57,17 +57,7 @@ fn guest_runtime() -> Option<tokio::runtime::Handle> {
 }
 
 fn lower_priority() {
-    let outcome = thread_priority::ThreadPriorityValue::try_from(GUEST_PRIORITY)
-        .map_err(|e| e.to_owned())
-        .and_then(|p| {
-            thread_priority::set_current_thread_priority(
-                thread_priority::ThreadPriority::Crossplatform(p),
-            )
-            .map_err(|e| format!("{e:?}"))
-        });
-    if let Err(e) = outcome {
-        tracing::debug!(error = %e, "the guest lane keeps the server's priority");
-    }
+    kura_api::ws::lower_thread_priority(GUEST_PRIORITY, "the guest lane");
 }
 
 /// The lane a connection from `peer` takes at `now_ms`.
