@@ -15,9 +15,10 @@
 //!   over-limit request may lose its answer to the connection being closed (the server
 //!   does not read the rest of a body it refused).
 //! - WebSocket storm: upgrades beyond 100 connections held per address are refused with 429,
-//!   and with 418 once the address is banned; a SUBSCRIBE beyond 1024 streams gets an
-//!   error answer; a connection sending more than 5 messages a second is closed with
-//!   1008.
+//!   and with 418 once the address is banned; a connection sending more than 5
+//!   messages a second is closed with 1008. (Its SUBSCRIBE beyond 1024 streams is
+//!   answered with an error, which the ban of its address often closes the connection
+//!   before; the limit itself is tested in `kura-api`'s WebSocket tests.)
 //!
 //! And for the honest customers (their own addresses, within their request weight):
 //! every place answered 200 or 503 (shed, never 429/418), every cancel answered 200; the
@@ -169,7 +170,6 @@ fn the_exchange_stays_up_under_a_flood() {
         refused.values().sum::<u64>() > 0,
         "no storm upgrade was refused: {v}"
     );
-    assert!(number(storm, "subscribe_errors") > 0, "{v}");
     let closes = statuses(&storm["closed_by_server_by_code"]);
     only("ws closes", &closes, &[1008]);
     assert!(closes.get(&1008).copied().unwrap_or(0) > 0, "{v}");
