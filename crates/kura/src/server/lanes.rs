@@ -1,10 +1,11 @@
 //! Customers first: the HTTP server's two lanes.
 //!
 //! A connection from a customer's address (one that made a correctly signed request in
-//! the last hour, [`Limiter::is_customer`]) or from a trusted proxy is served on the
-//! server's runtime, like the order pipeline it feeds. Every other connection (public
-//! market-data readers, new clients, and every flood) is served on the guest runtime,
-//! whose threads run at a lower priority (nice 9, as the WebSocket runtime's). While
+//! the last hour, [`kura_api::limits::Limiter::is_customer`]) or from a trusted proxy
+//! is served on the server's runtime, like the order pipeline it feeds. Every other
+//! connection (public market-data readers, new clients, and every flood) is served on
+//! the guest runtime, whose threads run at a lower priority (nice 9, as the WebSocket
+//! runtime's). While
 //! the machine has CPU to spare, both lanes get all they ask for. When it has not, as
 //! in the first second of a flood, before its addresses have earned their bans, the
 //! kernel gives the customers' lane the CPU first, and the flood's connections wait
@@ -22,9 +23,9 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use kura_api::limits::{client_key, is_trusted_proxy, Lane, Limiter};
+use kura_api::limits::Lane;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -60,24 +61,13 @@ fn lower_priority() {
     kura_api::ws::lower_thread_priority(GUEST_PRIORITY, "the guest lane");
 }
 
-/// The lane a connection from `peer` takes at `now_ms`.
-pub fn lane_of(limiter: &Limiter, peer: SocketAddr, now_ms: u64) -> Lane {
-    let ip = client_key(peer.ip());
-    if is_trusted_proxy(ip, limiter.limits()) || limiter.is_customer(ip, now_ms) {
-        Lane::Customer
-    } else {
-        Lane::Guest
-    }
-}
-
 /// Serve `router` on `listener` until `shutdown` resolves, each connection on its
 /// lane; then stop accepting and wait for the connections in progress to finish their
-/// requests. With `two_lanes` false every connection is served on the calling runtime.
+/// requests. With `two_lanes` false (or without a guest runtime) every connection is a
+/// customer's, served on the calling runtime.
 pub async fn serve(
     mut listener: GuardedListener,
     router: Router,
-    limiter: Arc<Limiter>,
-    now_ms: fn() -> u64,
     two_lanes: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -90,7 +80,10 @@ pub async fn serve(
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = &mut shutdown => break,
         };
-        let lane = lane_of(&limiter, peer, now_ms());
+        let lane = match guest {
+            Some(_) => listener.lane_of(peer),
+            None => Lane::Customer,
+        };
         let connection = Connection {
             router: router.clone(),
             peer,

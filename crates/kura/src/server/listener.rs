@@ -11,7 +11,7 @@
 
 use super::ban_filter::BanFilter;
 use axum::serve::Listener;
-use kura_api::limits::{client_key, Limiter};
+use kura_api::limits::{client_key, Lane, Limiter};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -64,6 +64,19 @@ impl GuardedListener {
     /// Connections refused at accept so far (shared counter).
     pub fn refused(&self) -> Arc<std::sync::atomic::AtomicU64> {
         Arc::clone(&self.refused)
+    }
+
+    /// The lane of a connection from `peer` ([`super::lanes`]): a customer's address
+    /// ([`Limiter::is_customer`]) or a trusted proxy takes the customers' lane.
+    pub fn lane_of(&self, peer: SocketAddr) -> Lane {
+        let ip = client_key(peer.ip());
+        if kura_api::limits::is_trusted_proxy(ip, self.limiter.limits())
+            || self.limiter.is_customer(ip, (self.now_ms)())
+        {
+            Lane::Customer
+        } else {
+            Lane::Guest
+        }
     }
 
     /// Whether a connection from `ip` may be served now; counts it if so.

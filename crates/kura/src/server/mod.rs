@@ -336,19 +336,8 @@ impl Exchange {
         );
         // Banned addresses and addresses over their connection cap are refused at
         // accept; customers' connections are served ahead of strangers'.
-        let listener = listener::GuardedListener::new(
-            listener,
-            std::sync::Arc::clone(&limiter),
-            payout::now_ms,
-        );
-        let http = lanes::serve(
-            listener,
-            router,
-            limiter,
-            payout::now_ms,
-            self.config.guest_lane,
-            wait_true(stop_rx),
-        );
+        let listener = listener::GuardedListener::new(listener, limiter, payout::now_ms);
+        let http = lanes::serve(listener, router, self.config.guest_lane, wait_true(stop_rx));
         let signal = tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
