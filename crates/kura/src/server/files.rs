@@ -35,18 +35,31 @@ impl DirLock {
             .write(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "{} is in use by another kura process (stop it first)",
-                dir.display()
-            ),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("locking {}", path.display()))
+        // A `flock` belongs to the open file, and a child being spawned by any thread
+        // of this process holds a copy of every descriptor until its `exec` closes
+        // them (close-on-exec). A lock released just now can therefore look held for
+        // that moment: ask again for a short while before calling it another process's.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => bail!(
+                    "{} is in use by another kura process (stop it first)",
+                    dir.display()
+                ),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()))
+                }
             }
         }
     }
 }
+
+/// How long a held lock is asked for again before it is reported as another process's.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn load_or_create_master_key(dir: &Path) -> Result<MasterKey> {
     let bytes = load_or_create_secret(&dir.join(MASTER_KEY_FILE), "the node master key")?;
@@ -109,4 +122,38 @@ pub fn write_server_json(dir: &Path, addr: SocketAddr) -> Result<()> {
 
 pub fn remove_server_json(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(SERVER_FILE));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_released_within_the_patience_is_taken_and_one_held_on_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A second open file holding the lock stands for a spawned child's copy of the
+        // descriptor: it lets go shortly after the first owner closed its own.
+        let first = DirLock::acquire(dir.path()).expect("first");
+        let copy = File::open(dir.path().join(LOCK_FILE)).expect("open");
+        drop(first);
+        copy.try_lock().expect("the copy takes the free lock");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(copy);
+        });
+        let started = std::time::Instant::now();
+        let second = DirLock::acquire(dir.path()).expect("taken once the copy is closed");
+        assert!(started.elapsed() < LOCK_PATIENCE);
+        releaser.join().expect("releaser");
+
+        let started = std::time::Instant::now();
+        let refused = DirLock::acquire(dir.path()).expect_err("held by a running server");
+        assert!(started.elapsed() >= LOCK_PATIENCE);
+        assert!(
+            format!("{refused:#}").contains("in use by another kura process"),
+            "{refused:#}"
+        );
+        drop(second);
+        DirLock::acquire(dir.path()).expect("free again");
+    }
 }
