@@ -21,11 +21,13 @@
 #![forbid(unsafe_code)]
 
 mod interval;
+mod live;
 mod project;
 mod query;
 mod schema;
 
 pub use interval::Interval;
+pub use live::LiveOrders;
 pub use query::{
     BalanceRow, DepositRow, FillRow, Kline, OrderRow, OrderStatus, OrderType, OrdersQuery,
     TickerStats, TradeRow, TradesQuery, WithdrawalRow, WithdrawalStatus,

@@ -1,7 +1,7 @@
 //! Projection of one engine event into the tables.
 
 use crate::{Interval, StoreError};
-use kura_engine::{CancelReason, Ctx, Event, EventKind, ExpireReason, Side, TimeInForce};
+use kura_engine::{Ctx, Event, EventKind, Side, TimeInForce};
 use rusqlite::{params, Connection};
 
 /// A `u64` as a SQLite integer, or [`StoreError::OutOfRange`].
@@ -16,7 +16,7 @@ pub(crate) fn side_str(side: Side) -> &'static str {
     }
 }
 
-fn tif_str(tif: TimeInForce) -> &'static str {
+pub(crate) fn tif_str(tif: TimeInForce) -> &'static str {
     match tif {
         TimeInForce::Gtc => "GTC",
         TimeInForce::Ioc => "IOC",
@@ -366,13 +366,7 @@ pub(crate) fn event(
             client_id,
             hold: _,
         } => {
-            let ty = if *is_market {
-                "MARKET"
-            } else if *post_only {
-                "LIMIT_MAKER"
-            } else {
-                "LIMIT"
-            };
+            let ty = crate::live::order_type(*is_market, *post_only).as_str();
             let budget = quote_budget.map(|b| int(b.get())).transpose()?;
             conn.prepare_cached(
                 "INSERT INTO orders (order_id, market_id, user_id, side, type, tif, post_only,
@@ -498,17 +492,11 @@ pub(crate) fn event(
             set_status(conn, order.0, ctx, "FILLED")?;
         }
         EventKind::OrderCancelled { order, reason, .. } => {
-            let status = match reason {
-                CancelReason::ByUser | CancelReason::CancelAll => "CANCELED",
-                CancelReason::SelfTradePrevention => "EXPIRED_IN_MATCH",
-            };
+            let status = crate::live::cancelled_status(*reason).as_str();
             set_status(conn, order.0, ctx, status)?;
         }
         EventKind::OrderExpired { order, reason, .. } => {
-            let status = match reason {
-                ExpireReason::NoLiquidity | ExpireReason::FokUnfillable => "EXPIRED",
-                ExpireReason::SelfTradePrevention => "EXPIRED_IN_MATCH",
-            };
+            let status = crate::live::expired_status(*reason).as_str();
             set_status(conn, order.0, ctx, status)?;
         }
         EventKind::OrderAmended {

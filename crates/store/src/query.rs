@@ -461,6 +461,20 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Every open order of every customer, by order id (to seed [`crate::LiveOrders`]).
+    pub fn all_open_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLS} FROM orders
+             WHERE status IN ('NEW', 'PARTIALLY_FILLED')
+             ORDER BY order_id"
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map([], order_row)?
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Trades of `user` in `market` from its side (Binance `myTrades`), ascending.
     pub fn my_trades(
         &self,

@@ -122,6 +122,50 @@ proptest! {
             "SELECT coalesce(sum(trade_count), 0) FROM klines WHERE interval = '1m'", [], |r| r.get(0),
         ).unwrap();
         prop_assert_eq!(klined as usize, trades);
+        // The in-memory fold equals the table: from the start, and from a model's open
+        // orders halfway through; it forgets ended orders beyond its bound.
+        let ids: Vec<u64> = c
+            .prepare("SELECT order_id FROM orders").unwrap()
+            .query_map([], |r| r.get::<_, i64>(0)).unwrap()
+            .map(|r| r.unwrap() as u64)
+            .collect();
+        let half = h.log.len() / 2;
+        let mut early = kura_store::Store::open_in_memory().unwrap();
+        let applied: Vec<kura_store::Applied<'_>> =
+            h.log[..half].iter().map(|(ctx, ev)| kura_store::Applied::new(*ctx, ev)).collect();
+        early.apply_batch(&applied).unwrap();
+        let mut full = kura_store::LiveOrders::new(usize::MAX);
+        let mut seeded = kura_store::LiveOrders::with_open(usize::MAX, early.all_open_orders().unwrap());
+        let mut short = kura_store::LiveOrders::new(3);
+        for (i, (ctx, events)) in h.log.iter().enumerate() {
+            full.apply(*ctx, events);
+            short.apply(*ctx, events);
+            if i >= half {
+                seeded.apply(*ctx, events);
+            }
+        }
+        let mut open = 0;
+        let mut ended_remembered = 0;
+        for &id in &ids {
+            let row = h.store.order(BTCJPY, OrderId(id)).unwrap().unwrap();
+            prop_assert_eq!(full.get(BTCJPY, OrderId(id)), Some(&row), "order {}", id);
+            if row.status.is_open() {
+                open += 1;
+                prop_assert_eq!(seeded.get(BTCJPY, OrderId(id)), Some(&row), "order {}", id);
+            } else if let Some(seen) = seeded.get(BTCJPY, OrderId(id)) {
+                prop_assert_eq!(seen, &row, "order {}", id);
+            }
+            if let Some(seen) = short.get(BTCJPY, OrderId(id)) {
+                prop_assert_eq!(seen, &row, "order {}", id);
+                if !row.status.is_open() {
+                    ended_remembered += 1;
+                }
+            }
+            prop_assert_eq!(full.get(kura_units::MarketId(u32::MAX), OrderId(id)), None);
+        }
+        prop_assert_eq!(full.open_count(), open);
+        prop_assert_eq!(seeded.open_count(), open);
+        prop_assert_eq!(ended_remembered, (ids.len() - open).min(3));
         // Batching changes nothing: the same commands projected one by one, three at a
         // time, or all at once give the same candles (and the same everything else).
         let dump = |s: &kura_store::Store| -> Vec<Vec<i64>> {
