@@ -17,7 +17,8 @@ use crate::auth::{ApiKeyId, ApiKeyRecord, MasterKey};
 use crate::feed::Published;
 use kura_engine::codec::Entry;
 use kura_engine::{Engine, Event, Reject};
-use kura_store::Store;
+use kura_store::{OrderRow, Store};
+use kura_units::{MarketId, OrderId};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -59,9 +60,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
         R: Send + 'static,
         F: FnOnce(&Engine) -> R + Send + 'static;
 
-    /// Run `f` on the read model once it has caught up with every command answered
-    /// before this call. `f` may block (SQLite); implementations run it off the async
-    /// workers.
     /// [`Backend::query`] for what a cancel needs before it is submitted: it must not be
     /// refused because new orders fill the normal queue (cancels are never shed).
     fn query_for_cancel<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
@@ -72,10 +70,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
         self.query(f)
     }
 
+    /// Run `f` on the read model once it has caught up with every command answered
+    /// before this call. `f` may block (SQLite); implementations run it off the async
+    /// workers.
     fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R, BackendError>> + Send
     where
         R: Send + 'static,
         F: FnOnce(&Store) -> R + Send + 'static;
+
+    /// The orders `ids` of `market` exactly as [`Backend::read`] would show them now, from
+    /// memory, when the backend keeps them there (open orders and the last ended ones:
+    /// what a cancel answers with, without waiting for the read model). `None` when any
+    /// of them is not in memory; the caller then reads the read model.
+    fn live_orders(&self, market: MarketId, ids: &[OrderId]) -> Option<Vec<OrderRow>> {
+        let _ = (market, ids);
+        None
+    }
 
     /// The key record for an `X-MBX-APIKEY` value, if the key exists (enabled or not).
     fn api_key(&self, id: &ApiKeyId) -> Option<ApiKeyRecord>;

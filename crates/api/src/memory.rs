@@ -14,12 +14,15 @@ use crate::backend::{Backend, BackendError, Chain, Outcome, Solvency};
 use crate::feed::{Published, Publisher};
 use kura_engine::codec::{Entry, Origin};
 use kura_engine::{genesis, Command, Ctx, Engine, EventKind, Limits, Reject};
-use kura_store::Store;
-use kura_units::{Amount, AssetId, MarketId, UserId};
+use kura_store::{OrderRow, Store};
+use kura_units::{Amount, AssetId, MarketId, OrderId, UserId};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Ended orders the memory keeps for cancel answers, as the node does.
+const LIVE_ENDED_MAX: usize = 1024;
 
 /// Engine, read model, key map and clock in memory. Cheap to clone (shared state).
 #[derive(Clone, Debug)]
@@ -34,6 +37,8 @@ struct Inner {
     master: MasterKey,
     now_ms: AtomicU64,
     busy: AtomicBool,
+    /// Reads of the read model fail while set (cancels are answered from `live`).
+    read_model_down: AtomicBool,
     feed: tokio::sync::broadcast::Sender<Arc<Published>>,
     chain: ChainSlot,
     solvency: SolvencySlot,
@@ -65,6 +70,7 @@ impl std::fmt::Debug for ChainSlot {
 struct State {
     engine: Engine,
     store: Store,
+    live: kura_store::LiveOrders,
     seq: u64,
     /// Every entry submitted, as sequenced (timestamp overwritten).
     entries: Vec<Entry>,
@@ -85,6 +91,7 @@ impl MemoryBackend {
                 state: Mutex::new(State {
                     engine: Engine::new(Limits::DEFAULT),
                     store,
+                    live: kura_store::LiveOrders::new(LIVE_ENDED_MAX),
                     seq: 0,
                     entries: Vec::new(),
                     publisher: Publisher::default(),
@@ -93,6 +100,7 @@ impl MemoryBackend {
                 master,
                 now_ms: AtomicU64::new(now_ms),
                 busy: AtomicBool::new(false),
+                read_model_down: AtomicBool::new(false),
                 feed: tokio::sync::broadcast::channel(4096).0,
                 chain: ChainSlot::default(),
                 solvency: SolvencySlot::default(),
@@ -104,6 +112,12 @@ impl MemoryBackend {
             }
         }
         Ok(backend)
+    }
+
+    /// Make every [`Backend::read`] fail as a stalled or broken read model would (or
+    /// work again).
+    pub fn set_read_model_down(&self, down: bool) {
+        self.inner.read_model_down.store(down, Ordering::SeqCst);
     }
 
     fn state(&self) -> Result<MutexGuard<'_, State>, BackendError> {
@@ -128,6 +142,7 @@ impl MemoryBackend {
             .store
             .apply(ctx, events)
             .map_err(|e| BackendError::ReadModel(e.to_string()))?;
+        state.live.apply(ctx, events);
         state.entries.push(entry);
         // Publish as the node does: one batch per command here.
         let published = {
@@ -307,8 +322,21 @@ impl Backend for MemoryBackend {
         R: Send + 'static,
         F: FnOnce(&Store) -> R + Send + 'static,
     {
-        let result = self.with_store(f);
+        let result = if self.inner.read_model_down.load(Ordering::SeqCst) {
+            Err(BackendError::ReadModel(
+                "the read model is down (test)".into(),
+            ))
+        } else {
+            self.with_store(f)
+        };
         async move { result }
+    }
+
+    fn live_orders(&self, market: MarketId, ids: &[OrderId]) -> Option<Vec<OrderRow>> {
+        let state = self.state().ok()?;
+        ids.iter()
+            .map(|&id| state.live.get(market, id).cloned())
+            .collect()
     }
 
     fn api_key(&self, id: &ApiKeyId) -> Option<ApiKeyRecord> {

@@ -686,12 +686,17 @@ fn cancelled(events: &[Event]) -> Vec<OrderId> {
         .collect()
 }
 
+/// The rows of orders a command just cancelled: from the backend's memory when it keeps
+/// them, else from the caught-up read model.
 async fn rows_of<B: Backend>(
     b: &B,
     m: &MarketInfo,
     ids: Vec<OrderId>,
 ) -> Result<Vec<OrderRow>, Fail> {
     let market = m.id;
+    if let Some(rows) = b.live_orders(market, &ids) {
+        return Ok(rows);
+    }
     let rows = b
         .read(move |s| {
             ids.into_iter()

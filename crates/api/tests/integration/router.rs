@@ -1601,6 +1601,112 @@ async fn stubs_and_unknown_paths() {
 }
 
 #[tokio::test]
+async fn cancels_are_answered_from_memory_while_the_read_model_is_down() {
+    let mut t = setup();
+    let u = t.user();
+    let seller = t.user();
+    let placed = t
+        .order(
+            &u,
+            "symbol=BTCJPY&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.03&price=4000000&newClientOrderId=part",
+        )
+        .await;
+    let id = placed.ok()["orderId"].as_u64().unwrap();
+    for (price, cid) in [("3900000", "a"), ("3800000", "b")] {
+        t.order(
+            &u,
+            &format!("symbol=BTCJPY&side=BUY&type=LIMIT&timeInForce=GTC&quantity=0.01&price={price}&newClientOrderId={cid}"),
+        )
+        .await
+        .ok();
+    }
+    // A third of the first order fills.
+    t.order(
+        &seller,
+        "symbol=BTCJPY&side=SELL&type=LIMIT&timeInForce=GTC&quantity=0.01&price=4000000",
+    )
+    .await
+    .ok();
+    let before = t
+        .signed(
+            &u,
+            Method::GET,
+            "/api/v3/order",
+            &format!("symbol=BTCJPY&orderId={id}"),
+        )
+        .await;
+    assert_eq!(before.ok()["status"], "PARTIALLY_FILLED");
+
+    t.b.set_read_model_down(true);
+    let down = t
+        .signed(
+            &u,
+            Method::GET,
+            "/api/v3/order",
+            &format!("symbol=BTCJPY&orderId={id}"),
+        )
+        .await;
+    assert!(down.status.is_server_error(), "{down:?}");
+    let c = t
+        .signed(
+            &u,
+            Method::DELETE,
+            "/api/v3/order",
+            &format!("symbol=BTCJPY&orderId={id}&newClientOrderId=stop"),
+        )
+        .await;
+    let c = c.ok().clone();
+    assert_eq!(c["status"], "CANCELED");
+    assert_eq!(c["origClientOrderId"], "part");
+    assert_eq!(c["clientOrderId"], "stop");
+    assert_eq!(c["origQty"], "0.03000000");
+    assert_eq!(c["executedQty"], "0.01000000");
+    assert_eq!(c["cummulativeQuoteQty"], "40000");
+    let by_client = t
+        .signed(
+            &u,
+            Method::DELETE,
+            "/api/v3/order",
+            "symbol=BTCJPY&origClientOrderId=a",
+        )
+        .await;
+    assert_eq!(by_client.ok()["price"], "3900000");
+    let all = t
+        .signed(&u, Method::DELETE, "/api/v3/openOrders", "symbol=BTCJPY")
+        .await;
+    let all = all.ok().as_array().unwrap().clone();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["origClientOrderId"], "b");
+
+    // Back up: the read model shows what the cancel answered.
+    t.b.set_read_model_down(false);
+    let after = t
+        .signed(
+            &u,
+            Method::GET,
+            "/api/v3/order",
+            &format!("symbol=BTCJPY&orderId={id}"),
+        )
+        .await;
+    let after = after.ok();
+    for key in [
+        "symbol",
+        "orderId",
+        "price",
+        "origQty",
+        "executedQty",
+        "cummulativeQuoteQty",
+        "status",
+        "timeInForce",
+        "type",
+        "side",
+        "origQuoteOrderQty",
+    ] {
+        assert_eq!(after[key], c[key], "{key}");
+    }
+}
+
+#[tokio::test]
 async fn overload_is_503() {
     let mut t = setup();
     let u = t.user();

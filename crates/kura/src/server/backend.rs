@@ -15,7 +15,8 @@ use kura_api::backend::{Backend, BackendError, Outcome};
 use kura_api::feed::Published;
 use kura_engine::codec::{ip_from_bytes, Entry};
 use kura_engine::{ApiKey, Engine, IpRange};
-use kura_store::Store;
+use kura_store::{OrderRow, Store};
+use kura_units::{MarketId, OrderId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -121,7 +122,11 @@ struct Inner {
     feed: broadcast::Sender<Arc<Published>>,
     chain: Option<Arc<dyn kura_api::backend::Chain>>,
     solvency: Option<Arc<dyn kura_api::backend::Solvency>>,
+    live: Live,
 }
+
+/// Open and recently ended orders in memory, updated by the observer before answers.
+pub type Live = Arc<Mutex<kura_store::LiveOrders>>;
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +152,8 @@ pub struct BackendParts {
     pub chain: Option<Arc<dyn kura_api::backend::Chain>>,
     /// The published solvency epochs (`DIR/solvency`).
     pub solvency: Option<Arc<dyn kura_api::backend::Solvency>>,
+    /// Orders in memory (cancel answers).
+    pub live: Live,
 }
 
 impl std::fmt::Debug for BackendParts {
@@ -187,6 +194,7 @@ impl NodeBackend {
                 feed: parts.feed,
                 chain: parts.chain,
                 solvency: parts.solvency,
+                live: parts.live,
             }),
         }
     }
@@ -309,6 +317,13 @@ impl Backend for NodeBackend {
             .await
             .map_err(|e| BackendError::ReadModel(e.to_string()))?
         }
+    }
+
+    fn live_orders(&self, market: MarketId, ids: &[OrderId]) -> Option<Vec<OrderRow>> {
+        let live = self.inner.live.lock().ok()?;
+        ids.iter()
+            .map(|&id| live.get(market, id).cloned())
+            .collect()
     }
 
     fn api_key(&self, id: &ApiKeyId) -> Option<ApiKeyRecord> {

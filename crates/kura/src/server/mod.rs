@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -125,6 +125,10 @@ fn projector(
     Ok(())
 }
 
+/// Ended orders kept in memory for cancel answers (a cancel's handler reads its order
+/// right after the answer; one that comes later reads the read model).
+const LIVE_ENDED_MAX: usize = 16_384;
+
 /// One applied batch, as the feed and the projector share it.
 type Batch = Arc<Vec<(kura_engine::Ctx, Vec<kura_engine::Event>)>>;
 
@@ -133,6 +137,7 @@ pub const FEED_CAPACITY: usize = 4096;
 
 fn observer(
     keys: KeyTable,
+    live: backend::Live,
     engine_seq: Arc<AtomicU64>,
     to_projector: mpsc::SyncSender<Batch>,
     mut publisher: Publisher,
@@ -143,6 +148,11 @@ fn observer(
         let books = publisher.book_diffs(engine, batch.iter().flat_map(|a| &a.events));
         // One shared copy of the batch for the feed and the projector.
         let batch: Batch = Arc::new(batch.into_iter().map(|a| (a.ctx, a.events)).collect());
+        if let Ok(mut live) = live.lock() {
+            for (ctx, events) in batch.iter() {
+                live.apply(*ctx, events);
+            }
+        }
         if feed.receiver_count() > 0 {
             let commands = Arc::clone(&batch);
             let _ = feed.send(Arc::new(Published { commands, books }));
@@ -205,6 +215,12 @@ impl Exchange {
         let publisher = Publisher::new(&engine);
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let engine_seq = Arc::new(AtomicU64::new(head.seq));
+        let live: backend::Live = Arc::new(Mutex::new(kura_store::LiveOrders::with_open(
+            LIVE_ENDED_MAX,
+            store
+                .all_open_orders()
+                .context("reading the open orders from the read model")?,
+        )));
         let (applied_tx, applied_rx) = watch::channel(head.seq);
         let (proj_tx, proj_rx) = mpsc::sync_channel(config.projector_queue.max(1));
         let projector = std::thread::Builder::new()
@@ -218,6 +234,7 @@ impl Exchange {
             recovered,
             Some(observer(
                 Arc::clone(&keys),
+                Arc::clone(&live),
                 Arc::clone(&engine_seq),
                 proj_tx,
                 publisher,
@@ -269,6 +286,7 @@ impl Exchange {
             feed,
             chain: custody.as_ref().map(|c| c.chain_facts()),
             solvency: Some(Arc::new(crate::solvency::SolvencyStore::new(&dir))),
+            live,
         });
         Ok(Exchange {
             config,
