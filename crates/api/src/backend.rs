@@ -1,6 +1,6 @@
 //! What the HTTP layer needs from the node, as a trait: the router never touches the
 //! sequencer, the journal or SQLite directly. The `kura` binary implements it over the
-//! real node (journal + sequencer + read-model thread); [`crate::memory::MemoryBackend`]
+//! real node (journal + sequencer + read-model thread); `MemoryBackend` (feature `testing`)
 //! implements it in memory for the router tests.
 //!
 //! Consistency rules every implementation keeps:

@@ -2,7 +2,7 @@
 //!
 //! Layout: every resting order is a node in one slab (`Vec<Node<T>>`, reused through a
 //! free list, addressed by a `u32` slot). The orders at one price form an intrusive
-//! doubly linked FIFO list hanging off a [`Level`] (also slab-allocated). Each side keeps
+//! doubly linked FIFO list hanging off a `Level` (also slab-allocated). Each side keeps
 //! an ordered map from price to level; an id index maps order ids to slots. So:
 //! cancel is O(1) plus, when a level empties, one ordered-map removal; adding at an
 //! existing price is O(log levels) for the lookup and O(1) for the append; the best

@@ -68,7 +68,7 @@
 //! checks: the checkpoint's signature (with a key the auditor obtained independently, or
 //! the bundle's); every record's leaf hash and inclusion proof against the signed root;
 //! every file's SHA-256 and row count; and every row of every table, re-derived from the
-//! records ([`derive`]), so that a changed cell, a removed, added or reordered row is
+//! records ([`derive()`](derive::derive)), so that a changed cell, a removed, added or reordered row is
 //! reported by file, row and column. Payloads (commands, times, origins: who, from
 //! which IP and with which user agent) are proven by the signed log. The engine's
 //! results (ids it assigned, fills, balances) are the exporter's replay of those proven

@@ -1,6 +1,6 @@
 //! The node: the sequencer, which owns the engine and the journal.
 //!
-//! Life of a command: a caller [`Node::submit`]s an [`Entry`] into a bounded queue. The
+//! Life of a command: a caller [`NodeHandle::submit`]s an [`Entry`] into a bounded queue. The
 //! sequencer's journal stage takes a batch (everything queued, up to
 //! [`NodeConfig::batch_max`]), stamps each with the time, encodes and appends it to the
 //! journal, and makes the batch durable with one `fdatasync`; only then does it hand the

@@ -44,7 +44,7 @@
 //! | GET | `/sapi/v1/system/status` | none | 1 |
 //! | GET | `/fapi/v1/exchangeInfo`, `/dapi/v1/exchangeInfo` | none | 1 (empty stubs) |
 //! | GET | `/sapi/v1/margin/allPairs`, `/sapi/v1/margin/isolated/allPairs` | USER_DATA | 1 (always `[]`) |
-//! | GET | `/kura/v1/solvency` | none | 2 (kura's proof-of-solvency reports: [`solvency`]) |
+//! | GET | `/kura/v1/solvency` | none | 2 (kura's proof-of-solvency reports: `solvency`) |
 //! | GET | `/kura/v1/solvency/proof` | USER_DATA | 20 (the caller's own inclusion proofs) |
 //! | GET | `/openapi.json` | none | 1 (this API as an OpenAPI 3 document: [`crate::openapi`]) |
 //!
@@ -136,7 +136,7 @@ pub fn router_with_limiter<B: Backend>(
 }
 
 /// Every REST route the router serves, as (method, path). [`router_with`] registers
-/// exactly these, each through [`endpoint`], and the OpenAPI document served at
+/// exactly these, each through `endpoint`, and the OpenAPI document served at
 /// [`crate::openapi::PATH`] is tested against this list in both directions.
 pub const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/api/v3/ping"),

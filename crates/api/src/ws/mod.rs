@@ -37,7 +37,7 @@
 //! (the whole 24 hours, the whole interval), not only the trades since subscribing.
 //!
 //! # One rendering for every subscriber
-//! One task, the stream hub ([`streams`]), consumes the feed for all market streams: it
+//! One task, the stream hub (`streams`), consumes the feed for all market streams: it
 //! keeps the streams' state once per market, renders each stream's message once per
 //! event or flush, and queues the same bytes on every subscriber's connection (a
 //! combined subscriber gets them wrapped, spliced once per stream). A connection's own
