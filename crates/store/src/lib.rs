@@ -32,7 +32,7 @@ pub use query::{
     BalanceRow, DepositRow, FillRow, Kline, OrderRow, OrderStatus, OrderType, OrdersQuery,
     TickerStats, TradeRow, TradesQuery, WithdrawalRow, WithdrawalStatus,
 };
-pub use schema::SCHEMA_VERSION;
+pub use schema::{PAGE_SIZE, SCHEMA_VERSION};
 
 use kura_engine::{Ctx, Event};
 use rusqlite::Connection;

@@ -237,10 +237,21 @@ DROP TABLE withdrawal_batches;
 ALTER TABLE withdrawal_batches_v4 RENAME TO withdrawal_batches;
 "#;
 
+/// The page size of a new read model, in bytes.
+pub const PAGE_SIZE: u32 = 1024;
+
 /// Set the pragmas and bring the schema up to [`SCHEMA_VERSION`].
 pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     // WAL, and fsync only at checkpoints: the journal is the source of truth and the
     // read model can be rebuilt from it, so a lost tail after a power cut is acceptable.
+    //
+    // Small pages for a new database (an existing one keeps its size until `kura
+    // reindex` rebuilds it): each commit writes every page it touches to the WAL, and a
+    // commit touches a leaf of each index for a few rows. With 4 KiB pages the read model
+    // wrote about 147 MB/s under the overload benchmark's honest load, many times the
+    // journal's bytes, on the disk whose fsyncs acknowledge orders; with 1 KiB pages about
+    // 82 MB/s (BENCHMARKS.md, 2026-11-25).
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
