@@ -250,7 +250,8 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     // commit touches a leaf of each index for a few rows. With 4 KiB pages the read model
     // wrote about 147 MB/s under the overload benchmark's honest load, many times the
     // journal's bytes, on the disk whose fsyncs acknowledge orders; with 1 KiB pages about
-    // 82 MB/s (BENCHMARKS.md, 2026-11-25).
+    // 82 MB/s (BENCHMARKS.md, 2026-11-25). SQLite's default checkpoint (every 1000
+    // pages, now 1 MiB) is kept: 4096 and 16384 pages gave higher order p99s, and stalls.
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
