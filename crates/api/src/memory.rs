@@ -333,10 +333,7 @@ impl Backend for MemoryBackend {
     }
 
     fn live_orders(&self, market: MarketId, ids: &[OrderId]) -> Option<Vec<OrderRow>> {
-        let state = self.state().ok()?;
-        ids.iter()
-            .map(|&id| state.live.get(market, id).cloned())
-            .collect()
+        self.state().ok()?.live.rows(market, ids)
     }
 
     fn api_key(&self, id: &ApiKeyId) -> Option<ApiKeyRecord> {

@@ -13,36 +13,9 @@
 
 use crate::project::tif_str;
 use crate::{OrderRow, OrderStatus, OrderType};
-use kura_engine::{CancelReason, Ctx, Event, EventKind, ExpireReason};
+use kura_engine::{Ctx, Event, EventKind};
 use kura_units::{Amount, MarketId, OrderId, QtyLots};
 use std::collections::{HashMap, VecDeque};
-
-/// The type an accepted order is shown with.
-pub(crate) const fn order_type(is_market: bool, post_only: bool) -> OrderType {
-    if is_market {
-        OrderType::Market
-    } else if post_only {
-        OrderType::LimitMaker
-    } else {
-        OrderType::Limit
-    }
-}
-
-/// The status of an order cancelled for `reason`.
-pub(crate) const fn cancelled_status(reason: CancelReason) -> OrderStatus {
-    match reason {
-        CancelReason::ByUser | CancelReason::CancelAll => OrderStatus::Canceled,
-        CancelReason::SelfTradePrevention => OrderStatus::ExpiredInMatch,
-    }
-}
-
-/// The status of an order expired for `reason`.
-pub(crate) const fn expired_status(reason: ExpireReason) -> OrderStatus {
-    match reason {
-        ExpireReason::NoLiquidity | ExpireReason::FokUnfillable => OrderStatus::Expired,
-        ExpireReason::SelfTradePrevention => OrderStatus::ExpiredInMatch,
-    }
-}
 
 /// Open orders and the most recently ended ones. See the module documentation.
 #[derive(Debug)]
@@ -79,6 +52,13 @@ impl LiveOrders {
             .get(&order.0)
             .or_else(|| self.ended.get(&order.0))
             .filter(|r| r.market == market)
+    }
+
+    /// [`LiveOrders::get`] for each of `ids`, in order; `None` if any is not in memory.
+    pub fn rows(&self, market: MarketId, ids: &[OrderId]) -> Option<Vec<OrderRow>> {
+        ids.iter()
+            .map(|&id| self.get(market, id).cloned())
+            .collect()
     }
 
     /// How many orders are open.
@@ -137,7 +117,7 @@ impl LiveOrders {
                     market: *market,
                     user: *user,
                     side: *side,
-                    order_type: order_type(*is_market, *post_only),
+                    order_type: OrderType::of(*is_market, *post_only),
                     time_in_force: tif_str(*tif).to_owned(),
                     post_only: *post_only,
                     price: *price,
@@ -194,10 +174,10 @@ impl LiveOrders {
             }
             EventKind::OrderFilled { order, .. } => self.end(*order, ctx, OrderStatus::Filled),
             EventKind::OrderCancelled { order, reason, .. } => {
-                self.end(*order, ctx, cancelled_status(*reason));
+                self.end(*order, ctx, OrderStatus::cancelled(*reason));
             }
             EventKind::OrderExpired { order, reason, .. } => {
-                self.end(*order, ctx, expired_status(*reason));
+                self.end(*order, ctx, OrderStatus::expired(*reason));
             }
             _ => {}
         }

@@ -366,7 +366,7 @@ pub(crate) fn event(
             client_id,
             hold: _,
         } => {
-            let ty = crate::live::order_type(*is_market, *post_only).as_str();
+            let ty = crate::OrderType::of(*is_market, *post_only).as_str();
             let budget = quote_budget.map(|b| int(b.get())).transpose()?;
             conn.prepare_cached(
                 "INSERT INTO orders (order_id, market_id, user_id, side, type, tif, post_only,
@@ -492,11 +492,11 @@ pub(crate) fn event(
             set_status(conn, order.0, ctx, "FILLED")?;
         }
         EventKind::OrderCancelled { order, reason, .. } => {
-            let status = crate::live::cancelled_status(*reason).as_str();
+            let status = crate::OrderStatus::cancelled(*reason).as_str();
             set_status(conn, order.0, ctx, status)?;
         }
         EventKind::OrderExpired { order, reason, .. } => {
-            let status = crate::live::expired_status(*reason).as_str();
+            let status = crate::OrderStatus::expired(*reason).as_str();
             set_status(conn, order.0, ctx, status)?;
         }
         EventKind::OrderAmended {

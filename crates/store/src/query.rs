@@ -6,7 +6,7 @@
 
 use crate::project::int;
 use crate::{Interval, Store, StoreError};
-use kura_engine::Side;
+use kura_engine::{CancelReason, ExpireReason, Side};
 use kura_units::{Amount, AssetId, MarketId, OrderId, PriceTicks, QtyLots, TradeId, UserId};
 use rusqlite::types::Value;
 use rusqlite::{params, OptionalExtension, Row};
@@ -23,6 +23,22 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// The status of an order cancelled for `reason`.
+    pub const fn cancelled(reason: CancelReason) -> OrderStatus {
+        match reason {
+            CancelReason::ByUser | CancelReason::CancelAll => OrderStatus::Canceled,
+            CancelReason::SelfTradePrevention => OrderStatus::ExpiredInMatch,
+        }
+    }
+
+    /// The status of an order expired for `reason`.
+    pub const fn expired(reason: ExpireReason) -> OrderStatus {
+        match reason {
+            ExpireReason::NoLiquidity | ExpireReason::FokUnfillable => OrderStatus::Expired,
+            ExpireReason::SelfTradePrevention => OrderStatus::ExpiredInMatch,
+        }
+    }
+
     /// Binance's name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +78,17 @@ pub enum OrderType {
 }
 
 impl OrderType {
+    /// The type an accepted order is shown with.
+    pub const fn of(is_market: bool, post_only: bool) -> OrderType {
+        if is_market {
+            OrderType::Market
+        } else if post_only {
+            OrderType::LimitMaker
+        } else {
+            OrderType::Limit
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             OrderType::Limit => "LIMIT",

@@ -320,10 +320,7 @@ impl Backend for NodeBackend {
     }
 
     fn live_orders(&self, market: MarketId, ids: &[OrderId]) -> Option<Vec<OrderRow>> {
-        let live = self.inner.live.lock().ok()?;
-        ids.iter()
-            .map(|&id| live.get(market, id).cloned())
-            .collect()
+        self.inner.live.lock().ok()?.rows(market, ids)
     }
 
     fn api_key(&self, id: &ApiKeyId) -> Option<ApiKeyRecord> {
