@@ -20,12 +20,14 @@
 
 #![forbid(unsafe_code)]
 
+mod durability;
 mod interval;
 mod live;
 mod project;
 mod query;
 mod schema;
 
+pub use durability::{boot_id, marker_path, remove_database, WriterOpened};
 pub use interval::Interval;
 pub use live::LiveOrders;
 pub use query::{
@@ -56,6 +58,8 @@ pub enum StoreError {
     SchemaTooNew { found: u32, known: u32 },
     #[error("corrupt value in the store: {0}")]
     Corrupt(&'static str),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
 }
 
 /// One sequenced command's events, as the sequencer applied it. A rejected command is
@@ -77,11 +81,14 @@ impl<'a> Applied<'a> {
 pub struct Store {
     conn: Connection,
     last_seq: Option<u64>,
+    /// The writer's marker while it writes without `fsync` ([`Store::open_writer`]).
+    unsynced: Option<std::path::PathBuf>,
 }
 
 impl Store {
     /// Open (or create) the database at `path`, in WAL mode with `synchronous=NORMAL`,
-    /// and migrate its schema to [`SCHEMA_VERSION`].
+    /// and migrate its schema to [`SCHEMA_VERSION`]. Readers open it so; the one writer
+    /// that projects into it uses [`Store::open_writer`].
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         Store::from_connection(Connection::open(path)?)
     }
@@ -101,7 +108,11 @@ impl Store {
             None => None,
             Some(v) => Some(u64::try_from(v).map_err(|_| StoreError::Corrupt("last_seq"))?),
         };
-        Ok(Store { conn, last_seq })
+        Ok(Store {
+            conn,
+            last_seq,
+            unsynced: None,
+        })
     }
 
     /// The sequence number of the last command projected, `None` on an empty store.

@@ -244,6 +244,8 @@ pub const PAGE_SIZE: u32 = 1024;
 pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     // WAL, and fsync only at checkpoints: the journal is the source of truth and the
     // read model can be rebuilt from it, so a lost tail after a power cut is acceptable.
+    // The one writer goes further and does not fsync at all (`durability`,
+    // `Store::open_writer`).
     //
     // Small pages for a new database (an existing one keeps its size until `kura
     // reindex` rebuilds it): each commit writes every page it touches to the WAL, and a

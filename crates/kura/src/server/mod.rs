@@ -122,7 +122,26 @@ fn projector(
             applied.send_replace(last.ctx.seq);
         }
     }
-    Ok(())
+    store
+        .close()
+        .map_err(|e| anyhow!("closing the read model: {e}"))
+}
+
+/// Open the read model for its one writer. One that a machine stop may have left torn
+/// (written without `fsync`, see `kura_store::durability`) is deleted here, and the
+/// caller rebuilds it from the journal.
+fn open_read_model(path: &std::path::Path) -> Result<Store> {
+    let (store, found) = Store::open_writer(path)
+        .with_context(|| format!("opening the read model {}", path.display()))?;
+    if let kura_store::WriterOpened::Discarded { boot } = found {
+        tracing::warn!(
+            read_model = %path.display(),
+            written_under_boot = %boot,
+            "the machine stopped while the read model had writes not yet on disk; it is \
+             rebuilt from the journal"
+        );
+    }
+    Ok(store)
 }
 
 /// Ended orders kept in memory for cancel answers (a cancel's handler reads its order
@@ -186,8 +205,7 @@ impl Exchange {
         let lock = files::DirLock::acquire(&dir)?;
         let master = files::load_or_create_master_key(&dir)?;
         let store_path = dir.join(STORE_FILE);
-        let mut store = Store::open(&store_path)
-            .with_context(|| format!("opening the read model {}", store_path.display()))?;
+        let mut store = open_read_model(&store_path)?;
         let store_seq = store.last_seq().unwrap_or(0);
 
         let (engine, journal, recovered) =
@@ -444,18 +462,14 @@ fn recover_into_store(
 pub fn reindex(config: &NodeConfig, progress: impl FnMut(u64)) -> Result<u64> {
     let dir = &config.data_dir;
     let _lock = files::DirLock::acquire(dir)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let path = dir.join(format!("{STORE_FILE}{suffix}"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
-        }
-    }
     let store_path = dir.join(STORE_FILE);
-    let mut store = Store::open(&store_path)
-        .with_context(|| format!("creating the read model {}", store_path.display()))?;
+    kura_store::remove_database(&store_path)
+        .with_context(|| format!("removing the read model {}", store_path.display()))?;
+    let mut store = open_read_model(&store_path)?;
     let (_engine, _journal, recovered) = recover_into_store(config, &mut store, 0, progress)?;
+    store
+        .close()
+        .with_context(|| format!("closing the read model {}", store_path.display()))?;
     Ok(recovered.head.seq)
 }
 

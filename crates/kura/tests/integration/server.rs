@@ -348,8 +348,59 @@ async fn admin_actions_are_journaled_keys_work_at_once_and_state_survives_restar
         .expect("join")
         .expect("reindex");
     assert_eq!(reached, head);
-    let store = kura_store::Store::open(d.join(kura::server::STORE_FILE)).expect("store");
+    let db = d.join(kura::server::STORE_FILE);
+    let marker = kura_store::marker_path(&db);
+    assert!(!marker.exists(), "reindex closes the read model cleanly");
+    let store = kura_store::Store::open(&db).expect("store");
     assert_eq!(store.last_seq(), Some(head));
+
+    // The read model is written without fsync. Kill-like stop: a marker of this boot is
+    // left; the next start keeps the database (the OS held every page).
+    store
+        .connection()
+        .execute_batch("CREATE TABLE planted (x INTEGER)")
+        .expect("plant");
+    drop(store);
+    if cfg!(target_os = "linux") {
+        let boot = kura_store::boot_id().expect("Linux names its boot");
+        std::fs::write(&marker, &boot).expect("marker");
+        let r = start(d).await;
+        assert_eq!(stop(r).await, head);
+        assert!(!marker.exists(), "a clean stop removes the marker");
+        assert!(planted(&db), "kept on the same boot");
+
+        // A marker of another boot: the machine stopped with pages maybe only in
+        // memory. The read model is deleted and rebuilt from the journal at start.
+        std::fs::write(&marker, "another-boot").expect("marker");
+        let r = start(d).await;
+        let balances = admin(
+            d,
+            "ops-3",
+            Request::Balances {
+                user: Some("ann".into()),
+            },
+        )
+        .await
+        .expect("balances");
+        assert!(balances.to_string().contains("\"2000000\""), "{balances}");
+        assert_eq!(stop(r).await, head);
+        assert!(!planted(&db), "rebuilt, not kept");
+        let store = kura_store::Store::open(&db).expect("store");
+        assert_eq!(store.last_seq(), Some(head), "rebuilt up to the head");
+    }
+}
+
+fn planted(db: &Path) -> bool {
+    let store = kura_store::Store::open(db).expect("store");
+    store
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'planted'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("query")
+        == 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
