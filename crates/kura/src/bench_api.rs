@@ -209,7 +209,7 @@ const USER_HZ: u64 = 100;
 
 /// CPU time of this process's live threads by thread name, milliseconds (empty where
 /// `/proc` is not there). Threads that exit between two readings are not counted.
-fn cpu_ms_by_thread() -> BTreeMap<String, u64> {
+pub(crate) fn cpu_ms_by_thread() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -237,7 +237,7 @@ fn cpu_ms_by_thread() -> BTreeMap<String, u64> {
 }
 
 /// `after - before`, per thread name, dropping names that used nothing.
-fn cpu_delta(
+pub(crate) fn cpu_delta(
     before: &BTreeMap<String, u64>,
     after: &BTreeMap<String, u64>,
 ) -> BTreeMap<String, u64> {

@@ -310,7 +310,7 @@ impl Recorder {
 
 /// The node's counters at one moment.
 #[derive(Clone, Copy, Debug)]
-struct Counters {
+pub(crate) struct Counters {
     commits: u64,
     records: u64,
     /// Per-batch stage histograms: queue wait, commit (append + fdatasync), apply.
@@ -318,7 +318,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn of(stats: &NodeStats) -> Counters {
+    pub(crate) fn of(stats: &NodeStats) -> Counters {
         Counters {
             commits: stats.commits.load(Ordering::Relaxed),
             records: stats.records.load(Ordering::Relaxed),
@@ -330,12 +330,20 @@ impl Counters {
         }
     }
 
-    /// Where each batch's time went between `before` and `self`: p50/p99/p99.9 of each
-    /// stage, as the upper bound of a power-of-two microsecond bucket.
-    fn stages_json(&self, before: &Counters) -> Value {
+    /// Where each batch's time went between `before` and `self`: p50/p99/p99.9 and the
+    /// slowest of each stage, as the upper bound of a power-of-two microsecond bucket,
+    /// and how many batches spent 16 ms or more in it.
+    pub(crate) fn stages_json(&self, before: &Counters) -> Value {
         let stage = |i: usize| {
-            let q = |pm| StageTimes::percentile_us(&self.stages[i], &before.stages[i], pm);
-            json!({"p50": q(500_000), "p99": q(990_000), "p999": q(999_000)})
+            let (now, then) = (&self.stages[i], &before.stages[i]);
+            let q = |pm| StageTimes::percentile_us(now, then, pm);
+            json!({
+                "p50": q(500_000),
+                "p99": q(990_000),
+                "p999": q(999_000),
+                "max": StageTimes::max_us(now, then),
+                "batches_16ms_or_more": StageTimes::at_least(now, then, 16_384),
+            })
         };
         json!({
             "queue_wait_us": stage(0),

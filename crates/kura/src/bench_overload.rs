@@ -65,11 +65,11 @@
 //! rate actually sent is reported beside the offered one.
 
 use crate::bench_api::{
-    any_seconds, funded_trader, histogram, loadavg, nanos, now_ms, pace, percentiles_us,
-    positive_seconds, ratio, runtime, sign_form, us, Served, Side, DEEP_TICKS, LOTS_MIN,
-    LOTS_PER_BTC, MID_JPY, SYMBOL,
+    any_seconds, cpu_delta, cpu_ms_by_thread, funded_trader, histogram, loadavg, nanos, now_ms,
+    pace, percentiles_us, positive_seconds, ratio, runtime, sign_form, us, Served, Side,
+    DEEP_TICKS, LOTS_MIN, LOTS_PER_BTC, MID_JPY, SYMBOL,
 };
-use crate::bench_journal::TempDir;
+use crate::bench_journal::{Counters, TempDir};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
@@ -80,6 +80,7 @@ use hyper::Method;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use kura::node::NodeStats;
 use kura::server::ServerConfig;
 use kura_api::auth::HmacSecret;
 use kura_api::limits::REQUEST_WEIGHT_PER_MINUTE;
@@ -1396,6 +1397,31 @@ fn storm_json(s: &StormStats) -> Value {
 }
 
 /// A GET from an honest address; the status (0: no answer).
+/// The server's stage histograms and every thread's CPU time at one moment.
+struct Mark {
+    journal: Counters,
+    cpu_ms: BTreeMap<String, u64>,
+}
+
+impl Mark {
+    fn now(stats: &NodeStats) -> Mark {
+        Mark {
+            journal: Counters::of(stats),
+            cpu_ms: cpu_ms_by_thread(),
+        }
+    }
+
+    /// What the server did from `before` to this mark: where its batches' time went
+    /// (queue wait, append and `fdatasync`, apply) and the CPU time of each thread of
+    /// this process (the generators' too), by name.
+    fn since(&self, before: &Mark) -> Value {
+        json!({
+            "batch_stages": self.journal.stages_json(&before.journal),
+            "cpu_ms_by_thread": cpu_delta(&before.cpu_ms, &self.cpu_ms),
+        })
+    }
+}
+
 fn ping(honest: &Honest, rt: &Runtime, server: SocketAddr) -> u16 {
     let Ok(req) = hyper::Request::get(format!("http://{server}/api/v3/ping"))
         .body(Full::new(Bytes::new()))
@@ -1551,7 +1577,9 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
             })
             .context("starting the pacing thread")?
     };
-    std::thread::sleep(a.warmup_secs + a.baseline_secs);
+    std::thread::sleep(a.warmup_secs);
+    let at_baseline = Mark::now(&served.stats);
+    std::thread::sleep(a.baseline_secs);
     let (rss_before, _) = rss_kib();
 
     // 3. The flood.
@@ -1570,6 +1598,7 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
         .map(|k| (*k, Arc::new(AttackStats::new())))
         .collect();
     let storm_stats = Arc::new(Mutex::new(StormStats::default()));
+    let at_attack = Mark::now(&served.stats);
     let attack_start = Instant::now();
     let mut attackers: Vec<JoinHandle<()>> = Vec::new();
     for i in 0..a.attack_addresses {
@@ -1617,6 +1646,7 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
         t.abort();
     }
     let attack_stop = Instant::now();
+    let at_attack_stop = Mark::now(&served.stats);
     let attack_elapsed = attack_stop - attack_start;
     attack_rt.block_on(async {
         for t in attackers {
@@ -1656,6 +1686,7 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
         }
     }
     let recovery_end = Instant::now();
+    let at_recovery_end = Mark::now(&served.stats);
     stop_honest.store(true, Ordering::Relaxed);
     let (_, lag) = pacer
         .join()
@@ -1802,6 +1833,11 @@ pub fn run(a: &OverloadArgs) -> Result<()> {
         },
         "fanout": fanout_json,
         "server": {
+            "by_phase": {
+                "unloaded": at_attack.since(&at_baseline),
+                "under_attack": at_attack_stop.since(&at_attack),
+                "after_attack": at_recovery_end.since(&at_attack_stop),
+            },
             "answers_after_flood": answers_after_flood,
             "exited_cleanly": exited_cleanly,
             "journal": backend_stats,

@@ -227,6 +227,24 @@ impl StageTimes {
         std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
     }
 
+    /// The upper bound, in microseconds, of the highest bucket with a sample among the
+    /// counts `now - before` (0 when there is none): the slowest, within a factor of two.
+    pub fn max_us(now: &[u64; STAGE_BUCKETS], before: &[u64; STAGE_BUCKETS]) -> u64 {
+        (0..STAGE_BUCKETS)
+            .rev()
+            .find(|&i| now[i] > before[i])
+            .map_or(0, |i| 1u64 << i)
+    }
+
+    /// How many of the samples `now - before` took at least `us` microseconds (counted
+    /// from the bucket holding `us`, so within a factor of two of it).
+    pub fn at_least(now: &[u64; STAGE_BUCKETS], before: &[u64; STAGE_BUCKETS], us: u64) -> u64 {
+        let from = (u64::BITS - us.leading_zeros()) as usize;
+        (from.min(STAGE_BUCKETS - 1)..STAGE_BUCKETS)
+            .map(|i| now[i].saturating_sub(before[i]))
+            .sum()
+    }
+
     /// The upper bound, in microseconds, of the bucket holding the `per_million`-th
     /// sample of the counts `now - before` (0 when there is none).
     pub fn percentile_us(
