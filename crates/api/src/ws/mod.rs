@@ -602,15 +602,23 @@ fn lower_priority() {
     lower_thread_priority(RUNTIME_PRIORITY, "ws: the runtime");
 }
 
-/// Lower the calling thread's priority to `priority` on the crate `thread-priority`'s
-/// 0–99 scale (25 is nice 9 on Linux). Where that fails, the thread keeps its priority
-/// and `what` is logged at debug level.
+/// Set the calling thread's priority to `priority` on the crate `thread-priority`'s
+/// 0–99 scale (25 is nice 9 on Linux), under the normal scheduling policy whatever the
+/// thread inherited from the one that started it (a guest-lane thread runs under
+/// `SCHED_IDLE`). Where that fails, the thread keeps its priority and `what` is logged
+/// at debug level.
 pub fn lower_thread_priority(priority: u8, what: &str) {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
     let outcome = thread_priority::ThreadPriorityValue::try_from(priority)
         .map_err(|e| e.to_owned())
         .and_then(|p| {
-            thread_priority::set_current_thread_priority(
+            set_thread_priority_and_policy(
+                thread_native_id(),
                 thread_priority::ThreadPriority::Crossplatform(p),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
             )
             .map_err(|e| format!("{e:?}"))
         });

@@ -4,12 +4,11 @@
 //! the last hour, [`kura_api::limits::Limiter::is_customer`]) or from a trusted proxy
 //! is served on the server's runtime, like the order pipeline it feeds. Every other
 //! connection (public market-data readers, new clients, and every flood) is served on
-//! the guest runtime, whose threads run at a lower priority (nice 9, as the WebSocket
-//! runtime's). While
-//! the machine has CPU to spare, both lanes get all they ask for. When it has not, as
-//! in the first second of a flood, before its addresses have earned their bans, the
-//! kernel gives the customers' lane the CPU first, and the flood's connections wait
-//! instead of the orders and cancels.
+//! the guest runtime, whose threads run under `SCHED_IDLE` (ADR 0021; nice 9 where that
+//! is refused). While the machine has CPU to spare, both lanes get all they ask for.
+//! When it has not, as in the first second of a flood, before its addresses have earned
+//! their bans, the kernel gives the customers' lane the CPU first, and the flood's
+//! connections wait instead of the orders and cancels.
 //!
 //! A customer's first connection (after an hour away, or ever) is a guest's: the
 //! answer to its first correctly signed request carries `Connection: close`
@@ -29,8 +28,8 @@ use std::sync::OnceLock;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-/// The guest lane's runtime priority on the crate `thread-priority`'s 0–99 scale (25 is
-/// nice 9 on Linux).
+/// The guest lane's runtime priority where `SCHED_IDLE` is refused, on the crate
+/// `thread-priority`'s 0–99 scale (25 is nice 9 on Linux).
 pub const GUEST_PRIORITY: u8 = 25;
 
 /// Worker threads of the guest runtime: half the CPUs, at least one.
@@ -57,8 +56,25 @@ fn guest_runtime() -> Option<tokio::runtime::Handle> {
         .map(|rt| rt.handle().clone())
 }
 
+/// The guest lane's threads run under `SCHED_IDLE`: only on CPU time that no thread
+/// of normal priority wants, and preempted at once when one wakes (ADR 0021). Where
+/// that policy is refused, at nice 9.
 fn lower_priority() {
-    kura_api::ws::lower_thread_priority(GUEST_PRIORITY, "the guest lane");
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    match set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    ) {
+        Ok(()) => {}
+        Err(e) => {
+            tracing::debug!(error = ?e, "the guest lane: no SCHED_IDLE; nice 9 instead");
+            kura_api::ws::lower_thread_priority(GUEST_PRIORITY, "the guest lane");
+        }
+    }
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, each connection on its

@@ -338,7 +338,9 @@ fn a_storm_of_websocket_upgrades_over_the_limit_is_banned_and_then_reset_at_acce
 }
 
 /// The nice values of this process's threads named `name` (Linux: /proc/self/task).
-fn nice_of_threads(name: &str) -> Vec<i64> {
+/// Field `field` (numbered as in proc(5)) of `/proc/self/task/*/stat` for the threads
+/// named `name`.
+fn stat_of_threads(name: &str, field: usize) -> Vec<i64> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -347,13 +349,23 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
         .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
         .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
         .filter_map(|stat| {
-            // Fields after the command name (which ends with ')'): state is field 3,
-            // nice field 19.
+            // Fields after the command name (which ends with ')') start at the state,
+            // field 3.
             let rest = &stat[stat.rfind(')')? + 2..];
-            rest.split_whitespace().nth(16)?.parse().ok()
+            rest.split_whitespace()
+                .nth(field.checked_sub(3)?)?
+                .parse()
+                .ok()
         })
         .collect()
 }
+
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    stat_of_threads(name, 19)
+}
+
+/// `SCHED_IDLE` in the `policy` field (41) of a thread's stat.
+const SCHED_IDLE: i64 = 5;
 
 #[test]
 fn market_data_runs_below_order_entry() {
@@ -369,6 +381,13 @@ fn market_data_runs_below_order_entry() {
         assert!(
             ws_threads.iter().all(|n| *n > 0),
             "the WebSocket runtime's threads run at nice {ws_threads:?}"
+        );
+        // Under the normal policy, though the guest lane (SCHED_IDLE) started them:
+        // market data is below order entry, not starved by it.
+        let policies = stat_of_threads("kura-ws", 41);
+        assert!(
+            policies.iter().all(|p| *p == 0),
+            "the WebSocket runtime's threads run under the policies {policies:?}"
         );
         drop(ws);
     });
@@ -444,11 +463,11 @@ fn customers_connections_take_their_own_lane_and_strangers_the_guest_lane() {
         let (status, head) = exchange(&mut first, &get_time).await.expect("answered");
         assert_eq!(status, 200, "{head}");
         assert!(!asks_to_close(&head), "{head}");
-        let guests = nice_of_threads("kura-guest");
+        let guests = stat_of_threads("kura-guest", 41);
         assert!(!guests.is_empty(), "no guest runtime thread found");
         assert!(
-            guests.iter().all(|n| *n > 0),
-            "the guest runtime's threads run at nice {guests:?}"
+            guests.iter().all(|p| *p == SCHED_IDLE),
+            "the guest runtime's threads run under the scheduling policies {guests:?}"
         );
         // A correctly signed request makes the address a customer's: the answer asks the
         // client to come back on a new connection...
