@@ -117,8 +117,9 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const PONG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Worker threads of the WebSocket runtime (see [`WsConfig::runtime_threads`]).
 pub const RUNTIME_THREADS: usize = 1;
-/// The WebSocket runtime's thread priority on the crate `thread-priority`'s 0–99
-/// scale, which it maps to Linux nice values from 19 (0) to -20 (99): 25 is nice 9.
+/// The WebSocket runtime's thread priority where `SCHED_IDLE` is refused, on the crate
+/// `thread-priority`'s 0–99 scale, which it maps to Linux nice values from 19 (0) to
+/// -20 (99): 25 is nice 9.
 pub const RUNTIME_PRIORITY: u8 = 25;
 /// Binance: a listen key expires 60 minutes after its last keepalive.
 pub const LISTEN_KEY_TTL_MS: u64 = 60 * 60 * 1000;
@@ -594,12 +595,31 @@ fn ws_runtime(config: &WsConfig) -> Option<tokio::runtime::Handle> {
     Some(own.as_ref().map_or(current, |rt| rt.handle().clone()))
 }
 
-/// Where this is supported (Linux), the WebSocket runtime's threads run at a lower
-/// priority than the rest of the server (nice 9, from [`RUNTIME_PRIORITY`]): when the machine is busy, order entry, cancels and the
-/// journal come before market data, so a storm of subscribers can slow the streams but
-/// not the REST API. On an idle machine it changes nothing.
+/// Where this is supported (Linux), the WebSocket runtime's threads run under
+/// `SCHED_IDLE` (nice 9, from [`RUNTIME_PRIORITY`], where that is refused): when the
+/// machine is busy, order entry, cancels and the journal come before market data, so a
+/// storm of subscribers can slow the streams but not the REST API. On an idle machine it
+/// changes nothing.
 fn lower_priority() {
-    lower_thread_priority(RUNTIME_PRIORITY, "ws: the runtime");
+    run_thread_when_idle("ws: the runtime");
+}
+
+/// Run the calling thread under `SCHED_IDLE`: only on CPU time no thread of normal
+/// priority wants, and preempted as soon as one wakes, rather than after a slice as a
+/// niced thread is. Where the policy is refused, nice 9 ([`lower_thread_priority`]).
+pub fn run_thread_when_idle(what: &str) {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    ) {
+        tracing::debug!(error = ?e, "{what}: no SCHED_IDLE; nice 9 instead");
+        lower_thread_priority(RUNTIME_PRIORITY, what);
+    }
 }
 
 /// Set the calling thread's priority to `priority` on the crate `thread-priority`'s

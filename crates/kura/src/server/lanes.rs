@@ -28,10 +28,6 @@ use std::sync::OnceLock;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-/// The guest lane's runtime priority where `SCHED_IDLE` is refused, on the crate
-/// `thread-priority`'s 0–99 scale (25 is nice 9 on Linux).
-pub const GUEST_PRIORITY: u8 = 25;
-
 /// Worker threads of the guest runtime: half the CPUs, at least one.
 pub fn guest_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
@@ -56,25 +52,10 @@ fn guest_runtime() -> Option<tokio::runtime::Handle> {
         .map(|rt| rt.handle().clone())
 }
 
-/// The guest lane's threads run under `SCHED_IDLE`: only on CPU time that no thread
-/// of normal priority wants, and preempted at once when one wakes (ADR 0021). Where
-/// that policy is refused, at nice 9.
+/// The guest lane's threads run under `SCHED_IDLE`, as the WebSocket runtime's (ADR
+/// 0021).
 fn lower_priority() {
-    use thread_priority::unix::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadSchedulePolicy,
-    };
-    match set_thread_priority_and_policy(
-        thread_native_id(),
-        thread_priority::ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-    ) {
-        Ok(()) => {}
-        Err(e) => {
-            tracing::debug!(error = ?e, "the guest lane: no SCHED_IDLE; nice 9 instead");
-            kura_api::ws::lower_thread_priority(GUEST_PRIORITY, "the guest lane");
-        }
-    }
+    kura_api::ws::run_thread_when_idle("the guest lane");
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, each connection on its
