@@ -20,7 +20,7 @@
 
 #![forbid(unsafe_code)]
 
-mod durability;
+pub mod durability;
 mod interval;
 mod live;
 mod project;
