@@ -232,24 +232,13 @@ pub struct OverloadArgs {
     samples: Option<PathBuf>,
 }
 
-/// A one-thread runtime for attack traffic: under `SCHED_IDLE` unless `normal`.
+/// A one-thread runtime for attack traffic: under `SCHED_IDLE` (nice 9 where refused)
+/// unless `normal`.
 fn attack_runtime(name: &str, normal: bool) -> Result<Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(1).thread_name(name).enable_all();
     if !normal {
-        builder.on_thread_start(|| {
-            use thread_priority::unix::{
-                set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-                ThreadSchedulePolicy,
-            };
-            if let Err(e) = set_thread_priority_and_policy(
-                thread_native_id(),
-                thread_priority::ThreadPriority::Min,
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-            ) {
-                eprintln!("could not run an attacker thread under SCHED_IDLE: {e:?}");
-            }
-        });
+        builder.on_thread_start(|| kura_api::ws::run_thread_when_idle("an attacker thread"));
     }
     builder
         .build()
