@@ -1385,7 +1385,6 @@ fn storm_json(s: &StormStats) -> Value {
     })
 }
 
-/// A GET from an honest address; the status (0: no answer).
 /// The server's stage histograms and every thread's CPU time at one moment.
 struct Mark {
     journal: Counters,
@@ -1411,6 +1410,7 @@ impl Mark {
     }
 }
 
+/// A GET from an honest address; the status (0: no answer).
 fn ping(honest: &Honest, rt: &Runtime, server: SocketAddr) -> u16 {
     let Ok(req) = hyper::Request::get(format!("http://{server}/api/v3/ping"))
         .body(Full::new(Bytes::new()))

@@ -45,11 +45,19 @@ pub fn boot_id() -> Option<String> {
     (!id.is_empty()).then(|| id.to_owned())
 }
 
+/// The suffix of the marker's name (after the database's).
+const MARKER_SUFFIX: &str = ".unsynced";
+
+/// `db`'s path with `suffix` appended to its file name.
+fn beside(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// The marker beside `db`.
 pub fn marker_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".unsynced");
-    PathBuf::from(name)
+    beside(db, MARKER_SUFFIX)
 }
 
 fn io_error(what: &str, path: &Path, e: io::Error) -> StoreError {
@@ -78,10 +86,8 @@ fn remove_if_present(path: &Path) -> Result<(), StoreError> {
 /// Delete the database at `db` with its WAL, shared-memory and marker files (none of
 /// which need exist). No connection may be open on it.
 pub fn remove_database(db: &Path) -> Result<(), StoreError> {
-    for suffix in ["", "-wal", "-shm", ".unsynced"] {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        remove_if_present(Path::new(&name))?;
+    for suffix in ["", "-wal", "-shm", MARKER_SUFFIX] {
+        remove_if_present(&beside(db, suffix))?;
     }
     Ok(())
 }

@@ -84,6 +84,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use thread_priority::unix::{
+    set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+    ThreadSchedulePolicy,
+};
 
 /// Binance: at most 1024 streams per connection.
 pub const SUBSCRIPTIONS_MAX: usize = 1024;
@@ -608,10 +612,6 @@ fn lower_priority() {
 /// priority wants, and preempted as soon as one wakes, rather than after a slice as a
 /// niced thread is. Where the policy is refused, nice 9 ([`lower_thread_priority`]).
 pub fn run_thread_when_idle(what: &str) {
-    use thread_priority::unix::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadSchedulePolicy,
-    };
     if let Err(e) = set_thread_priority_and_policy(
         thread_native_id(),
         thread_priority::ThreadPriority::Min,
@@ -628,10 +628,6 @@ pub fn run_thread_when_idle(what: &str) {
 /// `SCHED_IDLE`). Where that fails, the thread keeps its priority and `what` is logged
 /// at debug level.
 pub fn lower_thread_priority(priority: u8, what: &str) {
-    use thread_priority::unix::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadSchedulePolicy,
-    };
     let outcome = thread_priority::ThreadPriorityValue::try_from(priority)
         .map_err(|e| e.to_owned())
         .and_then(|p| {

@@ -328,16 +328,7 @@ async fn admin_actions_are_journaled_keys_work_at_once_and_state_survives_restar
     let r = start(d).await;
     let (status, _) = account(r.addr, &k, &secret).await;
     assert_eq!(status, 401);
-    let balances = admin(
-        d,
-        "ops-3",
-        Request::Balances {
-            user: Some("ann".into()),
-        },
-    )
-    .await
-    .expect("balances");
-    assert!(balances.to_string().contains("\"2000000\""), "{balances}");
+    assert_ann_holds_her_deposit(d).await;
     let head2 = stop(r).await;
     assert_eq!(head2, head, "a restart with no commands adds none");
 
@@ -373,21 +364,26 @@ async fn admin_actions_are_journaled_keys_work_at_once_and_state_survives_restar
         // memory. The read model is deleted and rebuilt from the journal at start.
         std::fs::write(&marker, "another-boot").expect("marker");
         let r = start(d).await;
-        let balances = admin(
-            d,
-            "ops-3",
-            Request::Balances {
-                user: Some("ann".into()),
-            },
-        )
-        .await
-        .expect("balances");
-        assert!(balances.to_string().contains("\"2000000\""), "{balances}");
+        assert_ann_holds_her_deposit(d).await;
         assert_eq!(stop(r).await, head);
         assert!(!planted(&db), "rebuilt, not kept");
         let store = kura_store::Store::open(&db).expect("store");
         assert_eq!(store.last_seq(), Some(head), "rebuilt up to the head");
     }
+}
+
+/// ann's balances, read through the admin socket, show the deposit made before.
+async fn assert_ann_holds_her_deposit(d: &Path) {
+    let balances = admin(
+        d,
+        "ops-3",
+        Request::Balances {
+            user: Some("ann".into()),
+        },
+    )
+    .await
+    .expect("balances");
+    assert!(balances.to_string().contains("\"2000000\""), "{balances}");
 }
 
 fn planted(db: &Path) -> bool {
